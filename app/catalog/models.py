@@ -1,0 +1,108 @@
+"""Catalog tables: controlled vocabularies, datasets (normalised facts plus their raw source rows), catalog state."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Computed,
+    DateTime,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base
+
+TextArray = ARRAY(Text)
+
+
+class Vocabulary(Base):
+    """One term of a controlled vocabulary (`kind` = modality, anatomy, task, dim, access, host, ...)."""
+
+    __tablename__ = "vocabulary"
+    __table_args__ = (ForeignKeyConstraint(["kind", "parent_id"], ["vocabulary.kind", "vocabulary.id"]),)
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(Text)
+    synonyms: Mapped[list[str]] = mapped_column(TextArray, default=list)
+    parent_id: Mapped[str | None] = mapped_column(String(64))
+    code: Mapped[str | None] = mapped_column(String(64))
+    code_system: Mapped[str | None] = mapped_column(String(32))
+    description: Mapped[str | None] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Dataset(Base):
+    """A surveyed dataset, normalised onto the vocabularies. `raw_records` keeps every source row verbatim."""
+
+    __tablename__ = "dataset"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(160), unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    aliases: Mapped[list[str]] = mapped_column(TextArray, default=list)
+    url: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(String(64))
+    section: Mapped[str | None] = mapped_column(Text)
+    year: Mapped[int | None] = mapped_column(Integer)
+    dims: Mapped[list[str]] = mapped_column(TextArray, default=list)
+    modalities: Mapped[list[str]] = mapped_column(TextArray, default=list)
+    anatomies: Mapped[list[str]] = mapped_column(TextArray, default=list)
+    # anatomies plus all their ancestors, so that asking for "thorax" finds lung and heart datasets
+    anatomy_closure: Mapped[list[str]] = mapped_column(TextArray, default=list)
+    tasks: Mapped[list[str]] = mapped_column(TextArray, default=list)
+    diseases: Mapped[list[str]] = mapped_column(TextArray, default=list)
+    labeled: Mapped[bool | None] = mapped_column(Boolean)
+    access: Mapped[str] = mapped_column(String(32))
+    licence: Mapped[str | None] = mapped_column(String(64))
+    organisation: Mapped[str | None] = mapped_column(Text)
+    images: Mapped[int | None] = mapped_column(BigInteger)
+    size_bucket: Mapped[str] = mapped_column(String(16))
+    formats: Mapped[list[str]] = mapped_column(TextArray, default=list)
+    source: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    quality_flags: Mapped[list[str]] = mapped_column(TextArray, default=list)
+    completeness: Mapped[float] = mapped_column(Float, default=0.0)
+    variant_group: Mapped[str | None] = mapped_column(String(160))
+    raw_records: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    # words a full-text search should find this dataset by (names, aliases, vocabulary labels and synonyms)
+    search_document: Mapped[str] = mapped_column(Text, default="")
+    search_vector: Mapped[Any] = mapped_column(
+        TSVECTOR, Computed("to_tsvector('english', search_document)", persisted=True)
+    )
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_dataset_modalities", "modalities", postgresql_using="gin"),
+        Index("ix_dataset_anatomy_closure", "anatomy_closure", postgresql_using="gin"),
+        Index("ix_dataset_tasks", "tasks", postgresql_using="gin"),
+        Index("ix_dataset_dims", "dims", postgresql_using="gin"),
+        Index("ix_dataset_search_vector", "search_vector", postgresql_using="gin"),
+        Index(
+            "ix_dataset_search_document_trgm",
+            "search_document",
+            postgresql_using="gin",
+            postgresql_ops={"search_document": "gin_trgm_ops"},
+        ),
+        Index("ix_dataset_variant_group", "variant_group"),
+    )
+
+
+class CatalogState(Base):
+    """A single row: the catalog version, bumped by every write so caches and plans can refer to it."""
+
+    __tablename__ = "catalog_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    source_sha256: Mapped[str | None] = mapped_column(String(64))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,268 @@
+"""Catalog operations: importing the seed file, reading datasets and vocabularies, the catalog version."""
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from app.catalog.importer import SEED_FILE, ImportPlan, load_rows, plan_import
+from app.catalog.models import CatalogState, Dataset, Vocabulary
+from app.catalog.vocabularies import ALL, HOST
+from app.core.errors import NotFound
+
+# Columns the importer owns. Everything else (source descriptor, licence, organisation, formats) may have been
+# curated by hand and survives a re-import.
+IMPORTED_COLUMNS = (
+    "name", "aliases", "url", "host", "section", "year", "dims", "modalities", "anatomies", "anatomy_closure",
+    "tasks", "diseases", "labeled", "access", "images", "size_bucket", "quality_flags", "completeness",
+    "variant_group", "raw_records", "search_document",
+)  # fmt: skip
+
+
+@dataclass
+class ImportSummary:
+    rows: int
+    text_distinct: int
+    datasets: int
+    created: int
+    updated: int
+    unchanged: int
+    catalog_version: int
+    flags: dict[str, int] = field(default_factory=dict)
+    unmatched: dict[str, dict[str, int]] = field(default_factory=dict)
+    inferred_modality: int = 0
+
+    def as_lines(self) -> list[str]:
+        lines = [
+            f"{self.rows} rows read; {self.text_distinct} distinct as written; {self.datasets} datasets once "
+            f"each fact is normalised (the rest are the same dataset listed again, kept as raw records)",
+            f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged; "
+            f"catalog version {self.catalog_version}",
+            f"{self.inferred_modality} datasets whose modality says only 'Multi' took their survey table's",
+        ]
+        lines += [f"flag {name}: {count}" for name, count in sorted(self.flags.items(), key=lambda i: -i[1])]
+        for key, parts in self.unmatched.items():
+            shown = ", ".join(f"{part!r} x{n}" for part, n in parts.items())
+            lines.append(f"not in the {key} vocabulary (kept in the raw record): {shown}")
+        return lines
+
+
+def sync_vocabularies(session: Session) -> None:
+    """Write the vocabulary tables into the database (parents first, so the foreign key holds)."""
+    for vocabulary in ALL.values():
+        for position, term in enumerate(vocabulary.terms):
+            row = {
+                "kind": vocabulary.kind,
+                "id": term.id,
+                "label": term.label,
+                "synonyms": list(term.synonyms),
+                "parent_id": term.parent,
+                "code": term.code,
+                "code_system": term.code_system,
+                "description": term.description,
+                "position": position,
+            }
+            statement = insert(Vocabulary).values(**row)
+            session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["kind", "id"],
+                    set_={k: v for k, v in row.items() if k not in ("kind", "id")},
+                )
+            )
+
+
+def import_catalog(session: Session, path: Path | None = None) -> ImportSummary:
+    """Import (or re-import) a survey-format catalog file. Idempotent: slugs are derived from the facts."""
+    path = path or SEED_FILE
+    plan: ImportPlan = plan_import(load_rows(path))
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    sync_vocabularies(session)
+
+    existing = {
+        row.slug: row
+        for row in session.execute(select(Dataset.slug, *[getattr(Dataset, c) for c in IMPORTED_COLUMNS]))
+    }
+    created = updated = unchanged = 0
+    for record in plan.records:
+        current = existing.get(record.slug)
+        if current is None:
+            session.add(Dataset(**record.values))
+            created += 1
+        elif any(getattr(current, c) != record.values[c] for c in IMPORTED_COLUMNS):
+            session.execute(
+                Dataset.__table__.update()
+                .where(Dataset.slug == record.slug)
+                .values(**{c: record.values[c] for c in IMPORTED_COLUMNS}, updated_at=func.now())
+            )
+            updated += 1
+        else:
+            unchanged += 1
+    session.flush()
+
+    state = _state(session)
+    if created or updated:
+        state.version += 1
+    state.source_sha256 = sha256
+    summary = ImportSummary(
+        rows=plan.rows,
+        text_distinct=plan.text_distinct,
+        datasets=len(plan.records),
+        created=created,
+        updated=updated,
+        unchanged=unchanged,
+        catalog_version=state.version,
+        flags=dict(plan.flags),
+        unmatched={k: dict(v) for k, v in plan.unmatched.items()},
+        inferred_modality=plan.inferred_modality,
+    )
+    state.summary = {k: v for k, v in summary.__dict__.items()}
+    session.commit()
+    return summary
+
+
+def _state(session: Session) -> CatalogState:
+    state = session.get(CatalogState, 1, with_for_update=True)
+    if state is None:
+        state = CatalogState(id=1, version=0, summary={})
+        session.add(state)
+        session.flush()
+    return state
+
+
+def catalog_is_empty(session: Session) -> bool:
+    return session.execute(select(Dataset.id).limit(1)).first() is None
+
+
+def catalog_version(session: Session) -> int:
+    return session.execute(text("SELECT coalesce(max(version), 0) FROM catalog_state")).scalar_one()
+
+
+def get_dataset(session: Session, slug: str) -> Dataset:
+    dataset = session.execute(select(Dataset).where(Dataset.slug == slug)).scalar_one_or_none()
+    if dataset is None:
+        raise NotFound(f"dataset {slug!r}")
+    return dataset
+
+
+def related_datasets(session: Session, dataset: Dataset) -> dict[str, list[tuple[str, str]]]:
+    """Other entries with the same name (variants) and other datasets listed at the same URL."""
+    variants = []
+    if dataset.variant_group:
+        variants = session.execute(
+            select(Dataset.slug, Dataset.name)
+            .where(Dataset.variant_group == dataset.variant_group, Dataset.id != dataset.id)
+            .order_by(Dataset.slug)
+        ).all()
+    same_url = []
+    if dataset.url:
+        same_url = session.execute(
+            select(Dataset.slug, Dataset.name)
+            .where(Dataset.url == dataset.url, Dataset.id != dataset.id)
+            .order_by(Dataset.name)
+            .limit(50)
+        ).all()
+    return {
+        "variants": [(s, n) for s, n in variants],
+        "same_url": [(s, n) for s, n in same_url],
+    }
+
+
+def list_vocabularies(session: Session, kind: str | None = None) -> list[Vocabulary]:
+    query = select(Vocabulary).order_by(Vocabulary.kind, Vocabulary.position)
+    if kind is not None:
+        if kind not in ALL:
+            raise NotFound(f"vocabulary {kind!r}")
+        query = query.where(Vocabulary.kind == kind)
+    return list(session.execute(query).scalars())
+
+
+_HOST_STEPS = {
+    "tcia": "Download with the NBIA Data Retriever or the TCIA REST API (a .tcia manifest from the collection "
+    "page); some collections need a signed data use agreement first.",
+    "kaggle": "Sign in to Kaggle, accept the dataset or competition rules, then download from the page or with "
+    "`kaggle datasets download` / `kaggle competitions download` and your API token.",
+    "grand_challenge": "Create a Grand Challenge account and join the challenge; data links appear on the "
+    "challenge's data page once your request is accepted.",
+    "synapse": "Register on Synapse, accept the project's conditions of use, then download with the Synapse "
+    "client (`synapse get`).",
+    "tianchi": "Sign in to Aliyun Tianchi (a phone number is needed) and accept the dataset terms.",
+    "physionet": "Create a PhysioNet account; credentialed datasets also need the CITI training and a signed "
+    "data use agreement.",
+    "openneuro": "Open data: download with the OpenNeuro CLI, DataLad, or from the public S3 bucket.",
+    "zenodo": "Open record: download the files listed on the Zenodo record (each has an md5 checksum).",
+    "huggingface": "Download with `huggingface-cli download` or the `datasets` library; gated repos need you to "
+    "accept terms while signed in.",
+    "github": "Clone the repository or download its release assets; large files may sit behind links in the "
+    "README.",
+    "figshare": "Download the files from the figshare item (md5 checksums are listed).",
+    "mendeley": "Download the files from the Mendeley Data page (no account needed for public datasets).",
+}
+
+_ACCESS_STEPS = {
+    "open": "Download directly from the landing page.",
+    "registration": "Create an account on the host and accept its terms before downloading.",
+    "application": "Apply to the data owner (usually a data use agreement reviewed by a committee) and wait "
+    "for approval before any download.",
+    "unknown": "The survey could not tell how access works: open the landing page to find out.",
+}
+
+
+def access_next_step(dataset: Dataset) -> str:
+    """What a user must do to get the data, in concrete terms for the host it lives on."""
+    if not dataset.url:
+        return "No landing page is recorded: search for the dataset's paper to find where it is published."
+    host_step = _HOST_STEPS.get(dataset.host)
+    access_step = _ACCESS_STEPS.get(dataset.access, _ACCESS_STEPS["unknown"])
+    return f"{access_step} {host_step}" if host_step else access_step
+
+
+def host_label(host_id: str) -> str:
+    return HOST.term(host_id).label if host_id in HOST.ids else host_id
+
+
+def dataset_json_ld(dataset: Dataset, page_url: str) -> dict[str, Any]:
+    """schema.org Dataset description for the dataset page's <head> (search engines and crawlers read it)."""
+    data: dict[str, Any] = {
+        "@context": "https://schema.org",
+        "@type": "Dataset",
+        "name": dataset.name,
+        "url": page_url,
+        "identifier": dataset.slug,
+        "description": describe(dataset),
+        "keywords": [*dataset.modalities, *dataset.anatomies, *dataset.tasks, *dataset.diseases],
+        "isAccessibleForFree": dataset.access == "open",
+        "includedInDataCatalog": {"@type": "DataCatalog", "name": "Imaging-X Portal"},
+    }
+    if dataset.url:
+        data["sameAs"] = dataset.url
+    if dataset.aliases:
+        data["alternateName"] = dataset.aliases
+    if dataset.year:
+        data["datePublished"] = str(dataset.year)
+    if dataset.licence:
+        data["license"] = f"https://spdx.org/licenses/{dataset.licence}.html"
+    if dataset.images is not None:
+        data["size"] = f"{dataset.images} images or cases"
+    return data
+
+
+def describe(dataset: Dataset) -> str:
+    """One sentence a person can read: '3D CT segmentation dataset of the liver, 131 cases, 2017.'"""
+    parts = [
+        "/".join(dataset.dims) or None,
+        "/".join(ALL["modality"].term(m).label for m in dataset.modalities) or None,
+        "/".join(dataset.tasks) or None,
+        "dataset",
+    ]
+    sentence = " ".join(p for p in parts if p)
+    if dataset.anatomies:
+        sentence += " of the " + ", ".join(ALL["anatomy"].term(a).label.lower() for a in dataset.anatomies)
+    if dataset.images is not None:
+        sentence += f", {dataset.images:,} images or cases"
+    if dataset.year:
+        sentence += f", {dataset.year}"
+    return sentence[0].upper() + sentence[1:] + "."

@@ -1,0 +1,54 @@
+"""All configuration, read once from the environment (prefix IMAGINGX_, plus DATABASE_URL and REDIS_URL).
+
+Every field here is documented in the README's settings table; tests/test_docs.py fails when one is not.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path(user_data_dir("imagingx", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMAGINGX_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "IMAGINGX_DATABASE_URL"),
+        description="PostgreSQL URL; unset means `imagingx serve` starts an embedded PostgreSQL.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "IMAGINGX_REDIS_URL"),
+        description="Redis URL (Celery broker and results); unset means `imagingx serve` starts one.",
+    )
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Folder holding all local state: embedded database, redis, pid files, bundle store.",
+    )
+    storage_url: str | None = Field(
+        default=None, description="fsspec URL of the bundle store; default is `<home>/store`."
+    )
+    page_size_default: int = Field(default=25, description="Results per page when `page_size` is not given.")
+    page_size_max: int = Field(default=200, description="Largest accepted `page_size`; larger is a 422.")
+    facet_size: int = Field(default=30, description="Values shown per facet before it says `truncated`.")
+    near_matches_max: int = Field(default=10, description="Near matches returned beside strict results.")
+    query_timeout_ms: int = Field(
+        default=2000, description="PostgreSQL statement timeout for search queries."
+    )
+    log_level: str = Field(default="info", description="Log level of the web and worker processes.")
+
+    @property
+    def store_url(self) -> str:
+        return self.storage_url or str(self.home / "store")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,63 @@
+"""Database engine, sessions and migrations. The schema is created only by Alembic."""
+
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from app.core.config import get_settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def normalise_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs (as docker-compose and libpq users write them) and use psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@lru_cache
+def get_engine(url: str | None = None) -> Engine:
+    url = url or get_settings().database_url
+    if not url:
+        raise RuntimeError("DATABASE_URL is not set (imagingx serve sets it after starting PostgreSQL)")
+    timeout = get_settings().query_timeout_ms
+    return create_engine(
+        normalise_url(url),
+        pool_pre_ping=True,
+        connect_args={"options": f"-c statement_timeout={timeout}"},
+    )
+
+
+@lru_cache
+def _session_factory(url: str | None = None) -> sessionmaker[Session]:
+    return sessionmaker(get_engine(url), expire_on_commit=False)
+
+
+def new_session(url: str | None = None) -> Session:
+    return _session_factory(url)()
+
+
+def get_session() -> Iterator[Session]:
+    """FastAPI dependency: one session per request."""
+    with new_session() as session:
+        yield session
+
+
+def run_migrations(url: str | None = None) -> None:
+    """Upgrade the database to the newest migration (what `imagingx db upgrade` runs)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", normalise_url(url or get_settings().database_url or ""))
+    command.upgrade(config, "head")

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.catalog.importer import SEED_FILE, ImportPlan, load_rows, plan_import
 from app.catalog.models import CatalogState, Dataset, Vocabulary
+from app.catalog.schemas import DatasetDetail, DatasetSummary, QualityFlag, RelatedDataset
 from app.catalog.vocabularies import ALL, HOST
 from app.core.errors import NotFound
 
@@ -266,3 +267,54 @@ def describe(dataset: Dataset) -> str:
     if dataset.year:
         sentence += f", {dataset.year}"
     return sentence[0].upper() + sentence[1:] + "."
+
+
+def dataset_detail(session: Session, slug: str, api_prefix: str = "/api/v1") -> DatasetDetail:
+    """Everything the dataset page and its JSON twin show."""
+    dataset = get_dataset(session, slug)
+    related = related_datasets(session, dataset)
+    quality = ALL["quality"]
+    return DatasetDetail(
+        **summarise(dataset, api_prefix).model_dump(),
+        aliases=dataset.aliases,
+        section=dataset.section,
+        anatomy_closure=dataset.anatomy_closure,
+        organisation=dataset.organisation,
+        formats=dataset.formats,
+        size_bucket=dataset.size_bucket,
+        flags=[
+            QualityFlag(id=f, label=quality.term(f).label, description=quality.term(f).description)
+            for f in dataset.quality_flags
+            if f in quality.ids
+        ],
+        access_next_step=access_next_step(dataset),
+        description=describe(dataset),
+        variants=[RelatedDataset(slug=s, name=n) for s, n in related["variants"]],
+        same_url=[RelatedDataset(slug=s, name=n) for s, n in related["same_url"]],
+        raw_records=dataset.raw_records,
+        json_ld=dataset_json_ld(dataset, f"/datasets/{dataset.slug}"),
+        catalog_version=catalog_version(session),
+    )
+
+
+def summarise(row: Dataset, api_prefix: str = "/api/v1") -> DatasetSummary:
+    return DatasetSummary(
+        slug=row.slug,
+        name=row.name,
+        url=row.url,
+        year=row.year,
+        dims=row.dims,
+        modalities=row.modalities,
+        anatomies=row.anatomies,
+        tasks=row.tasks,
+        diseases=row.diseases,
+        labeled=row.labeled,
+        access=row.access,
+        host=row.host,
+        licence=row.licence,
+        images=row.images,
+        quality_flags=row.quality_flags,
+        completeness=row.completeness,
+        api_url=f"{api_prefix}/datasets/{row.slug}",
+        html_url=f"/datasets/{row.slug}",
+    )

@@ -1,0 +1,74 @@
+"""JSON shapes of catalog resources."""
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class DatasetSummary(BaseModel):
+    slug: str
+    name: str
+    url: str | None
+    year: int | None
+    dims: list[str]
+    modalities: list[str]
+    anatomies: list[str]
+    tasks: list[str]
+    diseases: list[str]
+    labeled: bool | None
+    access: str
+    host: str
+    licence: str | None
+    images: int | None
+    quality_flags: list[str]
+    completeness: float
+    api_url: str
+    html_url: str
+
+
+class QualityFlag(BaseModel):
+    id: str
+    label: str
+    description: str | None
+
+
+class RelatedDataset(BaseModel):
+    slug: str
+    name: str
+
+
+class DatasetDetail(DatasetSummary):
+    ok: bool = True
+    aliases: list[str]
+    section: str | None
+    anatomy_closure: list[str] = Field(description="The anatomies and every region that contains them")
+    organisation: str | None
+    formats: list[str]
+    size_bucket: str
+    flags: list[QualityFlag]
+    access_next_step: str
+    description: str
+    variants: list[RelatedDataset] = Field(description="Other entries of the survey with the same name")
+    same_url: list[RelatedDataset] = Field(description="Other datasets listed at the same landing page")
+    raw_records: list[dict[str, Any]] = Field(
+        description="The survey rows this dataset was built from, verbatim"
+    )
+    json_ld: dict[str, Any]
+    catalog_version: int
+
+
+class VocabularyTerm(BaseModel):
+    kind: str
+    id: str
+    label: str
+    synonyms: list[str]
+    parent_id: str | None
+    code: str | None
+    code_system: str | None
+    description: str | None
+
+
+class VocabularyList(BaseModel):
+    ok: bool = True
+    count: int
+    results: list[VocabularyTerm]

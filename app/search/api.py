@@ -1,0 +1,66 @@
+"""JSON routes of search: thin wrappers around app.search.service."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+
+from app.api.deps import FacetSizeDep, SearchFilterDep, SessionDep
+from app.search import service
+from app.search.schemas import Facet, SearchFilter, SearchResponse
+
+router = APIRouter(tags=["search"])
+API = "/api/v1"
+
+
+@router.get("/datasets", operation_id="search_datasets", response_model=SearchResponse)
+def search_datasets(
+    session: SessionDep,
+    search: SearchFilterDep,
+    facet_size: FacetSizeDep,
+    page_size: Annotated[int | None, Query(description="Results per page (max 200)")] = None,
+    _next: Annotated[str | None, Query(description="Cursor from a previous response's next_url")] = None,
+) -> SearchResponse:
+    """Faceted search: strict matches, facet counts (disjunctive) and near matches that miss one or two filters."""
+    return service.search_datasets(
+        session, search, page_size=page_size, cursor=_next, facet_size=facet_size, base_path=f"{API}/datasets"
+    )
+
+
+@router.post("/datasets/search", operation_id="search_datasets_by_body", response_model=SearchResponse)
+def search_datasets_by_body(
+    session: SessionDep,
+    search: Annotated[
+        SearchFilter,
+        Body(
+            examples=[
+                {"terms": {"modality": ["MRI"], "anatomy": ["brain"]}, "ranges": {"year": {"gte": 2018}}}
+            ]
+        ),
+    ],
+    page_size: Annotated[int | None, Query(description="Results per page (max 200)")] = None,
+    _next: Annotated[str | None, Query()] = None,
+) -> SearchResponse:
+    """The same search with the filter as a JSON body `{terms, ranges, q}`."""
+    return service.search_datasets(
+        session,
+        service.normalise_filter(search),
+        page_size=page_size,
+        cursor=_next,
+        base_path=f"{API}/datasets",
+    )
+
+
+@router.get("/facets", operation_id="facet_counts", response_model=list[Facet])
+def facets(session: SessionDep, search: SearchFilterDep, facet_size: FacetSizeDep) -> list[Facet]:
+    """Only the facets of a search (same parameters as /datasets)."""
+    return service.search_datasets(
+        session, search, page_size=1, facet_size=facet_size, base_path=f"{API}/datasets"
+    ).facets
+
+
+@router.get("/statistics", operation_id="catalog_statistics")
+def statistics(session: SessionDep) -> dict[str, Any]:
+    """Distributions by modality, dim, task, anatomy, access, year, size and host, plus the taxonomy tree."""
+    stats = service.catalog_statistics(session)
+    stats["distributions"] = {k: v.model_dump() for k, v in stats["distributions"].items()}
+    return {"ok": True, **stats}

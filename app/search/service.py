@@ -1,0 +1,493 @@
+"""Searching the catalog: one function per operation, called alike by pages, the JSON API and the CLI."""
+
+import base64
+import binascii
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import numpy as np
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from app.catalog.models import Dataset
+from app.catalog.service import catalog_version, summarise
+from app.catalog.vocabularies import ALL
+from app.core.config import get_settings
+from app.core.errors import InvalidInput
+from app.search.index import CatalogIndex, current_index
+from app.search.schemas import (
+    FACETS,
+    RANGE_FIELDS,
+    Facet,
+    FacetValue,
+    NearMatch,
+    Order,
+    Range,
+    SearchFilter,
+    SearchResponse,
+    Sort,
+)
+
+CONTROL_PARAMS = {"q", "sort", "order", "prefer_open", "page_size", "_next", "_facet_size"}
+
+
+# -- reading a filter from a query string or a JSON body -------------------------------------------------------
+def resolve_value(facet: str, value: str) -> str:
+    """The canonical facet value for any accepted spelling, or a 422 that lists the allowed values."""
+    spec = FACETS[facet]
+    cleaned = value.strip()
+    if facet == "year":
+        if cleaned.isdigit() or cleaned.lower() == "unknown":
+            return cleaned.lower()
+        raise InvalidInput(["query", facet], f"year must be a number or 'unknown', not {value!r}")
+    vocabulary = ALL[spec.vocabulary or facet]
+    resolved = vocabulary.resolve(cleaned)
+    if resolved is None:
+        allowed = ", ".join(vocabulary.ids)
+        raise InvalidInput(["query", facet], f"unknown {facet} {value!r}; allowed values: {allowed}")
+    return resolved
+
+
+def _parse_int(name: str, value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise InvalidInput(["query", name], f"{name} must be an integer, not {value!r}") from None
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise InvalidInput(["query", name], f"{name} must be true or false, not {value!r}")
+
+
+def parse_filter(params: Iterable[tuple[str, str]]) -> SearchFilter:
+    """Read `modality=CT&modality=MR&year__gte=2018&q=liver&sort=images` into a SearchFilter (or a 422)."""
+    terms: dict[str, list[str]] = {}
+    ranges: dict[str, dict[str, int]] = {}
+    fields: dict[str, str] = {}
+    for key, value in params:
+        if key in FACETS:
+            if value.strip():
+                resolved = resolve_value(key, value)
+                if resolved not in terms.setdefault(key, []):
+                    terms[key].append(resolved)
+        elif "__" in key:
+            name, _, op = key.partition("__")
+            if name not in RANGE_FIELDS or op not in ("gte", "lte"):
+                raise InvalidInput(
+                    ["query", key],
+                    f"unknown range {key!r}; use year__gte, year__lte, images__gte or images__lte",
+                )
+            if value.strip():
+                ranges.setdefault(name, {})[op] = _parse_int(key, value)
+        elif key in CONTROL_PARAMS:
+            fields[key] = value
+        else:
+            allowed = ", ".join(
+                [*FACETS, "year__gte", "year__lte", "images__gte", "images__lte", *CONTROL_PARAMS]
+            )
+            raise InvalidInput(["query", key], f"unknown parameter {key!r}; allowed: {allowed}")
+    for name, bounds in ranges.items():
+        if "gte" in bounds and "lte" in bounds and bounds["gte"] > bounds["lte"]:
+            raise InvalidInput(["query", f"{name}__gte"], f"{name}__gte is larger than {name}__lte")
+    return SearchFilter(
+        q=(fields.get("q") or "").strip() or None,
+        terms=terms,
+        ranges={name: Range(**bounds) for name, bounds in ranges.items()},
+        sort=_enum(Sort, "sort", fields.get("sort") or "relevance"),
+        order=_enum(Order, "order", fields["order"]) if fields.get("order") else None,
+        prefer_open=_parse_bool("prefer_open", fields.get("prefer_open", "false")),
+    )
+
+
+def _enum(kind: type[Sort] | type[Order], name: str, value: str) -> Sort | Order:
+    try:
+        return kind(value.strip().lower())
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise InvalidInput(["query", name], f"unknown {name} {value!r}; allowed: {allowed}") from None
+
+
+def normalise_filter(search: SearchFilter) -> SearchFilter:
+    """A filter that arrived as JSON gets the same synonym resolution and checks as a query string."""
+    terms: dict[str, list[str]] = {}
+    for facet, values in search.terms.items():
+        if facet not in FACETS:
+            raise InvalidInput(
+                ["body", "terms", facet], f"unknown facet {facet!r}; allowed: {', '.join(FACETS)}"
+            )
+        terms[facet] = list(dict.fromkeys(resolve_value(facet, v) for v in values))
+    for name, bounds in search.ranges.items():
+        if name not in RANGE_FIELDS:
+            raise InvalidInput(["body", "ranges", name], f"unknown range {name!r}; allowed: year, images")
+        if bounds.gte is not None and bounds.lte is not None and bounds.gte > bounds.lte:
+            raise InvalidInput(["body", "ranges", name], f"{name}: gte is larger than lte")
+    return search.model_copy(update={"terms": terms})
+
+
+def filter_pairs(search: SearchFilter) -> list[tuple[str, str]]:
+    """The query-string form of a filter (used for toggle links, next links and the JSON twin link)."""
+    pairs: list[tuple[str, str]] = []
+    if search.q:
+        pairs.append(("q", search.q))
+    for facet in FACETS:
+        pairs.extend((facet, value) for value in search.terms.get(facet, []))
+    for name, bounds in search.ranges.items():
+        pairs.extend(
+            (f"{name}__{op}", str(v)) for op, v in (("gte", bounds.gte), ("lte", bounds.lte)) if v is not None
+        )
+    if search.sort != Sort.relevance:
+        pairs.append(("sort", search.sort.value))
+    if search.order is not None:
+        pairs.append(("order", search.order.value))
+    if search.prefer_open:
+        pairs.append(("prefer_open", "true"))
+    return pairs
+
+
+def query_string(pairs: list[tuple[str, str]]) -> str:
+    return "?" + urlencode(pairs) if pairs else "?"
+
+
+def toggled(search: SearchFilter, facet: str, value: str) -> SearchFilter:
+    selected = list(search.terms.get(facet, []))
+    selected = [v for v in selected if v != value] if value in selected else [*selected, value]
+    terms = {**search.terms, facet: selected}
+    return search.model_copy(update={"terms": {k: v for k, v in terms.items() if v}})
+
+
+def without_range(search: SearchFilter, name: str) -> SearchFilter:
+    return search.model_copy(update={"ranges": {k: v for k, v in search.ranges.items() if k != name}})
+
+
+# -- cursors ----------------------------------------------------------------------------------------------------
+def encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        offset = int(data["o"])
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise InvalidInput(
+            ["query", "_next"], "invalid _next cursor: use the next_url of a response"
+        ) from None
+    if offset < 0:
+        raise InvalidInput(["query", "_next"], "invalid _next cursor: use the next_url of a response")
+    return offset
+
+
+# -- the search itself ------------------------------------------------------------------------------------------
+@dataclass
+class Constraint:
+    """One thing a strict match must satisfy; near matches are rows that miss one or two of these."""
+
+    key: str
+    bitmap: np.ndarray
+
+
+def _constraints(index: CatalogIndex, search: SearchFilter) -> list[Constraint]:
+    constraints = [
+        Constraint(facet, index.facets[facet].union(values, index.words))
+        for facet, values in search.terms.items()
+        if values
+    ]
+    constraints += [
+        Constraint(f"range:{name}", index.range_bitmap(name, bounds.gte, bounds.lte))
+        for name, bounds in search.ranges.items()
+        if bounds.gte is not None or bounds.lte is not None
+    ]
+    return constraints
+
+
+_WORD = re.compile(r"[\w'-]+", re.UNICODE)
+
+
+def text_matches(session: Session, q: str) -> dict[int, float]:
+    """Datasets matching every word of `q` exactly (full text) or nearly (trigram), with a relevance score."""
+    words = [w.lower() for w in _WORD.findall(q)][:8]
+    if not words:
+        return {}
+    conditions, params = [], {}
+    for i, word in enumerate(words):
+        params[f"w{i}"] = word
+        conditions.append(
+            f"(search_vector @@ to_tsquery('simple', quote_literal(:w{i}) || ':*') OR :w{i} <% search_document)"
+        )
+    params["q"] = " ".join(words)
+    sql = text(
+        "SELECT id, ts_rank_cd(search_vector, plainto_tsquery('simple', :q)) "
+        "+ word_similarity(:q, name) + 0.5 * word_similarity(:q, search_document) AS score "
+        f"FROM dataset WHERE {' AND '.join(conditions)}"
+    )
+    return {row.id: float(row.score) for row in session.execute(sql, params)}
+
+
+def search_datasets(
+    session: Session,
+    search: SearchFilter,
+    *,
+    page_size: int | None = None,
+    cursor: str | None = None,
+    facet_size: int | None = None,
+    base_path: str = "/datasets",
+    api_prefix: str = "/api/v1",
+    with_facets: bool = True,
+) -> SearchResponse:
+    started = time.perf_counter()
+    settings = get_settings()
+    page_size = settings.page_size_default if page_size is None else page_size
+    if not 1 <= page_size <= settings.page_size_max:
+        raise InvalidInput(
+            ["query", "page_size"], f"page_size must be between 1 and {settings.page_size_max}"
+        )
+    offset = decode_cursor(cursor)
+    version = catalog_version(session)
+    index = current_index(session, version)
+
+    constraints = _constraints(index, search)
+    base = index.all
+    scores: dict[int, float] = {}
+    if search.q:
+        scores = text_matches(session, search.q)
+        base = index.pack_positions(index.positions_of_ids(np.fromiter(scores, np.int64, len(scores))))
+    strict = base.copy()
+    for constraint in constraints:
+        strict &= constraint.bitmap
+
+    ordered = _ordered_positions(index, strict, search, scores)
+    page_positions = ordered[offset : offset + page_size]
+    rows = _fetch(session, index.ids[page_positions])
+    results = [summarise(row, api_prefix) for row in rows]
+    next_offset = offset + page_size
+    next_pairs = [*filter_pairs(search), ("page_size", str(page_size)), ("_next", encode_cursor(next_offset))]
+    next_url = f"{base_path}{query_string(next_pairs)}" if next_offset < ordered.size else None
+
+    facets = (
+        facet_counts(index, search, base, constraints, facet_size or settings.facet_size, base_path)
+        if with_facets
+        else []
+    )
+    near = _near_matches(session, index, search, base, constraints, api_prefix) if offset == 0 else []
+    return SearchResponse(
+        count=int(ordered.size),
+        results=results,
+        facets=facets,
+        near_matches=near,
+        next_url=next_url,
+        filter=search,
+        catalog_version=version,
+        timing_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+
+
+def _ordered_positions(
+    index: CatalogIndex, bitmap: np.ndarray, search: SearchFilter, scores: Mapping[int, float]
+) -> np.ndarray:
+    flags = index.unpack(bitmap)
+    if search.sort == Sort.relevance and scores:
+        positions = np.flatnonzero(flags)
+        text_score = np.array([scores.get(int(i), 0.0) for i in index.ids[positions]])
+        prior = (index.open_score if search.prefer_open else index.base_score)[positions]
+        return positions[np.lexsort((positions, -(text_score * 10 + prior)))]
+    key = "relevance_open" if search.sort == Sort.relevance and search.prefer_open else search.sort.value
+    ordering = index.orderings[key]
+    ordered = ordering[flags[ordering]]
+    default_descending = search.sort != Sort.name
+    if search.order is not None and (search.order == Order.desc) != default_descending:
+        ordered = ordered[::-1]
+    return ordered
+
+
+def _fetch(session: Session, ids: np.ndarray) -> list[Dataset]:
+    """One query for a page of results, returned in the order asked."""
+    if ids.size == 0:
+        return []
+    wanted = [int(i) for i in ids]
+    rows = {d.id: d for d in session.execute(select(Dataset).where(Dataset.id.in_(wanted))).scalars()}
+    return [rows[i] for i in wanted if i in rows]
+
+
+def facet_counts(
+    index: CatalogIndex,
+    search: SearchFilter,
+    base: np.ndarray,
+    constraints: list[Constraint],
+    facet_size: int,
+    base_path: str,
+) -> list[Facet]:
+    """Disjunctive counts: each facet is counted under every selection except its own."""
+    facets = []
+    for name, spec in FACETS.items():
+        within = base.copy()
+        for constraint in constraints:
+            if constraint.key != name:
+                within &= constraint.bitmap
+        bitmaps = index.facets[name]
+        counts = bitmaps.counts(within) if bitmaps.values else np.zeros(0, dtype=np.int64)
+        selected = search.terms.get(name, [])
+        entries = [(v, int(c)) for v, c in zip(bitmaps.values, counts, strict=True) if c > 0 or v in selected]
+        entries += [(v, 0) for v in selected if v not in bitmaps.position]
+        entries = _order_facet(spec.order, name, entries)
+        shown = entries[:facet_size]
+        shown += [e for e in entries[facet_size:] if e[0] in selected]
+        vocabulary = ALL.get(spec.vocabulary or "")
+        facets.append(
+            Facet(
+                name=name,
+                label=spec.label,
+                truncated=len(entries) > facet_size,
+                results=[
+                    FacetValue(
+                        value=value,
+                        label=value_label(name, value),
+                        count=count,
+                        selected=value in selected,
+                        toggle_url=base_path + query_string(filter_pairs(toggled(search, name, value))),
+                        parent=vocabulary.term(value).parent
+                        if vocabulary is not None and name == "anatomy" and value in vocabulary.ids
+                        else None,
+                    )
+                    for value, count in shown
+                ],
+            )
+        )
+    return facets
+
+
+def _order_facet(order: str, name: str, entries: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    if order == "vocabulary":
+        ids = ALL[FACETS[name].vocabulary or name].ids
+        return sorted(entries, key=lambda e: ids.index(e[0]) if e[0] in ids else len(ids))
+    if order == "value_desc":
+        return sorted(entries, key=lambda e: (e[0] == "unknown", -int(e[0]) if e[0].isdigit() else 0))
+    return sorted(entries, key=lambda e: (-e[1], e[0]))
+
+
+def value_label(facet: str, value: str) -> str:
+    vocabulary = ALL.get(FACETS[facet].vocabulary or "")
+    if vocabulary is not None and value in vocabulary.ids:
+        return vocabulary.term(value).label
+    return value.capitalize() if value == "unknown" else value
+
+
+def _near_matches(
+    session: Session,
+    index: CatalogIndex,
+    search: SearchFilter,
+    base: np.ndarray,
+    constraints: list[Constraint],
+    api_prefix: str,
+) -> list[NearMatch]:
+    """Datasets that miss exactly one or two constraints, closest first, each with the reasons it missed."""
+    if not constraints:
+        return []
+    misses = np.zeros(index.size, dtype=np.uint8)
+    for constraint in constraints:
+        misses += ~index.unpack(constraint.bitmap)
+    candidates = index.unpack(base) & (misses >= 1) & (misses <= 2)
+    positions = np.flatnonzero(candidates)
+    if positions.size == 0:
+        return []
+    score = index.open_score if search.prefer_open else index.base_score
+    chosen = positions[np.lexsort((-score[positions], misses[positions]))][: get_settings().near_matches_max]
+    rows = _fetch(session, index.ids[chosen])
+    return [NearMatch(dataset=summarise(row, api_prefix), missed=missed_reasons(row, search)) for row in rows]
+
+
+def missed_reasons(row: Dataset, search: SearchFilter) -> list[str]:
+    """Human reasons why a dataset misses a filter: 'access is registration', 'dim is 2D'."""
+    reasons = []
+    for facet, selected in search.terms.items():
+        values = CatalogIndex.facet_values_of(facet, row)
+        if not set(values) & set(selected):
+            shown = ", ".join(
+                value_label(facet, v) for v in values if facet != "anatomy" or v in row.anatomies
+            )
+            reasons.append(f"{facet} is {shown or 'unknown'}")
+    for name, bounds in search.ranges.items():
+        value = getattr(row, name)
+        if value is None:
+            reasons.append(f"{name} is unknown")
+        elif (bounds.gte is not None and value < bounds.gte) or (
+            bounds.lte is not None and value > bounds.lte
+        ):
+            reasons.append(f"{name} is {value:,}" if name == "images" else f"{name} is {value}")
+    return reasons
+
+
+# -- statistics -------------------------------------------------------------------------------------------------
+STATISTIC_FACETS = ("modality", "dim", "task", "anatomy", "access", "year", "size", "host", "labeled")
+
+
+def catalog_statistics(session: Session) -> dict:
+    """Distributions over the whole catalog (charts link each bar to the filtered search) and the taxonomy."""
+    version = catalog_version(session)
+    index = current_index(session, version)
+    facets = facet_counts(index, SearchFilter(), index.all, [], 10_000, "/datasets")
+    distributions = {f.name: f for f in facets if f.name in STATISTIC_FACETS}
+    return {
+        "catalog_version": version,
+        "datasets": index.size,
+        "images_known": int((index.images >= 0).sum()),
+        "images_total": int(index.images[index.images >= 0].sum()),
+        "distributions": distributions,
+        "taxonomy": taxonomy(session),
+    }
+
+
+def taxonomy(session: Session) -> dict:
+    """The survey's taxonomy as a tree: dimension > modality > (task | organ), every node linking to its search."""
+    rows = session.execute(
+        text(
+            "SELECT d, m, 'total' AS kind, '' AS value, count(*) AS n FROM dataset, unnest(dims) d, "
+            "unnest(modalities) m GROUP BY d, m "
+            "UNION ALL SELECT d, m, 'task', t, count(*) FROM dataset, unnest(dims) d, "
+            "unnest(modalities) m, unnest(tasks) t GROUP BY d, m, t "
+            "UNION ALL SELECT d, m, 'anatomy', a, count(*) FROM dataset, unnest(dims) d, "
+            "unnest(modalities) m, unnest(anatomies) a GROUP BY d, m, a"
+        )
+    ).all()
+    dims: dict[str, dict] = {}
+    for dim, modality, kind, value, n in rows:
+        dim_node = dims.setdefault(dim, _node(dim, {"dim": dim}))
+        mod_node = dim_node["children"].setdefault(
+            modality, _node(value_label("modality", modality), {"dim": dim, "modality": modality})
+        )
+        if kind == "total":
+            mod_node["value"] = n
+            dim_node["value"] += n
+        else:
+            leaf = _node(value_label(kind, value), {"dim": dim, "modality": modality, kind: value}, value=n)
+            leaf["kind"] = kind
+            mod_node["children"][f"{kind}:{value}"] = leaf
+    root = _node("All datasets", {}, value=sum(d["value"] for d in dims.values()))
+    root["children"] = dims
+    return _as_lists(root)
+
+
+def _node(name: str, filters: dict[str, str], value: int = 0) -> dict:
+    return {
+        "name": name,
+        "value": value,
+        "url": "/datasets" + query_string(list(filters.items())),
+        "children": {},
+    }
+
+
+def _as_lists(node: dict) -> dict:
+    children = sorted(node.pop("children").values(), key=lambda c: -c["value"])
+    if children:
+        node["children"] = [_as_lists(child) for child in children]
+    return node

@@ -76,7 +76,11 @@ class Dataset(Base):
     # words a full-text search should find this dataset by (names, aliases, vocabulary labels and synonyms)
     search_document: Mapped[str] = mapped_column(Text, default="")
     search_vector: Mapped[Any] = mapped_column(
-        TSVECTOR, Computed("to_tsvector('simple', search_document)", persisted=True)
+        TSVECTOR,
+        Computed(
+            "setweight(to_tsvector('simple', name), 'A') || to_tsvector('simple', search_document)",
+            persisted=True,
+        ),
     )
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

@@ -107,6 +107,7 @@ def import_catalog(session: Session, path: Path | None = None) -> ImportSummary:
     state = _state(session)
     if created or updated:
         state.version += 1
+        refresh_search_words(session)
     state.source_sha256 = sha256
     summary = ImportSummary(
         rows=plan.rows,
@@ -132,6 +133,11 @@ def _state(session: Session) -> CatalogState:
         session.add(state)
         session.flush()
     return state
+
+
+def refresh_search_words(session: Session) -> None:
+    """Rebuild the table of distinct catalog words that typo-tolerant search expands queries against."""
+    session.execute(text("REFRESH MATERIALIZED VIEW search_word"))
 
 
 def catalog_is_empty(session: Session) -> bool:

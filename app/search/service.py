@@ -213,25 +213,45 @@ def _constraints(index: CatalogIndex, search: SearchFilter) -> list[Constraint]:
 
 _WORD = re.compile(r"[\w'-]+", re.UNICODE)
 
+# Catalog words a query word may mean: the words it begins (cheap, an index range scan) or, when there are
+# none, misspellings of it: trigram-similar words or words within two edits.
+_PREFIX_WORDS = text("SELECT word FROM search_word WHERE word LIKE :prefix ORDER BY ndoc DESC LIMIT 50")
+_CLOSE_WORDS = text(
+    "SELECT word FROM (SELECT word FROM search_word WHERE word % :word "
+    "UNION SELECT word FROM search_word WHERE length(:word) >= 5 AND word LIKE :start "
+    "AND levenshtein_less_equal(word, :word, 2) <= 2) AS close "
+    "ORDER BY similarity(word, :word) DESC LIMIT 20"
+)
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
 
 def text_matches(session: Session, q: str) -> dict[int, float]:
-    """Datasets matching every word of `q` exactly (full text) or nearly (trigram), with a relevance score."""
+    """Datasets matching every word of `q`, each word also matching catalog words close to it, with a score."""
     words = [w.lower() for w in _WORD.findall(q)][:8]
-    if not words:
+    alternatives: list[list[str]] = []
+    for word in words:
+        params = {"word": word, "prefix": _escape_like(word) + "%", "start": _escape_like(word[:2]) + "%"}
+        close = [row.word for row in session.execute(_PREFIX_WORDS, params)]
+        close = close or [row.word for row in session.execute(_CLOSE_WORDS, params)]
+        if not close:
+            return {}
+        alternatives.append(close)
+    if not alternatives:
         return {}
-    conditions, params = [], {}
-    for i, word in enumerate(words):
-        params[f"w{i}"] = word
-        conditions.append(
-            f"(search_vector @@ to_tsquery('simple', quote_literal(:w{i}) || ':*') OR :w{i} <% search_document)"
-        )
-    params["q"] = " ".join(words)
+    # to_tsquery syntax built from catalog words only, each quoted as a literal
+    query = " & ".join("(" + " | ".join(_quote_lexeme(w) for w in alts) + ")" for alts in alternatives)
     sql = text(
-        "SELECT id, ts_rank_cd(search_vector, plainto_tsquery('simple', :q)) "
-        "+ word_similarity(:q, name) + 0.5 * word_similarity(:q, search_document) AS score "
-        f"FROM dataset WHERE {' AND '.join(conditions)}"
+        "SELECT id, ts_rank(search_vector, query) AS score "
+        "FROM dataset, to_tsquery('simple', :query) AS query WHERE search_vector @@ query"
     )
-    return {row.id: float(row.score) for row in session.execute(sql, params)}
+    return {row.id: float(row.score) for row in session.execute(sql, {"query": query})}
+
+
+def _quote_lexeme(word: str) -> str:
+    return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def search_datasets(
@@ -299,8 +319,10 @@ def _ordered_positions(
     if search.sort == Sort.relevance and scores:
         positions = np.flatnonzero(flags)
         text_score = np.array([scores.get(int(i), 0.0) for i in index.ids[positions]])
+        text_score = text_score / text_score.max() if text_score.size and text_score.max() > 0 else text_score
         prior = (index.open_score if search.prefer_open else index.base_score)[positions]
-        return positions[np.lexsort((positions, -(text_score * 10 + prior)))]
+        # text relevance leads; the prior (labeled, larger, newer, open if asked) orders near-equal matches
+        return positions[np.lexsort((positions, -(3 * text_score + prior)))]
     key = "relevance_open" if search.sort == Sort.relevance and search.prefer_open else search.sort.value
     ordering = index.orderings[key]
     ordered = ordering[flags[ordering]]

@@ -61,7 +61,10 @@ def upgrade() -> None:
         sa.Column(
             "search_vector",
             postgresql.TSVECTOR(),
-            sa.Computed("to_tsvector('simple', search_document)", persisted=True),
+            sa.Computed(
+                "setweight(to_tsvector('simple', name), 'A') || to_tsvector('simple', search_document)",
+                persisted=True,
+            ),
             nullable=False,
         ),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),

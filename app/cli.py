@@ -1,0 +1,127 @@
+"""The `imagingx` command. Each command is a thin wrapper over a service or supervisor function."""
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+main = typer.Typer(
+    name="imagingx",
+    help="Imaging-X Portal: find open medical imaging datasets and fuse them into training-ready bundles.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+catalog_app = typer.Typer(help="The dataset catalog.", no_args_is_help=True)
+main.add_typer(db_app, name="db")
+main.add_typer(catalog_app, name="catalog")
+
+console = Console(soft_wrap=True)
+
+
+def _require(setting: str, value: str | None) -> None:
+    if not value:
+        console.print(
+            f"[red]error:[/red] {setting} is not set. Set it, or run `imagingx serve`, which starts an "
+            "embedded PostgreSQL and Redis when they are not configured."
+        )
+        raise typer.Exit(2)
+
+
+def _echo(line: str) -> None:
+    # plain print: scripts wait for the URL line, which rich could wrap or colour
+    print(line, flush=True)
+
+
+@main.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address the web app listens on."),
+    port: int = typer.Option(8000, help="Port the web app listens on."),
+    workers: int = typer.Option(2, "--worker-concurrency", min=1, help="Celery worker processes."),
+) -> None:
+    """Run everything: PostgreSQL and Redis (embedded unless configured), migrations, a worker, the web app."""
+    from app.core.supervisor import serve as serve_stack
+
+    raise typer.Exit(serve_stack(host, port, worker_concurrency=workers, out=_echo))
+
+
+@main.command()
+def web(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
+    """Run only the web app (uvicorn), against the configured DATABASE_URL and REDIS_URL."""
+    from app.core.config import get_settings
+    from app.core.supervisor import web_argv
+
+    _require("DATABASE_URL", get_settings().database_url)
+    argv = web_argv(host, port)
+    os.execv(argv[0], argv)
+
+
+@main.command()
+def worker(
+    concurrency: int | None = typer.Option(None, help="Worker processes (default: one per CPU)."),
+    queues: str | None = typer.Option(None, help="Comma-separated queues to consume (default: imagingx)."),
+) -> None:
+    """Run only a Celery worker, against the configured REDIS_URL and DATABASE_URL."""
+    from app.core.config import get_settings
+    from app.core.supervisor import worker_argv
+
+    settings = get_settings()
+    _require("REDIS_URL", settings.redis_url)
+    _require("DATABASE_URL", settings.database_url)
+    argv = worker_argv(concurrency=concurrency, queues=queues)
+    os.execv(argv[0], argv)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Upgrade the database to the newest schema."""
+    from app.core.config import get_settings
+    from app.core.db import run_migrations
+
+    _require("DATABASE_URL", get_settings().database_url)
+    run_migrations()
+    console.print("database is at the newest schema")
+
+
+@catalog_app.command("import")
+def catalog_import(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="Survey-format JSON."),
+) -> None:
+    """Import (or re-import) a catalog file; curated fields survive."""
+    from app.catalog.service import import_catalog
+    from app.core.config import get_settings
+    from app.core.db import new_session
+
+    _require("DATABASE_URL", get_settings().database_url)
+    with new_session() as session:
+        summary = import_catalog(session, file)
+        session.commit()
+    for line in summary.as_lines():
+        console.print(line, markup=False, highlight=False)
+
+
+@catalog_app.command("seed")
+def catalog_seed() -> None:
+    """Import the seed catalog shipped with the app, only if the catalog is empty."""
+    from app.catalog.service import catalog_is_empty, import_catalog
+    from app.core.config import get_settings
+    from app.core.db import new_session
+
+    _require("DATABASE_URL", get_settings().database_url)
+    with new_session() as session:
+        if not catalog_is_empty(session):
+            console.print("the catalog already has datasets: nothing to do")
+            return
+        summary = import_catalog(session)
+        session.commit()
+    for line in summary.as_lines():
+        console.print(line, markup=False, highlight=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

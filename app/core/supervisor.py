@@ -1,0 +1,538 @@
+"""Child processes that never outlive `imagingx serve`, and the serve stack itself.
+
+Every child runs in its own process group (so a terminal's Ctrl-C reaches only us and we stop the children in
+order), is told by the kernel to stop if we die without cleaning up (parent-death signal), and leaves a pid
+file under `<home>/run/` so a later run can stop whatever a SIGKILLed run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import logging
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+log = logging.getLogger("imagingx.supervisor")
+
+_PR_SET_PDEATHSIG = 1
+
+
+class ShutdownRequested(Exception):
+    """SIGINT or SIGTERM arrived: stop everything we started."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class ChildExited(Exception):
+    """A supervised child stopped on its own."""
+
+    def __init__(self, name: str, returncode: int) -> None:
+        super().__init__(f"{name} exited with code {returncode}")
+        self.name = name
+        self.returncode = returncode
+
+
+class AlreadyRunning(RuntimeError):
+    """Another live process holds the lock for the same home."""
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """An account to drop to in the child (PostgreSQL refuses to run as root)."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def unprivileged_account(name: str = "nobody") -> RunAs | None:
+    """None when we are not root (children run as us); otherwise the account root's children drop to."""
+    if os.geteuid() != 0:
+        return None
+    entry = pwd.getpwnam(name)
+    return RunAs(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid)
+
+
+# --- locks and pid files -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an flock on `path` for the block. The kernel drops it when we die, even by SIGKILL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = acquire_lock(path, what)
+    try:
+        yield
+    finally:
+        release_lock(handle)
+
+
+def acquire_lock(path: Path, what: str) -> IO[str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise AlreadyRunning(f"{what} is already running for this home (pid {holder}, lock {path})") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def release_lock(handle: IO[str]) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    handle.close()
+
+
+def write_pidfile(path: Path, pid: int, executable: str, **extra: Any) -> None:
+    """Record a child so a later run can recognise it: pid + start time + executable (pids get reused)."""
+    record = {
+        "pid": pid,
+        "create_time": psutil.Process(pid).create_time(),
+        "exe": os.path.realpath(executable),
+        "pgid": pid,
+        **extra,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    # pid files may carry service URLs with passwords: owner-only
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(record, handle)
+    tmp.replace(path)
+
+
+def read_pidfile(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("pid"), int) else None
+
+
+def recorded_process(record: dict[str, Any]) -> psutil.Process | None:
+    """The live process a pid file describes, or None when it is gone or the pid now belongs to another."""
+    try:
+        process = psutil.Process(record["pid"])
+        if abs(process.create_time() - float(record.get("create_time", 0))) > 1.0:
+            return None
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        expected = record.get("exe")
+        if expected and os.path.realpath(process.exe()) != expected:
+            return None
+        return process
+    except (psutil.Error, OSError):
+        return None
+
+
+def stop_stale(pidfile: Path, *, stop_signal: int = signal.SIGTERM, timeout: float = 15.0) -> bool:
+    """Stop the process group a pid file describes if it is still ours and alive; remove the file.
+
+    Returns True when something was stopped.
+    """
+    record = read_pidfile(pidfile)
+    stopped = False
+    if record is not None:
+        process = recorded_process(record)
+        if process is not None:
+            log.warning("stopping %s (pid %d) left running by an earlier run", pidfile.stem, process.pid)
+            members = group_members(int(record.get("pgid", process.pid)))
+            terminate([process, *[m for m in members if m.pid != process.pid]], stop_signal, timeout)
+            stopped = True
+    pidfile.unlink(missing_ok=True)
+    return stopped
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getpgid(process.pid) == pgid:
+                members.append(process)
+    return members
+
+
+def terminate(processes: Sequence[psutil.Process], stop_signal: int, timeout: float) -> None:
+    """Send `stop_signal` to the first process (the leader), wait, then SIGKILL every survivor."""
+    if not processes:
+        return
+    with contextlib.suppress(psutil.Error):
+        processes[0].send_signal(stop_signal)
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+# --- children ------------------------------------------------------------------------------------------------
+
+
+def _child_setup(death_signal: int | None) -> Callable[[], None] | None:
+    """Runs in the child after fork (and after the uid change, which would clear it): ask the kernel to send
+    `death_signal` when we die, so a SIGKILLed `imagingx serve` leaves no orphans."""
+    if death_signal is None or not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl = libc.prctl
+    parent = os.getpid()
+
+    def setup() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(death_signal), 0, 0, 0)
+        if os.getppid() != parent:  # we died before prctl took effect
+            os.kill(os.getpid(), int(death_signal))
+
+    return setup
+
+
+class ChildProcess:
+    """A child in its own process group; `stop()` leaves nothing of that group alive."""
+
+    def __init__(
+        self,
+        name: str,
+        popen: subprocess.Popen[bytes],
+        *,
+        stop_signal: int,
+        stop_timeout: float,
+        pidfile: Path | None,
+    ) -> None:
+        self.name = name
+        self.popen = popen
+        self.stop_signal = stop_signal
+        self.stop_timeout = stop_timeout
+        self.pidfile = pidfile
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def poll(self) -> int | None:
+        """Exit code if the child has exited, else None. Does not reap it: while the zombie exists its
+        process group id cannot be reused, so `stop()` can still sweep the group safely."""
+        if self.popen.returncode is not None:
+            return self.popen.returncode
+        try:
+            result = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return self.popen.poll()
+        if result is None or result.si_pid == 0:
+            return None
+        if result.si_code == os.CLD_EXITED:
+            return result.si_status
+        return -result.si_status
+
+    def _wait_exit(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+
+    def stop(self) -> int:
+        """Ask the child to stop, wait `stop_timeout`, then SIGKILL its whole process group."""
+        if self.popen.returncode is None:
+            if self.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, self.stop_signal)
+                if not self._wait_exit(self.stop_timeout):
+                    log.warning("%s did not stop within %.0f s; killing it", self.name, self.stop_timeout)
+                    self._signal_group(signal.SIGKILL)
+                    self._wait_exit(10)
+            # the leader is gone (a zombie still holds the group id): nothing of its group may remain
+            self._signal_group(signal.SIGKILL)
+            self.popen.wait()
+        if self.pidfile is not None:
+            self.pidfile.unlink(missing_ok=True)
+        return self.popen.returncode
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    stdout: IO[Any] | int | None = None,
+    stderr: IO[Any] | int | None = None,
+    run_as: RunAs | None = None,
+    stop_signal: int = signal.SIGTERM,
+    stop_timeout: float = 20.0,
+    pidfile: Path | None = None,
+    die_with_parent: bool = True,
+    **pidfile_extra: Any,
+) -> ChildProcess:
+    """Start `argv` in a new session (own process group) and return its handle.
+
+    With `die_with_parent`, the kernel sends `stop_signal` to the child when this process dies.
+    """
+    kwargs: dict[str, Any] = {}
+    if run_as is not None:
+        kwargs.update(user=run_as.uid, group=run_as.gid, extra_groups=[])
+    popen = subprocess.Popen(
+        list(argv),
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+        preexec_fn=_child_setup(stop_signal if die_with_parent else None),
+        **kwargs,
+    )
+    child = ChildProcess(name, popen, stop_signal=stop_signal, stop_timeout=stop_timeout, pidfile=pidfile)
+    if pidfile is not None:
+        try:
+            write_pidfile(pidfile, popen.pid, argv[0], name=name, **pidfile_extra)
+        except BaseException:
+            child.stop()
+            raise
+    return child
+
+
+# --- the supervisor ------------------------------------------------------------------------------------------
+
+
+class Supervisor:
+    """Owns everything `imagingx serve` starts and stops it in reverse order exactly once.
+
+    Inside `with Supervisor() as s:` the first SIGINT/SIGTERM raises ShutdownRequested wherever the main thread
+    is (even mid-startup); later signals are ignored so the shutdown itself cannot be interrupted.
+    """
+
+    def __init__(self) -> None:
+        self._stops: list[tuple[str, Callable[[], object]]] = []
+        self._children: list[ChildProcess] = []
+        self._signalled = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Supervisor:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop_all()
+        finally:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self._signalled:
+            log.info("already stopping (%s ignored)", signal.Signals(signum).name)
+            return
+        self._signalled = True
+        raise ShutdownRequested(signum)
+
+    def on_stop(self, name: str, stop: Callable[[], object]) -> None:
+        self._stops.append((name, stop))
+
+    def spawn(self, name: str, argv: Sequence[str], **kwargs: Any) -> ChildProcess:
+        child = spawn(name, argv, **kwargs)
+        self._children.append(child)
+        self.on_stop(name, child.stop)
+        return child
+
+    def watch(self, interval: float = 0.5) -> None:
+        """Block until a signal arrives (ShutdownRequested) or a child exits (ChildExited)."""
+        while True:
+            for child in self._children:
+                code = child.poll()
+                if code is not None:
+                    raise ChildExited(child.name, code)
+            time.sleep(interval)
+
+    def stop_all(self) -> None:
+        self._signalled = True  # from here on, signals must not interrupt the shutdown
+        while self._stops:
+            name, stop = self._stops.pop()
+            log.info("stopping %s", name)
+            try:
+                stop()
+            except Exception:
+                log.exception("stopping %s failed", name)
+
+
+def wait_for_http(url: str, *, timeout: float, alive: Callable[[], bool]) -> None:
+    """Poll `url` until the server answers anything HTTP (even an error status)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except (urllib.error.URLError, OSError):
+            pass
+        if not alive():
+            raise RuntimeError(f"the process serving {url} exited before answering")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+# --- the serve stack -----------------------------------------------------------------------------------------
+
+
+def worker_argv(
+    *, concurrency: int | None = None, node_name: str | None = None, queues: str | None = None
+) -> list[str]:
+    """The Celery worker command, shared by `imagingx worker`, `imagingx serve` and the tests."""
+    from app.core.config import get_settings
+
+    argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker"]
+    argv += ["--loglevel", get_settings().log_level.upper()]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    if node_name:
+        argv += ["--hostname", node_name]
+    if queues:
+        argv += ["--queues", queues]
+    return argv
+
+
+def web_argv(host: str, port: int) -> list[str]:
+    """The uvicorn command serving the app factory, shared by `imagingx web` and `imagingx serve`."""
+    from app.core.config import get_settings
+
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
+        "--host", host, "--port", str(port), "--log-level", get_settings().log_level.lower(),
+    ]  # fmt: skip
+
+
+def reload_settings() -> None:
+    """Forget cached settings and engines so the next use sees the current environment."""
+    from app.core import db
+    from app.core.config import get_settings
+
+    get_settings.cache_clear()
+    db._session_factory.cache_clear()
+    db.get_engine.cache_clear()
+
+
+def prepare_database(out: Callable[[str], None]) -> None:
+    """Migrate to the newest schema and load the seed catalog into an empty database."""
+    from app.catalog.service import catalog_is_empty, import_catalog
+    from app.core.db import get_engine, new_session, run_migrations
+
+    run_migrations()
+    with new_session() as session:
+        if catalog_is_empty(session):
+            out("Loading the seed catalog (first run)...")
+            summary = import_catalog(session)
+            session.commit()
+            for line in summary.as_lines()[:2]:
+                out(f"  {line}")
+    get_engine().dispose()
+
+
+def display_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
+def serve(host: str, port: int, *, worker_concurrency: int = 2, out: Callable[[str], None] = print) -> int:
+    """`imagingx serve`: start what is not configured, migrate, seed, run a worker and the web app, wait.
+
+    Returns the exit code: 0 after Ctrl-C/SIGTERM, 1 when startup fails or a child dies.
+    """
+    from app.core.config import get_settings
+    from app.core.embedded import EmbeddedPostgres, EmbeddedRedis, mask_password
+
+    settings = get_settings()
+    home = settings.home.expanduser().resolve()
+    run_dir = home / "run"
+    os.environ["IMAGINGX_HOME"] = str(home)
+    try:
+        serve_lock = acquire_lock(run_dir / "serve.lock", "imagingx serve")
+    except AlreadyRunning as error:
+        out(f"error: {error}")
+        return 1
+    try:
+        with Supervisor() as supervisor:
+            try:
+                for name in ("web", "worker"):
+                    stop_stale(run_dir / f"{name}.pid")
+                if not settings.database_url:
+                    out(f"Starting PostgreSQL (data in {home / 'postgres'})...")
+                    postgres = EmbeddedPostgres(home)
+                    supervisor.on_stop("postgres", postgres.stop)
+                    os.environ["DATABASE_URL"] = postgres.start()
+                else:
+                    out(f"PostgreSQL: {mask_password(settings.database_url)} (configured)")
+                if not settings.redis_url:
+                    out("Starting Redis...")
+                    redis = EmbeddedRedis(home)
+                    supervisor.on_stop("redis", redis.stop)
+                    os.environ["REDIS_URL"] = redis.start()
+                else:
+                    out(f"Redis: {mask_password(settings.redis_url)} (configured)")
+                reload_settings()
+                prepare_database(out)
+                reload_settings()  # the web and worker processes open their own connections
+
+                supervisor.spawn(
+                    "worker",
+                    [
+                        *worker_argv(concurrency=worker_concurrency, node_name=f"imagingx-{os.getpid()}@%h"),
+                        "--without-gossip",
+                        "--without-mingle",
+                    ],
+                    stop_timeout=30.0,
+                    pidfile=run_dir / "worker.pid",
+                )
+                web = supervisor.spawn(
+                    "web", web_argv(host, port), stop_timeout=15.0, pidfile=run_dir / "web.pid"
+                )
+                url = display_url(host, port)
+                wait_for_http(f"{url}/api/v1/openapi.json", timeout=120, alive=lambda: web.poll() is None)
+                out(f"Imaging-X Portal is running at {url}/ (Ctrl-C to stop)")
+                supervisor.watch()
+            except ShutdownRequested as request:
+                out(f"Received {signal.Signals(request.signum).name}: stopping...")
+                return 0
+            except ChildExited as error:
+                out(f"error: {error}; stopping everything")
+                return 1
+            except Exception as error:
+                log.debug("serve failed", exc_info=True)
+                out(f"error: {error}")
+                return 1
+            finally:
+                supervisor.stop_all()
+                out("Stopped.")
+    finally:
+        release_lock(serve_lock)

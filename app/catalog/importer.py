@@ -89,16 +89,17 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _merge_key(row: dict[str, Any], facts: Normalised) -> tuple[Any, ...]:
+    """Sorted tuples, not sets: the key is hashed into slugs, which must not change between processes."""
     return (
         clean_text(row["name"]).lower(),
         clean_text(row.get("url")).lower().rstrip("/"),
         facts.year,
-        frozenset(facts.dims),
-        frozenset(facts.modalities),
-        frozenset(facts.anatomies),
+        tuple(sorted(facts.dims)),
+        tuple(sorted(facts.modalities)),
+        tuple(sorted(facts.anatomies)),
         facts.images,
         bool(row.get("label")),
-        frozenset(facts.tasks),
+        tuple(sorted(facts.tasks)),
         tuple(d.lower() for d in facts.diseases),
     )
 

@@ -137,7 +137,10 @@ def _state(session: Session) -> CatalogState:
 
 def refresh_search_words(session: Session) -> None:
     """Rebuild the table of distinct catalog words that typo-tolerant search expands queries against."""
-    session.execute(text("REFRESH MATERIALIZED VIEW search_word"))
+    session.execute(text("DELETE FROM search_word"))
+    session.execute(
+        text("INSERT INTO search_word SELECT word, ndoc FROM ts_stat('SELECT search_vector FROM dataset')")
+    )
 
 
 def catalog_is_empty(session: Session) -> bool:

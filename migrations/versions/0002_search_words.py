@@ -19,14 +19,13 @@ def upgrade() -> None:
     # Trigram similarity against whole documents costs ~0.1 ms per row; against the few thousand distinct words
     # of the catalog it is one index probe. A misspelt query word is replaced by the catalog words close to it.
     op.execute("CREATE EXTENSION IF NOT EXISTS fuzzystrmatch")
-    op.execute(
-        "CREATE MATERIALIZED VIEW search_word AS "
-        "SELECT word, ndoc FROM ts_stat('SELECT search_vector FROM dataset') WITH DATA"
-    )
-    op.execute("CREATE UNIQUE INDEX ix_search_word_word ON search_word (word)")
+    # A table refilled by the importer, not a materialized view: PostgreSQL 17+ refreshes views with a
+    # restricted search_path, under which ts_stat's inner query cannot see `dataset`.
+    op.execute("CREATE TABLE search_word (word text PRIMARY KEY, ndoc integer NOT NULL)")
+    op.execute("INSERT INTO search_word SELECT word, ndoc FROM ts_stat('SELECT search_vector FROM dataset')")
     op.execute("CREATE INDEX ix_search_word_prefix ON search_word (word text_pattern_ops)")
     op.execute("CREATE INDEX ix_search_word_trgm ON search_word USING gin (word gin_trgm_ops)")
 
 
 def downgrade() -> None:
-    op.execute("DROP MATERIALIZED VIEW IF EXISTS search_word")
+    op.execute("DROP TABLE IF EXISTS search_word")

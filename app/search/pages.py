@@ -1,0 +1,198 @@
+"""HTML pages of search: the faceted search page and the statistics page.
+
+Routes stay thin: they call the same service functions as app/search/api.py and only arrange the answer for
+templates. An htmx request (header HX-Request) gets the swappable region alone; everything else, including
+htmx's history-restore request after a cache miss, gets the whole page.
+"""
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from app.api.deps import FacetSizeDep, SearchFilterDep, SessionDep
+from app.catalog.pages import vocabulary_label  # registers the shared template helpers
+from app.catalog.vocabularies import ALL
+from app.core.config import get_settings
+from app.core.templating import templates
+from app.search import service
+from app.search.schemas import FACETS, RANGE_FIELDS, Facet, FacetValue, Range, SearchFilter
+
+router = APIRouter(include_in_schema=False)
+
+SEARCH_PATH = "/datasets"
+API_PATH = "/api/v1"
+# Facets open in the sidebar even with nothing selected; the others open once they hold a selection.
+OPEN_FACETS = {"modality", "anatomy", "task", "dim", "access", "labeled"}
+RANGE_SIGNS = {"gte": "≥", "lte": "≤"}
+SORT_CHOICES = [
+    ("relevance", "Relevance"),
+    ("images", "Most images"),
+    ("year", "Newest"),
+    ("name", "Name (A to Z)"),
+]
+
+
+@dataclass
+class Chip:
+    """An active filter the user can remove with one click."""
+
+    label: str
+    value: str
+    remove_url: str
+
+
+@dataclass
+class FacetRow:
+    value: FacetValue
+    depth: int
+
+
+def wants_partial(request: Request) -> bool:
+    headers = request.headers
+    return headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
+
+
+def facet_rows(facet: Facet) -> list[FacetRow]:
+    """Facet values in display order; anatomy nests each value under its nearest ancestor that is shown."""
+    if facet.name != "anatomy":
+        return [FacetRow(value, 0) for value in facet.results]
+    vocabulary = ALL["anatomy"]
+    shown = {v.value for v in facet.results}
+    children: dict[str | None, list[FacetValue]] = {}
+    for value in facet.results:
+        ancestors = vocabulary.ancestors(value.value) if value.value in vocabulary.ids else []
+        parent = next((a for a in ancestors if a in shown), None)
+        children.setdefault(parent, []).append(value)
+    rows: list[FacetRow] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for value in children.get(parent, []):
+            rows.append(FacetRow(value, depth))
+            walk(value.value, depth + 1)
+
+    walk(None, 0)
+    return rows
+
+
+def active_filters(search: SearchFilter, facets: list[Facet]) -> list[Chip]:
+    """Every selection as a chip whose link removes just that selection (the toggle link of a selected value)."""
+    toggles = {(f.name, v.value): v.toggle_url for f in facets for v in f.results}
+    chips: list[Chip] = []
+    if search.q:
+        chips.append(Chip("Text", search.q, _url(search.model_copy(update={"q": None}))))
+    for name in FACETS:
+        for value in search.terms.get(name, []):
+            remove = toggles.get((name, value)) or _url(service.toggled(search, name, value))
+            chips.append(Chip(FACETS[name].label, _facet_value_label(name, value), remove))
+    for name, bounds in search.ranges.items():
+        for op in ("gte", "lte"):
+            bound = getattr(bounds, op)
+            if bound is None:
+                continue
+            kept = bounds.model_copy(update={op: None})
+            ranges = {k: v for k, v in search.ranges.items() if k != name}
+            if kept.gte is not None or kept.lte is not None:
+                ranges[name] = kept
+            shown = f"{bound:,}" if name == "images" else str(bound)
+            chips.append(
+                Chip(
+                    RANGE_FIELDS[name],
+                    f"{RANGE_SIGNS[op]} {shown}",
+                    _url(search.model_copy(update={"ranges": ranges})),
+                )
+            )
+    return chips
+
+
+def _facet_value_label(facet: str, value: str) -> str:
+    return service.value_label(facet, value) if facet == "year" else vocabulary_label(facet, value)
+
+
+def _url(search: SearchFilter, extra: list[tuple[str, str]] | None = None, path: str = SEARCH_PATH) -> str:
+    return path + service.query_string([*service.filter_pairs(search), *(extra or [])])
+
+
+@router.get("/", response_class=RedirectResponse)
+def home(request: Request) -> RedirectResponse:
+    query = request.url.query
+    return RedirectResponse(SEARCH_PATH + (f"?{query}" if query else ""), status_code=307)
+
+
+@router.get(SEARCH_PATH, response_class=HTMLResponse)
+def search_page(
+    request: Request,
+    session: SessionDep,
+    search: SearchFilterDep,
+    facet_size: FacetSizeDep,
+    page_size: Annotated[int | None, Query()] = None,
+    _next: Annotated[str | None, Query()] = None,
+) -> HTMLResponse:
+    response = service.search_datasets(
+        session, search, page_size=page_size, cursor=_next, facet_size=facet_size, base_path=SEARCH_PATH
+    )
+    facet_size_raw = request.query_params.get("_facet_size")
+    paging = [("page_size", str(page_size))] if page_size is not None else []
+    if _next:
+        paging.append(("_next", _next))
+    expanded = [("_facet_size", facet_size_raw)] if facet_size_raw else []
+    page_url = _url(search, paging + expanded)
+    context: dict[str, Any] = {
+        "response": response,
+        "search": search,
+        "facets": [
+            {
+                "facet": facet,
+                "rows": facet_rows(facet),
+                "open": facet.name in OPEN_FACETS or bool(search.terms.get(facet.name)),
+            }
+            for facet in response.facets
+        ],
+        "chips": active_filters(search, response.facets),
+        "page_url": page_url,
+        "json_url": _url(search, paging + expanded, path=f"{API_PATH}{SEARCH_PATH}"),
+        "clear_url": _url(SearchFilter(sort=search.sort, order=search.order, prefer_open=search.prefer_open)),
+        "first_page_url": _url(search, expanded) if _next else None,
+        "more_url": None if facet_size_raw == "max" else _url(search, [("_facet_size", "max")]),
+        "fewer_url": _url(search) if facet_size_raw == "max" else None,
+        "sort_choices": SORT_CHOICES,
+        "ranges": {name: search.ranges.get(name, Range()) for name in RANGE_FIELDS},
+        "range_labels": RANGE_FIELDS,
+        "page_size": page_size,
+        "offset": service.decode_cursor(_next),
+        "facet_size_default": get_settings().facet_size,
+    }
+    partial = context["partial"] = wants_partial(request)
+    html = templates_response(request, "search/_region.html" if partial else "search/index.html", context)
+    if partial:
+        # The address bar shows the canonical query string, not the raw form fields (empty inputs and all).
+        html.headers["HX-Push-Url"] = page_url
+    return html
+
+
+def templates_response(request: Request, name: str, context: dict[str, Any]) -> HTMLResponse:
+    response = templates.TemplateResponse(request, name, context)
+    # The same URL answers with a fragment or a full page: caches (and the back button) must keep them apart.
+    response.headers["Vary"] = "HX-Request, HX-History-Restore-Request"
+    return response
+
+
+@router.get("/statistics", response_class=HTMLResponse)
+def statistics_page(request: Request, session: SessionDep) -> HTMLResponse:
+    stats = service.catalog_statistics(session)
+    distributions: dict[str, Facet] = stats["distributions"]
+    chart_data = {
+        "distributions": {name: facet.model_dump() for name, facet in distributions.items()},
+        "taxonomy": stats["taxonomy"],
+    }
+    return templates_response(
+        request,
+        "search/statistics.html",
+        {
+            "stats": stats,
+            "distributions": distributions,
+            "chart_data": chart_data,
+            "json_url": f"{API_PATH}/statistics",
+        },
+    )

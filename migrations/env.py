@@ -2,9 +2,9 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 from app.catalog import models as _catalog_models  # noqa: F401  (registers tables on Base.metadata)
+from app.core.db import Base
 from app.mdfp import models as _mdfp_models  # noqa: F401
 from app.selections import models as _selection_models  # noqa: F401
-from app.core.db import Base
 
 target_metadata = Base.metadata
 

@@ -4,12 +4,12 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
-from app.catalog import api as catalog_api
 from app.core.errors import install_error_handlers
 from app.core.templating import STATIC_DIR
-from app.search import api as search_api
 
 API_PREFIX = "/api/v1"
+# Each domain package has an api.py (JSON) and a pages.py (HTML) calling the same service functions.
+DOMAIN_MODULES = ("app.search", "app.catalog", "app.mdfp", "app.selections")
 
 
 def create_app() -> FastAPI:
@@ -25,20 +25,18 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
-    app.include_router(search_api.router, prefix=API_PREFIX)
-    app.include_router(catalog_api.router, prefix=API_PREFIX)
-    _include_pages(app)
+    for module in DOMAIN_MODULES:
+        _include(app, module)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
 
-def _include_pages(app: FastAPI) -> None:
-    """HTML routers; each domain's pages.py calls the same service functions as its api.py."""
+def _include(app: FastAPI, domain: str) -> None:
+    """Mount a domain's JSON router under /api/v1 and its HTML router at the root."""
     import importlib
+    import importlib.util
 
-    for module in ("app.search.pages", "app.catalog.pages"):
-        try:
-            pages = importlib.import_module(module)
-        except ModuleNotFoundError:
-            continue
-        app.include_router(pages.router)
+    for room, prefix in (("api", API_PREFIX), ("pages", "")):
+        name = f"{domain}.{room}"
+        if importlib.util.find_spec(name) is not None:
+            app.include_router(importlib.import_module(name).router, prefix=prefix)

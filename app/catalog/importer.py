@@ -68,6 +68,7 @@ class ImportPlan:
     unmatched: dict[str, Counter[str]] = field(default_factory=dict)
     flags: Counter[str] = field(default_factory=Counter)
     inferred_modality: int = 0
+    inferred_anatomy: int = 0
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
@@ -121,7 +122,12 @@ def _related(a: str, b: str) -> bool:
 
 
 def _quality_flags(
-    row: dict[str, Any], facts: Normalised, sections: list[str], inferred: bool, url_shared: bool
+    row: dict[str, Any],
+    facts: Normalised,
+    anatomies: list[str],
+    sections: list[str],
+    inferred: bool,
+    url_shared: bool,
 ) -> list[str]:
     flags = []
     if facts.count_status != "ok":
@@ -135,7 +141,7 @@ def _quality_flags(
     if inferred or not facts.modalities:
         flags.append("modality_unknown")
     if not facts.anatomies:
-        flags.append("anatomy_unknown")
+        flags.append("anatomy_from_name" if anatomies else "anatomy_unknown")
     if not facts.tasks:
         flags.append("task_unknown")
         if row.get("label"):
@@ -233,6 +239,10 @@ def plan_import(rows: list[dict[str, Any]]) -> ImportPlan:
             modalities = [m for s in sections if (m := SECTION_MODALITY.get(s.lower()))]
             inferred = bool(modalities)
             plan.inferred_modality += inferred
+        # 'NA' anatomy, but the name says where ('COVID-19 Chest X-ray DB'): take it from the name, flagged
+        anatomies = list(facts.anatomies) or anatomy_terms_in(row["name"])
+        if anatomies and not facts.anatomies:
+            plan.inferred_anatomy += 1
         base_slug = slugify(row["name"])
         slug = base_slug if names[key[0]] == 1 else f"{base_slug}-{fact_hash(key)}"
         values: dict[str, Any] = {
@@ -245,8 +255,8 @@ def plan_import(rows: list[dict[str, Any]]) -> ImportPlan:
             "year": facts.year,
             "dims": facts.dims,
             "modalities": modalities,
-            "anatomies": facts.anatomies,
-            "anatomy_closure": _closure(facts.anatomies),
+            "anatomies": anatomies,
+            "anatomy_closure": _closure(anatomies),
             "tasks": facts.tasks,
             "diseases": facts.diseases,
             "labeled": bool(row.get("label")),
@@ -260,7 +270,7 @@ def plan_import(rows: list[dict[str, Any]]) -> ImportPlan:
             "raw_records": [r for r, _ in members],
         }
         values["quality_flags"] = _quality_flags(
-            row, facts, sections, inferred, url_shared=len(names_by_url.get(key[1], ())) > 1
+            row, facts, anatomies, sections, inferred, url_shared=len(names_by_url.get(key[1], ())) > 1
         )
         values["completeness"] = _completeness(values)
         values["search_document"] = search_document(values, sections)

@@ -36,6 +36,7 @@ class ImportSummary:
     flags: dict[str, int] = field(default_factory=dict)
     unmatched: dict[str, dict[str, int]] = field(default_factory=dict)
     inferred_modality: int = 0
+    inferred_anatomy: int = 0
 
     def as_lines(self) -> list[str]:
         lines = [
@@ -44,6 +45,7 @@ class ImportSummary:
             f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged; "
             f"catalog version {self.catalog_version}",
             f"{self.inferred_modality} datasets whose modality says only 'Multi' took their survey table's",
+            f"{self.inferred_anatomy} datasets without an anatomy took the body part their name states",
         ]
         lines += [f"flag {name}: {count}" for name, count in sorted(self.flags.items(), key=lambda i: -i[1])]
         for key, parts in self.unmatched.items():
@@ -120,6 +122,7 @@ def import_catalog(session: Session, path: Path | None = None) -> ImportSummary:
         flags=dict(plan.flags),
         unmatched={k: dict(v) for k, v in plan.unmatched.items()},
         inferred_modality=plan.inferred_modality,
+        inferred_anatomy=plan.inferred_anatomy,
     )
     state.summary = {k: v for k, v in summary.__dict__.items()}
     session.commit()

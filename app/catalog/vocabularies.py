@@ -962,6 +962,11 @@ QUALITY = Vocabulary(
             description="The modality text names no imaging modality (e.g. 'Multi'); the survey table's is used.",
         ),
         _t("anatomy_unknown", "Anatomy unknown", description="No anatomy could be read from the record."),
+        _t(
+            "anatomy_from_name",
+            "Anatomy from name",
+            description="The anatomy field is empty; the body part named in the dataset's name is used.",
+        ),
         _t("task_unknown", "Task unknown", description="No task could be read from the record."),
         _t(
             "task_ambiguous",

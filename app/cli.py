@@ -93,14 +93,11 @@ def catalog_import(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="Survey-format JSON."),
 ) -> None:
     """Import (or re-import) a catalog file; curated fields survive."""
-    from app.catalog.service import import_catalog
     from app.core.config import get_settings
-    from app.core.db import new_session
+    from app.core.supervisor import load_catalog
 
     _require("DATABASE_URL", get_settings().database_url)
-    with new_session() as session:
-        summary = import_catalog(session, file)
-        session.commit()
+    summary = load_catalog(file)
     for line in summary.as_lines():
         console.print(line, markup=False, highlight=False)
 
@@ -108,17 +105,14 @@ def catalog_import(
 @catalog_app.command("seed")
 def catalog_seed() -> None:
     """Import the seed catalog shipped with the app, only if the catalog is empty."""
-    from app.catalog.service import catalog_is_empty, import_catalog
     from app.core.config import get_settings
-    from app.core.db import new_session
+    from app.core.supervisor import load_catalog
 
     _require("DATABASE_URL", get_settings().database_url)
-    with new_session() as session:
-        if not catalog_is_empty(session):
-            console.print("the catalog already has datasets: nothing to do")
-            return
-        summary = import_catalog(session)
-        session.commit()
+    summary = load_catalog(only_if_empty=True)
+    if summary is None:
+        console.print("the catalog already has datasets: nothing to do")
+        return
     for line in summary.as_lines():
         console.print(line, markup=False, highlight=False)
 

@@ -83,6 +83,9 @@ def import_catalog(session: Session, path: Path | None = None) -> ImportSummary:
     path = path or SEED_FILE
     plan: ImportPlan = plan_import(load_rows(path))
     sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    # one transaction, without the search statement timeout: a bulk import on a busy machine may take longer
+    # than any search is allowed to
+    session.execute(text("SET LOCAL statement_timeout = 0"))
     sync_vocabularies(session)
 
     existing = {

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -73,18 +73,8 @@ def unprivileged_account(name: str = "nobody") -> RunAs | None:
 # --- locks and pid files -------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def exclusive_lock(path: Path, what: str) -> Iterator[None]:
-    """Hold an flock on `path` for the block. The kernel drops it when we die, even by SIGKILL."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = acquire_lock(path, what)
-    try:
-        yield
-    finally:
-        release_lock(handle)
-
-
 def acquire_lock(path: Path, what: str) -> IO[str]:
+    """Take an flock on `path` (the kernel drops it when we die, even by SIGKILL) or raise AlreadyRunning."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = path.open("a+")
     try:
@@ -441,19 +431,31 @@ def reload_settings() -> None:
     db.get_engine.cache_clear()
 
 
+def load_catalog(path: Path | None = None, *, only_if_empty: bool = False) -> Any | None:
+    """Import a catalog file (the shipped seed file when `path` is None) and return its ImportSummary;
+    None when `only_if_empty` and the catalog already has datasets."""
+    from app.catalog.service import catalog_is_empty, import_catalog
+    from app.core.db import new_session
+
+    with new_session() as session:
+        if only_if_empty and not catalog_is_empty(session):
+            return None
+        return import_catalog(session, path)
+
+
 def prepare_database(out: Callable[[str], None]) -> None:
     """Migrate to the newest schema and load the seed catalog into an empty database."""
-    from app.catalog.service import catalog_is_empty, import_catalog
+    from app.catalog.service import catalog_is_empty
     from app.core.db import get_engine, new_session, run_migrations
 
     run_migrations()
     with new_session() as session:
-        if catalog_is_empty(session):
-            out("Loading the seed catalog (first run)...")
-            summary = import_catalog(session)
-            session.commit()
-            for line in summary.as_lines()[:2]:
-                out(f"  {line}")
+        empty = catalog_is_empty(session)
+    if empty:
+        out("Loading the seed catalog (first run)...")
+        summary = load_catalog(only_if_empty=True)
+        for line in summary.as_lines()[:2] if summary else []:
+            out(f"  {line}")
     get_engine().dispose()
 
 

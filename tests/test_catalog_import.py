@@ -84,3 +84,16 @@ def test_bad_catalog_files_fail_clearly_and_change_nothing(
         import_catalog(session, bad)
     session.rollback()
     assert session.execute(select(func.count(Dataset.id))).scalar_one() == count
+
+
+def test_a_dataset_gone_from_the_file_is_removed_and_reported(session: Session, tmp_path: Path) -> None:
+    rows = [r for r in json.loads(SEED_FILE.read_text()) if r["name"] != "MED-NODE"]
+    smaller = tmp_path / "smaller.json"
+    smaller.write_text(json.dumps(rows))
+    try:
+        summary = import_catalog(session, smaller)
+        assert summary.removed == 1
+        assert session.execute(select(Dataset).where(Dataset.slug == "med-node")).scalar_one_or_none() is None
+    finally:
+        restored = import_catalog(session)
+    assert (restored.created, restored.removed) == (1, 0)

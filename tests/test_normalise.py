@@ -3,6 +3,7 @@
 import pytest
 
 from app.catalog.normalise import (
+    clean_url,
     host_of,
     parse_count,
     parse_year,
@@ -122,3 +123,15 @@ def test_hosts() -> None:
     assert host_of("https://zenodo.org/records/1") == "zenodo"
     assert host_of("") == "none"
     assert host_of("https://example.org/data") == "other"
+
+
+def test_urls_lose_the_survey_tables_latex_escapes() -> None:
+    assert (
+        clean_url("https://www.synapse.org/\\#!Synapse:syn25313156")
+        == "https://www.synapse.org/#!Synapse:syn25313156"
+    )
+    assert (
+        clean_url("http://bioimlab.dei.unipd.it/Data\\%20Sets.htm")
+        == "http://bioimlab.dei.unipd.it/Data%20Sets.htm"
+    )
+    assert clean_url(" http://x.org/A B.htm ") == "http://x.org/A%20B.htm"

@@ -17,6 +17,7 @@ from app.catalog.normalise import (
     aliases_of,
     anatomy_terms_in,
     clean_text,
+    clean_url,
     fact_hash,
     normalise_row,
     size_bucket,
@@ -93,7 +94,7 @@ def _merge_key(row: dict[str, Any], facts: Normalised) -> tuple[Any, ...]:
     """Sorted tuples, not sets: the key is hashed into slugs, which must not change between processes."""
     return (
         clean_text(row["name"]).lower(),
-        clean_text(row.get("url")).lower().rstrip("/"),
+        clean_url(row.get("url")).lower().rstrip("/"),
         facts.year,
         tuple(sorted(facts.dims)),
         tuple(sorted(facts.modalities)),
@@ -249,7 +250,7 @@ def plan_import(rows: list[dict[str, Any]]) -> ImportPlan:
             "slug": slug,
             "name": clean_text(row["name"]),
             "aliases": aliases_of(clean_text(row["name"])),
-            "url": clean_text(row.get("url")) or None,
+            "url": clean_url(row.get("url")) or None,
             "host": facts.host,
             "section": "; ".join(sections),
             "year": facts.year,

@@ -42,6 +42,12 @@ def clean_text(text: str | None) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+def clean_url(text: str | None) -> str:
+    """Undo the LaTeX escapes the survey's table carries ('\\#', '\\%20') and encode stray spaces."""
+    url = re.sub(r"\\([#%_&])", r"\1", clean_text(text))
+    return url.replace(" ", "%20")
+
+
 def is_unknown(text: str) -> bool:
     return clean_text(text).lower().rstrip(".") in _UNKNOWN
 
@@ -86,7 +92,7 @@ def size_bucket(images: int | None) -> str:
 
 
 def host_of(url: str | None) -> str:
-    netloc = urlparse(clean_text(url)).netloc.lower().removeprefix("www.")
+    netloc = urlparse(clean_url(url)).netloc.lower().removeprefix("www.")
     if not netloc:
         return "none"
     for term in HOST.terms:

@@ -32,6 +32,7 @@ class ImportSummary:
     created: int
     updated: int
     unchanged: int
+    removed: int
     catalog_version: int
     flags: dict[str, int] = field(default_factory=dict)
     unmatched: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -42,7 +43,8 @@ class ImportSummary:
         lines = [
             f"{self.rows} rows read; {self.text_distinct} distinct as written; {self.datasets} datasets once "
             f"each fact is normalised (the rest are the same dataset listed again, kept as raw records)",
-            f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged; "
+            f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{self.removed} removed (no longer in the file); "
             f"catalog version {self.catalog_version}",
             f"{self.inferred_modality} datasets whose modality says only 'Multi' took their survey table's",
             f"{self.inferred_anatomy} datasets without an anatomy took the body part their name states",
@@ -107,10 +109,15 @@ def import_catalog(session: Session, path: Path | None = None) -> ImportSummary:
             updated += 1
         else:
             unchanged += 1
+    # Datasets the file no longer states (e.g. a fixed URL gave a variant a new slug) leave the catalog, and
+    # the summary says how many: the file is the source of truth for imported datasets.
+    stale = set(existing) - {record.slug for record in plan.records}
+    if stale:
+        session.execute(Dataset.__table__.delete().where(Dataset.slug.in_(stale)))
     session.flush()
 
     state = _state(session)
-    if created or updated:
+    if created or updated or stale:
         state.version += 1
         refresh_search_words(session)
     state.source_sha256 = sha256
@@ -121,6 +128,7 @@ def import_catalog(session: Session, path: Path | None = None) -> ImportSummary:
         created=created,
         updated=updated,
         unchanged=unchanged,
+        removed=len(stale),
         catalog_version=state.version,
         flags=dict(plan.flags),
         unmatched={k: dict(v) for k, v in plan.unmatched.items()},

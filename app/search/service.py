@@ -254,6 +254,38 @@ def _quote_lexeme(word: str) -> str:
     return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+@dataclass
+class Match:
+    """What a filter selects: the text matches (`base`), the facet and range constraints, the strict result."""
+
+    base: np.ndarray
+    constraints: list[Constraint]
+    strict: np.ndarray
+    scores: dict[int, float]
+
+    def ordered_positions(self, index: CatalogIndex, search: SearchFilter) -> np.ndarray:
+        return _ordered_positions(index, self.strict, search, self.scores)
+
+
+def _match(session: Session, index: CatalogIndex, search: SearchFilter) -> Match:
+    base = index.all
+    scores: dict[int, float] = {}
+    if search.q:
+        scores = text_matches(session, search.q)
+        base = index.pack_positions(index.positions_of_ids(np.fromiter(scores, np.int64, len(scores))))
+    constraints = _constraints(index, search)
+    strict = base.copy()
+    for constraint in constraints:
+        strict &= constraint.bitmap
+    return Match(base, constraints, strict, scores)
+
+
+def ordered_dataset_ids(session: Session, search: SearchFilter) -> np.ndarray:
+    """Every dataset id a search matches, in the order its pages list them (exports stream these)."""
+    index = current_index(session, catalog_version(session))
+    return index.ids[_match(session, index, search).ordered_positions(index, search)]
+
+
 def search_datasets(
     session: Session,
     search: SearchFilter,
@@ -276,17 +308,9 @@ def search_datasets(
     version = catalog_version(session)
     index = current_index(session, version)
 
-    constraints = _constraints(index, search)
-    base = index.all
-    scores: dict[int, float] = {}
-    if search.q:
-        scores = text_matches(session, search.q)
-        base = index.pack_positions(index.positions_of_ids(np.fromiter(scores, np.int64, len(scores))))
-    strict = base.copy()
-    for constraint in constraints:
-        strict &= constraint.bitmap
-
-    ordered = _ordered_positions(index, strict, search, scores)
+    match = _match(session, index, search)
+    base, constraints = match.base, match.constraints
+    ordered = match.ordered_positions(index, search)
     page_positions = ordered[offset : offset + page_size]
     rows = _fetch(session, index.ids[page_positions])
     results = [summarise(row, api_prefix) for row in rows]

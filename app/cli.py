@@ -117,5 +117,11 @@ def catalog_seed() -> None:
         console.print(line, markup=False, highlight=False)
 
 
+# Domain commands live beside their domain; registered here so `imagingx --help` lists them all.
+from app.mdfp.cli import plan as plan_command  # noqa: E402
+
+main.command("plan")(plan_command)
+
+
 if __name__ == "__main__":
     sys.exit(main())

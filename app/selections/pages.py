@@ -1,0 +1,282 @@
+"""HTML pages of selections: the selection page, add/remove buttons, and the comparison page.
+
+Anonymous users keep their selection through a cookie holding its id. Add and remove are plain POST forms that
+redirect back (303) without JavaScript; with htmx the button swaps itself and the header's "Selection (N)"
+link is refreshed out of band. The same service functions answer the JSON API (app/selections/api.py).
+"""
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+import app.catalog.pages  # noqa: F401  (registers the shared template helpers: vocab_label, code_spans...)
+from app.api.deps import SessionDep
+from app.core.db import new_session
+from app.core.errors import ApiError, InvalidInput
+from app.core.templating import templates
+from app.search.schemas import SearchFilter
+from app.search.service import filter_pairs, query_string
+from app.selections import service
+from app.selections.schemas import ExportFormat
+
+router = APIRouter(include_in_schema=False)
+log = logging.getLogger("imagingx")
+
+COOKIE = "imagingx_selection"
+COOKIE_MAX_AGE = 400 * 24 * 3600  # browsers cap a cookie's lifetime at 400 days
+API = "/api/v1"
+SELECTION_PATH = "/selection"
+EXPORT_LABELS = {
+    ExportFormat.csv: "CSV",
+    ExportFormat.json: "JSON",
+    ExportFormat.bib: "BibTeX",
+    ExportFormat.jsonld: "JSON-LD (Croissant)",
+    ExportFormat.manifest: "Download manifest",
+}
+
+
+# -- the visitor's selection, for every page --------------------------------------------------------------------
+def selection_id_of(request: Request) -> str | None:
+    value = request.cookies.get(COOKIE, "")
+    return value if 0 < len(value) <= service.ID_LENGTH else None
+
+
+@dataclass
+class VisitorSelection:
+    id: str | None
+    slugs: list[str]
+
+    @property
+    def count(self) -> int:
+        return len(self.slugs)
+
+
+def visitor_selection(request: Request) -> VisitorSelection:
+    """The selection named by the cookie, read once per request (the header of every page shows its size)."""
+    cached = getattr(request.state, "visitor_selection", None)
+    if cached is not None:
+        return cached
+    selection_id = selection_id_of(request)
+    slugs: list[str] | None = None
+    if selection_id:
+        try:
+            with new_session() as session:
+                slugs = service.find_selection_slugs(session, selection_id)
+        except SQLAlchemyError:  # an error page must still render when the database is what failed
+            log.exception("could not read the selection for the page header")
+    found = VisitorSelection(selection_id if slugs is not None else None, list(slugs or []))
+    request.state.visitor_selection = found
+    return found
+
+
+def _set_visitor_selection(request: Request, selection_id: str | None, slugs: list[str]) -> None:
+    request.state.visitor_selection = VisitorSelection(selection_id, list(slugs))
+
+
+def toggle_id(slug: str) -> str:
+    """A stable element id for a dataset's add/remove form (htmx keeps focus on an id that survives a swap)."""
+    return "sel-" + hashlib.sha256(slug.encode()).hexdigest()[:12]
+
+
+def search_export_links(search: SearchFilter) -> list[tuple[str, str]]:
+    """(label, URL) of every export of a search result: the search's own filter, without paging."""
+    query = query_string(filter_pairs(search)).rstrip("?")
+    return [(EXPORT_LABELS[fmt], f"{API}/datasets.{fmt.suffix}{query}") for fmt in ExportFormat]
+
+
+templates.env.globals.update(
+    visitor_selection=visitor_selection,
+    search_export_links=search_export_links,
+    selection_toggle_id=toggle_id,
+    compare_url=service.compare_url,
+    export_labels=EXPORT_LABELS,
+)
+
+
+# -- forms ------------------------------------------------------------------------------------------------------
+async def form_fields(request: Request) -> dict[str, str]:
+    """The fields of a urlencoded form post (the only kind these pages send), from this site only.
+
+    SameSite=Lax keeps the cookie off another site's form posts, but the answer to such a post could still set a
+    new cookie and so swap the visitor's selection for an empty one: refuse posts that browsers mark cross-site.
+    """
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        raise ApiError(403, "this form can only be sent from this site's pages")
+    body = await request.body()
+    if len(body) > 20_000:
+        raise InvalidInput(["body"], "form too large")
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+FormDep = Annotated[dict[str, str], Depends(form_fields)]
+
+
+def _local_path(url: str | None, fallback: str) -> str:
+    """Where to send the browser back to: only a path on this site (never //host or a full URL)."""
+    if url and url.startswith("/") and not url.startswith(("//", "/\\")):
+        return url
+    return fallback
+
+
+def _is_htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def _remember(request: Request, response: Response, selection_id: str) -> None:
+    response.set_cookie(
+        COOKIE,
+        selection_id,
+        max_age=COOKIE_MAX_AGE,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+def _after_change(
+    request: Request,
+    session: Session,
+    fields: dict[str, str],
+    slug: str,
+    selection_id: str | None,
+    slugs: list[str],
+    created: bool,
+) -> Response:
+    """htmx: the swapped part and the header count; no JavaScript: back to the page the form was on."""
+    _set_visitor_selection(request, selection_id, slugs)
+    back = _local_path(fields.get("next"), SELECTION_PATH)
+    response: Response
+    if not _is_htmx(request):
+        response = RedirectResponse(back, status_code=303)
+    elif request.headers.get("hx-target") == "selection-region":
+        response = _selection_page(request, session, partial=True)
+    else:
+        response = templates.TemplateResponse(
+            request,
+            "selections/_toggled.html",
+            {"slug": slug, "next_url": back, "section": fields.get("section", "")},
+        )
+    if created and selection_id:
+        _remember(request, response, selection_id)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# -- routes -----------------------------------------------------------------------------------------------------
+@router.post(f"{SELECTION_PATH}/add")
+def add_to_selection(request: Request, session: SessionDep, fields: FormDep) -> Response:
+    slug = fields.get("slug", "").strip()
+    if not slug:
+        raise InvalidInput(["body", "slug"], "which dataset? the form sent no slug")
+    selection_id = visitor_selection(request).id
+    created = selection_id is None
+    if selection_id is None:
+        selection = service.create_selection(session, dataset_slugs=[slug])
+    else:
+        selection = service.add_dataset(session, selection_id, slug)
+    return _after_change(request, session, fields, slug, selection.id, selection.dataset_slugs, created)
+
+
+@router.post(f"{SELECTION_PATH}/remove")
+def remove_from_selection(request: Request, session: SessionDep, fields: FormDep) -> Response:
+    slug = fields.get("slug", "").strip()
+    selection_id = visitor_selection(request).id
+    if selection_id is None:  # nothing to remove from (an old tab, or cookies were cleared)
+        return _after_change(request, session, fields, slug, None, [], False)
+    selection = service.remove_dataset(session, selection_id, slug, missing_ok=True)
+    return _after_change(request, session, fields, slug, selection.id, selection.dataset_slugs, False)
+
+
+@router.post(f"{SELECTION_PATH}/add-plan")
+def add_plan_to_selection(request: Request, session: SessionDep, fields: FormDep) -> Response:
+    """Add a saved plan's final datasets to the visitor's selection (a form for the plan page)."""
+    plan_id = fields.get("plan_id", "").strip()
+    slugs = service.plan_slugs(session, plan_id)
+    selection_id = visitor_selection(request).id
+    response = RedirectResponse(SELECTION_PATH, status_code=303)
+    if selection_id is None:
+        selection = service.create_selection(session, plan_id=plan_id)
+        _remember(request, response, selection.id)
+    else:
+        service.add_datasets(session, selection_id, slugs, ["body", "plan_id"])
+    return response
+
+
+@router.post(f"{SELECTION_PATH}/name")
+def name_selection(request: Request, session: SessionDep, fields: FormDep) -> Response:
+    selection_id = visitor_selection(request).id
+    response = RedirectResponse(SELECTION_PATH, status_code=303)
+    if selection_id is None:
+        selection = service.create_selection(session, name=fields.get("name"))
+        _remember(request, response, selection.id)
+    else:
+        service.rename_selection(session, selection_id, fields.get("name"))
+    return response
+
+
+@router.post(f"{SELECTION_PATH}/clear")
+def clear_selection(request: Request, session: SessionDep) -> Response:
+    selection_id = visitor_selection(request).id
+    if selection_id is not None:
+        service.clear_selection(session, selection_id)
+    return RedirectResponse(SELECTION_PATH, status_code=303)
+
+
+@router.get(SELECTION_PATH, response_class=HTMLResponse)
+def selection_page(request: Request, session: SessionDep) -> Response:
+    response = _selection_page(request, session, partial=False)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _selection_page(request: Request, session: Session, partial: bool) -> HTMLResponse:
+    visitor = visitor_selection(request)
+    detail = None
+    if visitor.id is not None:
+        detail = service.selection_detail(session, service.get_selection(session, visitor.id), API)
+    context: dict[str, Any] = {
+        "detail": detail,
+        "section": "selection",
+        "json_url": detail.api_url if detail else None,
+        "export_links": [(EXPORT_LABELS[fmt], detail.exports[fmt.name]) for fmt in ExportFormat]
+        if detail
+        else [],
+        "max_datasets": service.MAX_DATASETS,
+        "compare_max": service.COMPARE_MAX,
+        "partial": partial,
+    }
+    name = "selections/_region.html" if partial else "selections/index.html"
+    return templates.TemplateResponse(request, name, context)
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request,
+    session: SessionDep,
+    d: Annotated[list[str], Query()] = [],  # noqa: B006
+) -> HTMLResponse:
+    comparison = service.compare_datasets(session, d, API)
+    urls = [dataset.slug for dataset in comparison.datasets]
+    without = {
+        slug: service.compare_url([s for s in urls if s != slug]) if len(urls) > service.COMPARE_MIN else None
+        for slug in urls
+    }
+    return templates.TemplateResponse(
+        request,
+        "selections/compare.html",
+        {
+            "comparison": comparison,
+            "without": without,
+            "json_url": service.compare_url(urls, f"{API}/compare"),
+            "page_url": comparison.html_url,
+            "differing": sum(f.differs for f in comparison.fields),
+        },
+    )

@@ -1,0 +1,121 @@
+"""JSON shapes of selections (the cart), comparisons and export formats."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+
+from app.catalog.schemas import DatasetSummary
+
+SLUG_EXAMPLES = ["lits", "brats-2021"]
+
+
+class SelectionCreate(BaseModel):
+    """A new selection: empty, from a list of dataset slugs, or seeded from a saved MDFP plan's final list."""
+
+    name: str | None = Field(default=None, max_length=200, examples=["Liver CT for a segmentation model"])
+    dataset_slugs: list[str] | None = Field(
+        default=None, description="Datasets in the order to keep them", examples=[SLUG_EXAMPLES]
+    )
+    plan_id: str | None = Field(
+        default=None, max_length=64, description="Seed from the final dataset list of a saved MDFP plan"
+    )
+
+    @model_validator(mode="after")
+    def one_source(self) -> "SelectionCreate":
+        if self.dataset_slugs is not None and self.plan_id is not None:
+            raise ValueError("give dataset_slugs or plan_id, not both")
+        return self
+
+
+class SelectionReplace(BaseModel):
+    """The whole selection: its name (null for none) and its datasets, in order."""
+
+    name: str | None = Field(default=None, max_length=200, examples=["Brain MR, open access"])
+    dataset_slugs: list[str] = Field(examples=[SLUG_EXAMPLES])
+
+
+class SelectionAdd(BaseModel):
+    slug: str = Field(max_length=200, examples=["lits"])
+
+
+class CountedValue(BaseModel):
+    value: str
+    label: str
+    count: int
+
+
+class SelectionTotals(BaseModel):
+    datasets: int
+    images_known: int = Field(description="Sum of image or case counts over the datasets that state one")
+    images_unknown: int = Field(description="Datasets whose image or case count is unknown")
+    modalities: list[CountedValue] = Field(description="Datasets per modality (a dataset may have several)")
+    licences: list[CountedValue] = Field(description="Datasets per licence; 'unknown' counts those without")
+    access: list[CountedValue] = Field(description="Datasets per access tier")
+
+
+class SelectionEntry(DatasetSummary):
+    access_next_step: str = Field(description="What must be done before this dataset can be fetched")
+
+
+class SelectionDetail(BaseModel):
+    ok: bool = True
+    id: str
+    name: str | None
+    dataset_slugs: list[str]
+    missing_slugs: list[str] = Field(
+        description="Slugs kept in the selection that the catalog no longer has (renamed or removed)"
+    )
+    totals: SelectionTotals
+    datasets: list[SelectionEntry]
+    created_at: datetime
+    updated_at: datetime
+    api_url: str
+    compare_url: str | None = Field(description="Side-by-side comparison, when it holds 2 to 6 datasets")
+    exports: dict[str, str] = Field(description="Download links by format: csv, json, bib, jsonld, manifest")
+
+
+class CompareField(BaseModel):
+    name: str
+    label: str
+    vocabulary: str | None = Field(
+        description="The vocabulary the values are ids of (see /vocabularies/{kind})"
+    )
+    values: list[Any] = Field(description="One value per dataset, in the order of `datasets`")
+    differs: bool = Field(description="True when the datasets do not all have the same value")
+
+
+class CompareResponse(BaseModel):
+    ok: bool = True
+    count: int
+    datasets: list[DatasetSummary]
+    fields: list[CompareField]
+    html_url: str
+
+
+class ExportFormat(StrEnum):
+    """Export formats, chosen by the suffix of the URL."""
+
+    csv = "csv"
+    json = "json"
+    bib = "bib"
+    jsonld = "jsonld"
+    manifest = "manifest.json"
+
+    @property
+    def media_type(self) -> str:
+        return _MEDIA_TYPES[self]
+
+    @property
+    def suffix(self) -> str:
+        return self.value
+
+
+_MEDIA_TYPES = {
+    ExportFormat.csv: "text/csv; charset=utf-8",
+    ExportFormat.json: "application/json",
+    ExportFormat.bib: "application/x-bibtex; charset=utf-8",
+    ExportFormat.jsonld: "application/ld+json",
+    ExportFormat.manifest: "application/json",
+}

@@ -43,6 +43,31 @@ class Settings(BaseSettings):
         default=2000, description="PostgreSQL statement timeout for search queries."
     )
     log_level: str = Field(default="info", description="Log level of the web and worker processes.")
+    allow_private_sources: bool = Field(
+        default=False,
+        description="Let workers fetch from private, loopback and link-local addresses (tests, intranets).",
+    )
+    zenodo_api_url: str = Field(
+        default="https://zenodo.org/api", description="Base URL of the Zenodo record API."
+    )
+    huggingface_url: str = Field(
+        default="https://huggingface.co", description="Base URL of the Hugging Face Hub."
+    )
+    local_source_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders that `local` sources may read from (JSON list); empty refuses every local source.",
+    )
+    download_concurrency: int = Field(default=4, ge=1, description="Files one worker downloads at once.")
+    download_max_file_bytes: int = Field(
+        default=200 * 2**30, ge=1, description="Largest file fetched when the source does not state a size."
+    )
+    unpack_max_bytes: int = Field(
+        default=500 * 2**30, ge=1, description="Largest total size one archive may unpack to."
+    )
+    unpack_max_members: int = Field(default=2_000_000, ge=1, description="Most members one archive may hold.")
+    unpack_max_ratio: float = Field(
+        default=200.0, gt=1, description="Largest unpacked size / archive size ratio (zip bombs)."
+    )
 
     @property
     def store_url(self) -> str:

@@ -162,11 +162,12 @@ _current: PlanningSnapshot | None = None
 def load_snapshot(session: Session, version: int) -> PlanningSnapshot:
     """The snapshot of catalog `version`, built on first use (one build at a time, then shared)."""
     global _current
+    # valid while built on the search index currently cached for this database and version
     snapshot = _current
-    if snapshot is not None and snapshot.version == version:
+    if snapshot is not None and snapshot.index is current_index(session, version):
         return snapshot
     with _lock:
-        if _current is not None and _current.version == version:
+        if _current is not None and _current.index is current_index(session, version):
             return _current
         for attempt in range(2):
             index = current_index(session, version)

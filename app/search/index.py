@@ -138,23 +138,28 @@ _LOAD_SQL = text(
 
 _lock = threading.Lock()
 _current: CatalogIndex | None = None
+_current_key: tuple[str, int] | None = None
 
 
 def current_index(session: Session, version: int) -> CatalogIndex:
-    """The index for `version`, built on first use after the catalog changed (one build at a time)."""
-    global _current
+    """The index of this database's catalog `version`, built on first use after a change (one build at a time).
+
+    Keyed by database and version: two databases at the same version (tests, bench) must not share an index.
+    """
+    global _current, _current_key
+    key = (session.get_bind().url.render_as_string(hide_password=True), version)
     index = _current
-    if index is not None and index.version == version:
+    if index is not None and _current_key == key:
         return index
     with _lock:
-        if _current is None or _current.version != version:
+        if _current is None or _current_key != key:
             rows = session.execute(_LOAD_SQL).all()
-            _current = CatalogIndex(version, rows)
+            _current, _current_key = CatalogIndex(version, rows), key
         return _current
 
 
 def reset_index() -> None:
     """Forget the cached index (tests and bench loaders that rewrite the catalog call this)."""
-    global _current
+    global _current, _current_key
     with _lock:
-        _current = None
+        _current, _current_key = None, None

@@ -1,0 +1,47 @@
+"""What layout detection hands to the rest of the pipeline: sources as lists of cases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+
+class LayoutKind(StrEnum):
+    MSD = "msd"  # Medical Segmentation Decathlon / nnU-Net raw folders
+    BIDS = "bids"
+    SUFFIX_PAIRS = "suffix_pairs"  # image + image_seg / _mask / _label / _gt
+    DICOM_SERIES = "dicom_series"  # a folder of DICOM slices with a separate label file
+    CLASS_FOLDERS = "class_folders"  # 2D classification: one folder per class
+    EXPLICIT = "explicit"
+
+
+class Split(StrEnum):
+    TRAIN = "train"
+    VAL = "val"
+    TEST = "test"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training example as the source ships it, before any pixel is read.
+
+    `images` holds one path per channel (a DICOM series folder is one path). `label_table` is the source's own
+    local id -> name map, verbatim: unifying names is a later, separate step. `split` is the official split
+    when the source publishes one, else None (we assign one by subject later).
+    """
+
+    case_id: str
+    subject_id: str
+    images: tuple[Path, ...]
+    label: Path | None = None
+    label_table: dict[int, str] = field(default_factory=dict)
+    split: Split | None = None
+    class_name: str | None = None  # classification sets: the folder the image sat in
+
+
+@dataclass(frozen=True)
+class Layout:
+    kind: LayoutKind
+    root: Path
+    cases: list[Case]

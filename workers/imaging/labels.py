@@ -1,0 +1,170 @@
+"""Label unification by name/concept, never by numeric id.
+
+Ids mean nothing across sources (TotalSegmentator renumbered its classes between v1 and v2; "1" is liver in
+one set and spleen in the next). Every source keeps its own local id -> concept map, the bundle gets one
+global concept -> id table, and every case records which concepts its source annotated at all: a concept the
+source never drew is *unknown* in that case, not background, so a trainer can mask its loss there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from app.catalog.vocabularies import ANATOMY
+
+BACKGROUND = "background"
+# Spellings the catalog's anatomy vocabulary does not cover because they are names of *structures drawn in a
+# label map*, not of a dataset's body region. Keys are normalised (lower case, single underscores).
+LABEL_SYNONYMS: dict[str, str] = {
+    "bg": BACKGROUND,
+    "clear_label": BACKGROUND,
+    "unlabelled": BACKGROUND,
+    "unlabeled": BACKGROUND,
+    "hepatic": "liver",
+    "liver_tumor": "liver_tumour",
+    "hepatic_tumour": "liver_tumour",
+    "hepatic_tumor": "liver_tumour",
+    "liver_lesion": "liver_tumour",
+    "tumor": "tumour",
+    "lesion": "tumour",
+    "edema": "oedema",
+    "peritumoral_edema": "oedema",
+    "kidneys": "kidney",
+    "lungs": "lung",
+    "renal": "kidney",
+    "splenic": "spleen",
+    "pancreatic": "pancreas",
+}
+# Catalog anatomy terms that describe what a *dataset* covers, not one structure: the catalog folds "body",
+# "bone marrow" or "gland" into them for faceting, but a label named "body" is a body outline and must not be
+# merged with anything of that name. Such names stay their own concept.
+_REGION_TERMS = {
+    "whole_body",
+    "head_and_neck",
+    "abdomen",
+    "thorax",
+    "pelvis",
+    "musculoskeletal",
+    "soft_tissue",
+    "blood",
+    "cell",
+    "non_anatomical",
+}
+
+
+def normalise_concept(name: str) -> str:
+    """The concept id for a label name in any spelling: "Liver", "liver", "hepatic" -> "liver".
+
+    Own synonyms first, then the catalog's anatomy vocabulary (organs, with their synonyms), else the name
+    itself as a slug, so an unknown structure ("left kidney") stays a distinct concept instead of vanishing.
+    """
+    key = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+    if not key or key in {"0", BACKGROUND}:
+        return BACKGROUND
+    if key in LABEL_SYNONYMS:
+        return LABEL_SYNONYMS[key]
+    term = ANATOMY.resolve(name)
+    if term is not None and term not in _REGION_TERMS:
+        return term
+    return key
+
+
+def snomed_code(concept: str) -> tuple[str, str] | None:
+    """(SNOMED CT code, meaning) for a concept where DICOM's code dictionary knows it, e.g. liver ->
+    ("10200004", "Liver"). pydicom ships the DICOM subset of SNOMED CT in `pydicom.sr`; optional."""
+    try:
+        from pydicom.sr.codedict import codes
+    except ImportError:  # pragma: no cover - pydicom is a dependency; codes stay optional for the bundle
+        return None
+    keyword = "".join(part.capitalize() for part in concept.split("_"))
+    for candidate in (keyword, keyword + "Structure"):
+        try:
+            code = getattr(codes.SCT, candidate)
+        except AttributeError:
+            continue
+        return str(code.value), str(code.meaning)
+    return None
+
+
+class Annotation(StrEnum):
+    ANNOTATED = "annotated"
+    UNKNOWN = "unknown"  # the source never drew this concept: do not treat its absence as background
+
+
+@dataclass(frozen=True)
+class LabelUnification:
+    """The global table and each source's local -> global map."""
+
+    table: dict[str, int]  # concept -> global id; background 0, then consecutive
+    local_to_concept: dict[str, dict[int, str]]  # source -> local id -> concept (many-to-one allowed)
+    local_to_global: dict[str, dict[int, int]]  # source -> local id -> global id
+
+    def annotation_status(self, annotated: set[str] | frozenset[str]) -> dict[str, Annotation]:
+        """Every global concept except background, annotated or unknown for one case."""
+        return {
+            concept: Annotation.ANNOTATED if concept in annotated else Annotation.UNKNOWN
+            for concept in self.table
+            if concept != BACKGROUND
+        }
+
+    def codes(self) -> dict[str, tuple[str, str] | None]:
+        return {concept: snomed_code(concept) for concept in self.table if concept != BACKGROUND}
+
+
+def unify_labels(sources: Mapping[str, Mapping[int, str]]) -> LabelUnification:
+    """One global table from every source's local table.
+
+    Concepts are numbered in sorted order, not in the order sources arrive, so the same set of sources gives
+    the same ids whichever finished downloading first. Local id 0 is background in every source we know of;
+    a source naming another id "background" is honoured too.
+    """
+    local_to_concept: dict[str, dict[int, str]] = {}
+    for source, table in sorted(sources.items()):
+        concepts = {0: BACKGROUND}
+        concepts.update({int(local): normalise_concept(name) for local, name in table.items()})
+        local_to_concept[source] = concepts
+    names = sorted({c for concepts in local_to_concept.values() for c in concepts.values()} - {BACKGROUND})
+    table = {BACKGROUND: 0} | {concept: index for index, concept in enumerate(names, start=1)}
+    local_to_global = {
+        source: {local: table[concept] for local, concept in concepts.items()}
+        for source, concepts in local_to_concept.items()
+    }
+    return LabelUnification(table, local_to_concept, local_to_global)
+
+
+def annotated_concepts(local_table: Mapping[int, str]) -> frozenset[str]:
+    """What a case's source annotated: every concept in its label table, whether or not it appears in this
+    particular case's voxels (an annotated organ that is absent really is background there)."""
+    return frozenset(normalise_concept(name) for name in local_table.values()) - {BACKGROUND}
+
+
+class UnknownLabelValueError(ValueError):
+    def __init__(self, values: list[int] | list[float]) -> None:
+        super().__init__(f"label values {values} are not in the source's label table")
+        self.values = values
+
+
+def remap_labels(array: np.ndarray, local_to_global: Mapping[int, int]) -> np.ndarray:
+    """A label array in global ids. A value the source's table does not name is an error, never silently 0:
+    that would turn an unnamed structure into background."""
+    if np.issubdtype(array.dtype, np.floating) and not np.array_equal(array, np.round(array)):
+        # A float label with fractions is a probability map or was resampled with interpolation: not classes.
+        raise UnknownLabelValueError(sorted({float(v) for v in np.unique(array) if v != round(v)})[:5])
+    present = np.unique(array)
+    missing = sorted(int(v) for v in present if int(v) not in local_to_global)
+    if missing:
+        raise UnknownLabelValueError(missing)
+    largest = max(local_to_global.values(), default=0)
+    out_dtype = np.uint8 if largest <= np.iinfo(np.uint8).max else np.uint16
+    lookup = np.zeros(int(present.max()) + 1 if present.size else 1, dtype=out_dtype)
+    for local, global_id in local_to_global.items():
+        if 0 <= local < lookup.size:
+            lookup[local] = global_id
+    if present.size and int(present.min()) < 0:
+        raise UnknownLabelValueError(sorted(int(v) for v in present if v < 0))
+    return lookup[array.astype(np.int64)]

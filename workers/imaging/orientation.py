@@ -1,0 +1,90 @@
+"""Reorientation to RAS, recording where the image came from.
+
+Convention trap: ITK (and so SimpleITK and DICOM) works in LPS physical space, NIfTI/nibabel in RAS. An image
+whose voxel axes run toward Right, Anterior, Superior (nibabel's `aff2axcodes` == ('R', 'A', 'S'), i.e. a
+"canonical" NIfTI) has, in ITK, the direction matrix diag(-1, -1, 1). `sitk.DICOMOrient(image, "RAS")` names
+the directions the axes *point to* and produces exactly that, so written as NIfTI it is RAS+ canonical.
+
+DICOMOrient only permutes and flips axes (the closest canonical orientation): voxels are never interpolated,
+native spacing and raw intensities (int16 HU stays int16) are kept, and an oblique scan stays oblique in its
+direction matrix. Resampling is left to optional exports (BUNDLES.md, Harmonising).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+# LPS (ITK) <-> RAS (NIfTI): negate x and y.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+RAS_DIRECTION_ITK = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class OriginalGeometry:
+    """The image as read, before reorientation: enough to put a prediction back into the source's space."""
+
+    orientation: str  # nibabel-style axis codes, e.g. "LAS"
+    direction: tuple[float, ...]  # ITK/LPS direction cosines, row-major 3x3
+    origin: tuple[float, ...]  # LPS, mm
+    spacing: tuple[float, ...]
+    size: tuple[int, ...]
+    affine_ras: tuple[tuple[float, ...], ...]  # 4x4 voxel -> RAS mm, as NIfTI's sform would hold it
+
+
+def ras_affine(image: sitk.Image) -> np.ndarray:
+    """The NIfTI-style 4x4 voxel-index -> RAS-mm affine of a 3D SimpleITK image."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = LPS_TO_RAS @ direction @ np.diag(image.GetSpacing())
+    affine[:3, 3] = LPS_TO_RAS @ np.array(image.GetOrigin())
+    return affine
+
+
+def axis_codes(image: sitk.Image) -> str:
+    """Where each voxel axis points, in RAS letters (nibabel's convention, not ITK's)."""
+    direction = LPS_TO_RAS @ np.array(image.GetDirection()).reshape(3, 3)
+    codes = []
+    for column in direction.T:
+        axis = int(np.argmax(np.abs(column)))
+        codes.append(("LR", "PA", "IS")[axis][int(column[axis] > 0)])
+    return "".join(codes)
+
+
+def reorient_to_ras(image: sitk.Image) -> tuple[sitk.Image, OriginalGeometry | None]:
+    """A 3D image with voxel axes toward R, A, S (closest canonical), and its original geometry.
+
+    2D images (and anything not 3D) come back untouched with no geometry: a photograph has no patient axes.
+    """
+    if image.GetDimension() != 3:
+        return image, None
+    original = OriginalGeometry(
+        orientation=axis_codes(image),
+        direction=tuple(image.GetDirection()),
+        origin=tuple(image.GetOrigin()),
+        spacing=tuple(image.GetSpacing()),
+        size=tuple(image.GetSize()),
+        affine_ras=tuple(tuple(float(v) for v in row) for row in ras_affine(image)),
+    )
+    if original.orientation == "RAS":
+        return image, original
+    return sitk.DICOMOrient(image, "RAS"), original
+
+
+def reorient_like(label: sitk.Image, image: sitk.Image) -> sitk.Image:
+    """A label volume on its image's grid. Both are reoriented the same way, so they normally match voxel for
+    voxel; when a source's label sits on a slightly different grid (header rounding), it is resampled onto the
+    image with nearest neighbour only, since any other interpolator invents label values between classes."""
+    label, _ = reorient_to_ras(label)
+    same_grid = (
+        label.GetSize() == image.GetSize()
+        and np.allclose(label.GetSpacing(), image.GetSpacing(), atol=1e-3)
+        and np.allclose(label.GetOrigin(), image.GetOrigin(), atol=1e-2)
+        and np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-4)
+    )
+    if same_grid:
+        label.CopyInformation(image)
+        return label
+    return sitk.Resample(label, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())

@@ -1,0 +1,266 @@
+"""Reading one item into a SimpleITK image, or saying precisely why it cannot be read.
+
+SimpleITK is the one reader for volumes (DICOM series, NIfTI, NRRD, MHA): it keeps spacing, origin and
+direction together with the voxels, and its series reader is an order of magnitude faster than the
+alternatives (BUNDLES.md, Throughput). Its DICOM series reader, however, builds a volume from *anything* it is
+given: a series with a missing slice, slices in three planes, or two scout images. It only logs a warning. So
+the geometry of a series is checked from the headers first, and a bad series is rejected with its reason.
+2D rasters go through Pillow, which handles PNG/JPEG modes (palette, 16-bit) that ITK's PNG reader does not.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from PIL import Image, UnidentifiedImageError
+
+from workers.imaging.errors import SeriesRejectedError, UnreadableItemError
+from workers.imaging.layout import RASTER_SUFFIXES
+
+# Direction cosines of one series may differ by float noise in the last printed digit; a real change of plane
+# differs by ~1.
+ORIENTATION_TOLERANCE = 1e-4
+# Spacing between slice positions may vary by rounding (positions are printed with ~6 digits); a missing slice
+# doubles one step. 1% of the step, but never less than 0.01 mm.
+SPACING_RELATIVE_TOLERANCE = 0.01
+SPACING_ABSOLUTE_TOLERANCE = 0.01
+LOCALIZER_IMAGE_TYPES = {"LOCALIZER", "SCOUT", "SURVIEW", "TOPOGRAM"}
+
+IMAGE_TYPE, ORIENTATION, POSITION, BITS_ALLOCATED = "0008|0008", "0020|0037", "0020|0032", "0028|0100"
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    series_id: str
+    files: tuple[str, ...]
+
+
+def list_dicom_series(folder: Path) -> list[DicomSeries]:
+    """Every series in a folder, by Series Instance UID (one folder often holds a scout, the scan and a
+    reformat side by side), each with its files in slice order."""
+    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    return [
+        DicomSeries(series_id, tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id)))
+        for series_id in ids
+    ]
+
+
+def read_dicom_folder(folder: Path) -> tuple[list[sitk.Image], list[UnreadableItemError]]:
+    """All usable series of a folder, and the reason for each rejected one (the job reports these)."""
+    images: list[sitk.Image] = []
+    errors: list[UnreadableItemError] = []
+    for series in list_dicom_series(folder):
+        try:
+            images.append(read_dicom_series(folder, series))
+        except UnreadableItemError as error:
+            errors.append(error)
+    return images, errors
+
+
+def read_dicom_series(folder: Path, series: DicomSeries | None = None) -> sitk.Image:
+    """One DICOM series as a volume. Without `series` the folder must hold exactly one."""
+    if series is None:
+        found = list_dicom_series(folder)
+        if not found:
+            raise UnreadableItemError(folder, "no_dicom", "no DICOM image series in the folder")
+        if len(found) > 1:
+            raise UnreadableItemError(
+                folder, "several_series", f"{len(found)} DICOM series in one folder; pick one by series id"
+            )
+        series = found[0]
+    headers = [_read_header(Path(f)) for f in series.files]
+    _check_geometry(folder, series.series_id, headers)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(list(series.files))
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise UnreadableItemError(
+            folder, "unreadable", f"series {series.series_id}: {_first_line(error)}"
+        ) from error
+    return _narrow_stored_integers(image, headers[0])
+
+
+def _read_header(path: Path) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise UnreadableItemError(path, "unreadable", _first_line(error)) from error
+    return reader
+
+
+def _tag(header: sitk.ImageFileReader, key: str) -> str:
+    return header.GetMetaData(key).strip() if header.HasMetaDataKey(key) else ""
+
+
+def _floats(header: sitk.ImageFileReader, key: str) -> np.ndarray | None:
+    try:
+        values = np.array([float(v) for v in _tag(header, key).split("\\")])
+    except ValueError:
+        return None
+    return values if values.size else None
+
+
+def _check_geometry(folder: Path, series_id: str, headers: list[sitk.ImageFileReader]) -> None:
+    """Localizer first (its two planes would otherwise be reported as 'mixed orientation', which hides the
+    real reason), then one plane for all slices, then evenly spaced slice positions."""
+    label = f"series {series_id}"
+    for header in headers:
+        image_type = {part.strip().upper() for part in _tag(header, IMAGE_TYPE).split("\\")}
+        if image_type & LOCALIZER_IMAGE_TYPES:
+            raise SeriesRejectedError(
+                folder,
+                "localizer",
+                f"{label} is a localizer/scout (ImageType {'/'.join(sorted(image_type))})",
+            )
+    orientations = [_floats(h, ORIENTATION) for h in headers]
+    positions = [_floats(h, POSITION) for h in headers]
+    if any(o is None or o.size != 6 for o in orientations) or any(
+        p is None or p.size != 3 for p in positions
+    ):
+        if len(headers) == 1:
+            return  # a single 2D image (CR, DX) has no patient geometry and needs none
+        raise SeriesRejectedError(
+            folder, "no_geometry", f"{label} lacks Image Position/Orientation (Patient)"
+        )
+    first = orientations[0]
+    assert first is not None
+    for orientation in orientations[1:]:
+        assert orientation is not None
+        if np.max(np.abs(orientation - first)) > ORIENTATION_TOLERANCE:
+            raise SeriesRejectedError(
+                folder,
+                "mixed_orientation",
+                f"{label} mixes slice orientations ({_fmt(first)} vs {_fmt(orientation)})",
+            )
+    if len(headers) < 3:
+        return  # one step cannot be uneven
+    normal = np.cross(first[:3], first[3:])
+    along = np.sort([float(np.dot(normal, p)) for p in positions if p is not None])
+    steps = np.diff(along)
+    if np.any(steps < SPACING_ABSOLUTE_TOLERANCE):
+        raise SeriesRejectedError(folder, "duplicate_slices", f"{label} has two slices at the same position")
+    median = float(np.median(steps))
+    if float(np.max(np.abs(steps - median))) > max(
+        SPACING_ABSOLUTE_TOLERANCE, SPACING_RELATIVE_TOLERANCE * median
+    ):
+        raise SeriesRejectedError(
+            folder,
+            "slice_gap",
+            f"{label} has uneven slice spacing ({steps.min():.3g} to {steps.max():.3g} mm): a missing slice or gap",
+        )
+
+
+def _narrow_stored_integers(image: sitk.Image, header: sitk.ImageFileReader) -> sitk.Image:
+    """ITK widens 16-bit stored pixels to int32 whenever a rescale (HU = stored * slope + intercept) is
+    present. Keep raw intensities but give int16 CT back as int16 when every value fits: it halves the bundle
+    and is what nnU-Net and every CT tool expect."""
+    if image.GetPixelID() not in (sitk.sitkInt32, sitk.sitkUInt32) or _tag(header, BITS_ALLOCATED) != "16":
+        return image
+    array = sitk.GetArrayViewFromImage(image)
+    for pixel_type, info in ((sitk.sitkInt16, np.iinfo(np.int16)), (sitk.sitkUInt16, np.iinfo(np.uint16))):
+        if info.min <= int(array.min()) and int(array.max()) <= info.max:
+            return sitk.Cast(image, pixel_type)
+    return image
+
+
+def read_volume(path: Path) -> sitk.Image:
+    """NIfTI, NRRD, MHA/MHD with SimpleITK."""
+    if not path.is_file():
+        raise UnreadableItemError(path, "missing", "file not found")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise UnreadableItemError(path, "unreadable", _first_line(error)) from error
+    _check_complete(path, image)
+    return image
+
+
+NIFTI1_HEADER_BYTES = 348
+GZIP_CHUNK = 1 << 20
+
+
+def _check_complete(path: Path, image: sitk.Image) -> None:
+    """Refuse a truncated file. ITK's NIfTI reader pads a short file (or a cut-off .nii.gz) with zeros and
+    reports success: an interrupted download would enter the bundle as a mostly black scan. So the gzip
+    stream must end properly (its CRC checked), and the payload must be as long as the header says."""
+    expected = (
+        image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() * image.GetSizeOfPixelComponent()
+    )
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip wrapper: checks CRC32 and length
+        length = 0
+        with path.open("rb") as handle:
+            while chunk := handle.read(GZIP_CHUNK):
+                try:
+                    length += len(decompressor.decompress(chunk))
+                except zlib.error as error:
+                    raise UnreadableItemError(path, "corrupt", f"corrupt gzip data ({error})") from error
+        if not decompressor.eof:
+            raise UnreadableItemError(path, "truncated", "gzip stream ends early: the file is truncated")
+    elif name.endswith(".nii"):
+        length = path.stat().st_size - NIFTI1_HEADER_BYTES
+    else:
+        return  # NRRD/MHA carry their own (possibly compressed) encodings; ITK checks those itself
+    if length < expected:
+        raise UnreadableItemError(
+            path, "truncated", f"holds {max(length, 0)} bytes of voxels, its header promises {expected}"
+        )
+
+
+def read_raster(path: Path) -> sitk.Image:
+    """PNG/JPEG with Pillow. Grey stays one channel (16-bit PNG stays 16-bit); colour becomes an RGB vector
+    image; palette and alpha are dropped because no classifier input needs them."""
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            picture = opened
+            if picture.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr"):
+                picture = picture.convert("L" if picture.mode in ("LA",) else "RGB")
+            array = np.asarray(picture)
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+        raise UnreadableItemError(
+            path, "unreadable", f"not a readable image ({_first_line(error)})"
+        ) from error
+    if array.ndim == 3:
+        return sitk.GetImageFromArray(array, isVector=True)
+    if array.dtype == np.int32:  # Pillow's "I" mode for 16-bit PNG
+        array = array.astype(np.uint16) if array.min() >= 0 and array.max() <= 65535 else array
+    return sitk.GetImageFromArray(array)
+
+
+def read_item(path: Path) -> sitk.Image:
+    """Any single item: a DICOM series folder, a raster, or a volume file."""
+    if path.is_dir():
+        return read_dicom_series(path)
+    if path.name.lower().endswith(RASTER_SUFFIXES):
+        return read_raster(path)
+    return read_volume(path)
+
+
+def split_channels(image: sitk.Image) -> list[sitk.Image]:
+    """MSD ships multi-modal cases as one 4D NIfTI; nnU-Net wants one 3D file per channel."""
+    if image.GetDimension() != 4:
+        return [image]
+    size = list(image.GetSize())
+    channels = []
+    for index in range(size[3]):
+        channels.append(sitk.Extract(image, [*size[:3], 0], [0, 0, 0, index]))
+    return channels
+
+
+def _fmt(values: np.ndarray) -> str:
+    return "[" + ", ".join(f"{v:.3g}" for v in values) + "]"
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # ITK messages start with the source file and line; the last line is what went wrong.
+    return lines[-1] if lines else type(error).__name__

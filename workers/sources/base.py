@@ -1,0 +1,49 @@
+"""What every adapter hands the downloader: the files of one source, each with what is known to verify it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+
+class SourceError(Exception):
+    """A source that cannot be resolved or fetched; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a source. `name` is its relative path inside the source (where it lands in the job folder);
+    exactly one of `url` (fetched over HTTP) and `path` (a local file, linked or copied) is set.
+
+    Checksums: `sha256` and `md5` are of the content; `git_sha1` is a git blob id (what the Hugging Face Hub
+    gives for files not stored in LFS)."""
+
+    name: str
+    url: str | None = None
+    path: Path | None = None
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    git_sha1: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.url is None) == (self.path is None):
+            raise ValueError("a RemoteFile has exactly one of url and path")
+        relative = PurePosixPath(self.name)
+        if not self.name or relative.is_absolute() or ".." in relative.parts:
+            raise SourceError(f"file name {self.name!r} must be a relative path without `..`")
+        for algorithm, length in (("sha256", 64), ("md5", 32), ("git_sha1", 40)):
+            value = getattr(self, algorithm)
+            if value is not None and (
+                len(value) != length or any(c not in "0123456789abcdef" for c in value)
+            ):
+                raise SourceError(f"{self.name}: {algorithm} {value!r} is not {length} lowercase hex digits")
+
+    @property
+    def cache_key(self) -> tuple[str, str] | None:
+        """(algorithm, digest) naming the content in the cache; None when no checksum is known."""
+        for algorithm in ("sha256", "md5", "git_sha1"):
+            value = getattr(self, algorithm)
+            if value:
+                return algorithm, value
+        return None

@@ -1,0 +1,202 @@
+"""Source descriptors: how a catalog entry says where its data comes from and how its files are laid out.
+
+A descriptor is a JSON object discriminated by `kind`:
+
+- `{"kind": "http", "files": [{"url", "sha256" | "md5", "size", "name"?}]}`: a plain list of files;
+- `{"kind": "zenodo", "record": "6802613", "include"?: [glob]}`: every file of a Zenodo record (md5 from the API);
+- `{"kind": "huggingface", "repo": "org/name", "revision": "main" | sha, "include"?: [glob]}`: a dataset repo;
+- `{"kind": "local", "path": "/data/BraTS2021"}`: a copy the user already has, under `local_source_roots`.
+
+Every kind also takes `labels` (the label table: source label id -> name) and `layout`: `"auto"` (the
+harmonising step recognises the folder conventions) or explicit: `images` and `labels` globs (relative to the
+source's root), a `pairing` rule (`{"by": "stem"}`, `{"by": "suffix", "suffix": "_seg"}` or
+`{"by": "regex", "pattern": "...(?P<case>...)..."}`) and the official `split` (`{"test": [globs], ...}`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from workers.sources.base import SourceError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _relative_glob(value: str) -> str:
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"{value!r} must be a non-empty relative glob without `..`")
+    return value
+
+
+class PairByStem(_Strict):
+    by: Literal["stem"]
+
+
+class PairBySuffix(_Strict):
+    by: Literal["suffix"]
+    suffix: str = Field(min_length=1, description="what the label's stem adds to the image's, e.g. `_seg`")
+
+
+class PairByRegex(_Strict):
+    by: Literal["regex"]
+    pattern: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles_with_case_group(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        if "case" not in compiled.groupindex:
+            raise ValueError("the pattern needs a named group `(?P<case>...)` giving the case id")
+        return value
+
+
+Pairing = Annotated[PairByStem | PairBySuffix | PairByRegex, Field(discriminator="by")]
+
+
+class ExplicitLayout(_Strict):
+    images: str
+    labels: str | None = None
+    pairing: Pairing = PairByStem(by="stem")
+    split: dict[Literal["train", "validation", "test"], list[str]] | None = None
+
+    @field_validator("images", "labels")
+    @classmethod
+    def _globs(cls, value: str | None) -> str | None:
+        return None if value is None else _relative_glob(value)
+
+
+class _Source(_Strict):
+    layout: Literal["auto"] | ExplicitLayout = "auto"
+    labels: dict[int, str] = Field(default_factory=dict, description="source label id -> name")
+
+    @field_validator("labels")
+    @classmethod
+    def _label_table(cls, value: dict[int, str]) -> dict[int, str]:
+        for label_id, name in value.items():
+            if label_id < 0:
+                raise ValueError(f"label id {label_id} is negative")
+            if not name.strip():
+                raise ValueError(f"label {label_id} has an empty name")
+        return value
+
+
+class HttpFile(_Strict):
+    url: str
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
+    size: int | None = Field(default=None, ge=0)
+    name: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else _relative_glob(value)
+
+    @model_validator(mode="after")
+    def _checksum(self) -> HttpFile:
+        if not (self.sha256 or self.md5):
+            raise ValueError("needs a sha256 or md5 checksum (files are verified and cached by content)")
+        return self
+
+    @property
+    def file_name(self) -> str:
+        if self.name:
+            return self.name
+        tail = unquote(self.url.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1])
+        if not tail or tail in (".", "..") or "/" in tail or "\\" in tail:
+            raise SourceError(f"{self.url}: cannot name the file from its URL; give `name`")
+        return tail
+
+
+class HttpSource(_Source):
+    kind: Literal["http"]
+    files: list[HttpFile] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> HttpSource:
+        names = [f.file_name for f in self.files]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"several files are named {', '.join(duplicates)}; give each a distinct `name`")
+        return self
+
+
+class ZenodoSource(_Source):
+    kind: Literal["zenodo"]
+    record: str = Field(pattern=r"^[0-9]+$", description="the record id, digits only")
+    include: list[str] = Field(default_factory=list, description="globs of file names to fetch; empty: all")
+
+    @field_validator("record", mode="before")
+    @classmethod
+    def _record_from_int(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+
+class HuggingFaceSource(_Source):
+    kind: Literal["huggingface"]
+    repo: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", description="`org/name` of a dataset repo")
+    revision: str = Field(default="main", pattern=r"^[\w.-][\w./-]*$")
+    include: list[str] = Field(default_factory=list, description="globs of file paths to fetch; empty: all")
+
+
+class LocalSource(_Source):
+    kind: Literal["local"]
+    path: str = Field(min_length=1)
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value
+
+
+SourceDescriptor = Annotated[
+    HttpSource | ZenodoSource | HuggingFaceSource | LocalSource, Field(discriminator="kind")
+]
+_adapter: TypeAdapter[SourceDescriptor] = TypeAdapter(SourceDescriptor)
+
+KINDS = ("http", "zenodo", "huggingface", "local")
+
+
+def parse_source(data: Any) -> HttpSource | ZenodoSource | HuggingFaceSource | LocalSource:
+    """Validate a descriptor (dict or JSON string); raise SourceError listing every problem as `loc: msg`."""
+    try:
+        if isinstance(data, str | bytes):
+            return _adapter.validate_json(data)
+        return _adapter.validate_python(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = ".".join(str(part) for part in error["loc"]) or "descriptor"
+            message = error["msg"]
+            if error["type"] == "union_tag_invalid" or error["type"] == "union_tag_not_found":
+                message = f"`kind` must be one of {', '.join(KINDS)}"
+            problems.append(f"{loc}: {message}")
+        raise SourceError("invalid source descriptor: " + "; ".join(problems)) from exc

@@ -1,0 +1,241 @@
+"""The downloader: fetches resolved files into a content-addressed cache and places them in a job folder.
+
+- A file is streamed to `cache/partial/<algo>-<digest>.part`; an interrupted transfer resumes with `Range` and
+  `If-Range: <ETag>` (a changed file answers 200 and starts over), retried a few times within one fetch.
+- Its size and checksum are verified, then it is published by rename to `cache/<algo>/<digest>` (read-only),
+  so a second fetch of the same content, by any job, downloads nothing.
+- One lock file per content keeps two workers from writing the same partial file.
+- Files land in the job folder by hard link (copy across file systems), each published by rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.core.config import Settings
+from workers.safety import UnsafeSourceError
+from workers.sources.base import RemoteFile, SourceError
+from workers.sources.net import new_client, open_response
+
+CHUNK = 1024 * 1024
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class ChecksumMismatchError(SourceError):
+    pass
+
+
+class SizeMismatchError(SourceError):
+    pass
+
+
+class _Retry(Exception):
+    """A transfer broke off in a way that a new attempt (resuming) may fix."""
+
+
+def _hasher(remote: RemoteFile) -> Any:
+    algorithm, _ = remote.cache_key or ("sha256", "")
+    if algorithm == "git_sha1":
+        if remote.size is None:
+            raise SourceError(f"{remote.name}: a git blob id needs the file size")
+        hasher = hashlib.sha1(usedforsecurity=False)
+        hasher.update(b"blob %d\0" % remote.size)
+        return hasher
+    return hashlib.new(algorithm, usedforsecurity=False) if algorithm == "md5" else hashlib.sha256()
+
+
+def _discard(partial: Path) -> None:
+    partial.unlink(missing_ok=True)
+    partial.with_suffix(".etag").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class Downloader:
+    def __init__(
+        self,
+        settings: Settings,
+        cache_dir: Path | None = None,
+        client: httpx.Client | None = None,
+        attempts: int = 3,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.cache_dir = cache_dir or settings.home / "cache"
+        self._owns_client = client is None
+        self.client = client or new_client()
+        self.attempts = max(1, attempts)
+        self.retry_delay = retry_delay  # seconds before the first retry, doubling after each
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> Downloader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def cached_path(self, remote: RemoteFile) -> Path | None:
+        key = remote.cache_key
+        return None if key is None else self.cache_dir / key[0] / key[1]
+
+    def fetch(self, remote: RemoteFile) -> Path:
+        """The verified content of `remote`: its cache path, or for a local file the file itself."""
+        if remote.path is not None:
+            return remote.path
+        final = self.cached_path(remote)
+        if final is None:
+            raise SourceError(f"{remote.name}: no checksum known, so it cannot be verified nor cached")
+        if final.exists():
+            return final
+        algorithm, digest = remote.cache_key  # type: ignore[misc]
+        partial = self.cache_dir / "partial" / f"{algorithm}-{digest}.part"
+        with _locked(self.cache_dir / "locks" / f"{algorithm}-{digest}.lock"):
+            if final.exists():  # another worker finished it while we waited
+                return final
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    self._transfer(remote, partial)
+                    break
+                except _Retry as exc:
+                    if attempt == self.attempts:
+                        raise SourceError(
+                            f"{remote.name}: download failed after {self.attempts} attempts: {exc}"
+                        ) from exc
+                    time.sleep(self.retry_delay * 2 ** (attempt - 1))
+            self._verify(remote, partial)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            partial.chmod(0o444)  # shared by hard links with every job: nobody may edit it in place
+            os.replace(partial, final)
+            partial.with_suffix(".etag").unlink(missing_ok=True)
+        return final
+
+    def _transfer(self, remote: RemoteFile, partial: Path) -> None:
+        assert remote.url is not None
+        etag_path = partial.with_suffix(".etag")
+        have = partial.stat().st_size if partial.exists() else 0
+        etag = etag_path.read_text() if etag_path.exists() else ""
+        if remote.size is not None and have >= remote.size and have > 0:
+            return  # complete from an earlier attempt, only the verification is left
+        # identity: byte ranges and checksums are about the file's bytes, not a re-encoded stream
+        headers = {"Accept-Encoding": "identity"}
+        if have and etag:
+            headers |= {"Range": f"bytes={have}-", "If-Range": etag}
+        resuming = "Range" in headers
+        limit = remote.size if remote.size is not None else self.settings.download_max_file_bytes
+        try:
+            response, url = open_response(self.client, remote.url, self.settings, headers)
+        except UnsafeSourceError as exc:
+            raise SourceError(f"{remote.name}: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise _Retry(f"GET {remote.url}: {exc}") from exc
+        with contextlib.closing(response):
+            if response.status_code == 206 and resuming:
+                if not response.headers.get("content-range", "").startswith(f"bytes {have}-"):
+                    raise SourceError(f"{remote.name}: GET {url} answered an unexpected Content-Range")
+                mode = "ab"
+            elif response.status_code == 200:
+                mode, have = "wb", 0
+            elif response.status_code == 416 and resuming:
+                _discard(partial)
+                raise _Retry(f"GET {url}: the server refused to resume (HTTP 416)")
+            elif response.status_code in TRANSIENT_STATUS:
+                raise _Retry(f"GET {url} answered HTTP {response.status_code}")
+            else:
+                raise SourceError(f"{remote.name}: GET {url} answered HTTP {response.status_code}")
+            new_etag = response.headers.get("etag", "")
+            # a weak ETag cannot validate a byte range (RFC 9110, If-Range), so such a file restarts on failure
+            if new_etag and not new_etag.startswith("W/"):
+                etag_path.write_text(new_etag)
+            else:
+                etag_path.unlink(missing_ok=True)
+            with open(partial, mode) as sink:
+                try:
+                    # iter_raw without a chunk size hands over bytes as they arrive, so a transfer that breaks
+                    # off keeps everything received for the resume
+                    for chunk in response.iter_raw():
+                        have += len(chunk)
+                        if have > limit:
+                            sink.close()
+                            _discard(partial)
+                            raise SizeMismatchError(
+                                f"{remote.name}: GET {url} sent more than the expected {limit} bytes"
+                            )
+                        sink.write(chunk)
+                except httpx.TransportError as exc:
+                    raise _Retry(f"GET {url} broke off after {have} bytes: {exc}") from exc
+
+    def _verify(self, remote: RemoteFile, partial: Path) -> None:
+        size = partial.stat().st_size
+        if remote.size is not None and size != remote.size:
+            _discard(partial)
+            raise SizeMismatchError(f"{remote.name}: got {size} bytes, expected {remote.size}")
+        hasher = _hasher(remote)
+        with open(partial, "rb") as source:
+            while chunk := source.read(CHUNK):
+                hasher.update(chunk)
+        algorithm, expected = remote.cache_key  # type: ignore[misc]
+        actual = hasher.hexdigest()
+        if actual != expected:
+            _discard(partial)
+            raise ChecksumMismatchError(
+                f"{remote.name}: {algorithm} mismatch: expected {expected}, got {actual} ({remote.url})"
+            )
+
+    def fetch_into(self, remotes: list[RemoteFile], destination: Path) -> list[Path]:
+        """Fetch every file (at most `download_concurrency` at once) and place each at `destination/<name>`.
+        All files are attempted; if any failed, SourceError lists every failure."""
+        with ThreadPoolExecutor(max_workers=self.settings.download_concurrency) as pool:
+            futures = [pool.submit(self._fetch_and_place, remote, destination) for remote in remotes]
+        placed, failures = [], []
+        for future in futures:
+            try:
+                placed.append(future.result())
+            except SourceError as exc:
+                failures.append(str(exc))
+        if failures:
+            raise SourceError(f"{len(failures)} of {len(remotes)} files failed: " + "; ".join(failures))
+        return placed
+
+    def _fetch_and_place(self, remote: RemoteFile, destination: Path) -> Path:
+        content = self.fetch(remote)
+        target = destination / remote.name
+        if target.exists() and target.stat().st_size == content.stat().st_size:
+            with contextlib.suppress(OSError):
+                if target.samefile(content):
+                    return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            try:
+                os.link(content, temporary)
+            except OSError:
+                shutil.copyfile(content, temporary)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return target

@@ -1,0 +1,52 @@
+"""`zenodo` sources: the files of a Zenodo record, from the record API (`GET {api}/records/{id}`), with md5."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatch
+from typing import Any
+
+import httpx
+
+from app.core.config import Settings
+from workers.sources.base import RemoteFile, SourceError
+from workers.sources.descriptors import ZenodoSource
+from workers.sources.net import fetch_json
+
+
+def _entries(files: Any) -> list[dict[str, Any]]:
+    # the legacy API answers a list; InvenioRDM's files endpoint answers {"entries": [...] or {key: {...}}}
+    if isinstance(files, dict):
+        files = files.get("entries", [])
+        if isinstance(files, dict):
+            files = list(files.values())
+    return [entry for entry in files or [] if isinstance(entry, dict)]
+
+
+def resolve(source: ZenodoSource, settings: Settings, client: httpx.Client) -> list[RemoteFile]:
+    what = f"Zenodo record {source.record}"
+    record, _ = fetch_json(
+        client, f"{settings.zenodo_api_url.rstrip('/')}/records/{source.record}", settings, what
+    )
+    entries = _entries(record.get("files"))
+    if not entries:
+        access = (record.get("metadata") or {}).get("access_right") or (record.get("access") or {}).get(
+            "files"
+        )
+        raise SourceError(f"{what} lists no downloadable files (access: {access or 'unknown'})")
+    remote_files = []
+    for entry in entries:
+        name = entry.get("key") or entry.get("filename")
+        links = entry.get("links") or {}
+        url = links.get("content") or links.get("self") or links.get("download")
+        checksum = str(entry.get("checksum") or "")
+        algorithm, _, digest = checksum.rpartition(":")
+        if not name or not url:
+            raise SourceError(f"{what}: a file entry has no name or link: {entry}")
+        if source.include and not any(fnmatch(name, pattern) for pattern in source.include):
+            continue
+        if (algorithm or "md5") != "md5" or not digest:
+            raise SourceError(f"{what}: file {name} has no md5 checksum ({checksum or 'none'})")
+        remote_files.append(RemoteFile(name=name, url=url, size=entry.get("size"), md5=digest.lower()))
+    if not remote_files:
+        raise SourceError(f"{what}: no file matches include={source.include}")
+    return sorted(remote_files, key=lambda f: f.name)

@@ -21,14 +21,14 @@ def vocabulary_label(kind: str, value: str | None) -> str:
     if value is None:
         return "Unknown"
     vocabulary = ALL.get(kind)
-    if vocabulary is not None and value in vocabulary.ids:
+    if vocabulary is not None and value in vocabulary:
         return vocabulary.term(value).label
     return value
 
 
 def vocabulary_description(kind: str, value: str) -> str | None:
     vocabulary = ALL.get(kind)
-    if vocabulary is not None and value in vocabulary.ids:
+    if vocabulary is not None and value in vocabulary:
         return vocabulary.term(value).description
     return None
 

@@ -245,7 +245,7 @@ def access_next_step(dataset: Dataset) -> str:
 
 
 def host_label(host_id: str) -> str:
-    return HOST.term(host_id).label if host_id in HOST.ids else host_id
+    return HOST.term(host_id).label if host_id in HOST else host_id
 
 
 def dataset_json_ld(dataset: Dataset, page_url: str) -> dict[str, Any]:
@@ -308,7 +308,7 @@ def dataset_detail(session: Session, slug: str, api_prefix: str = "/api/v1") -> 
         flags=[
             QualityFlag(id=f, label=quality.term(f).label, description=quality.term(f).description)
             for f in dataset.quality_flags
-            if f in quality.ids
+            if f in quality
         ],
         access_next_step=access_next_step(dataset),
         description=describe(dataset),
@@ -318,6 +318,14 @@ def dataset_detail(session: Session, slug: str, api_prefix: str = "/api/v1") -> 
         json_ld=dataset_json_ld(dataset, f"/datasets/{dataset.slug}"),
         catalog_version=catalog_version(session),
     )
+
+
+# The columns summarise() reads, so that lists can select just these.
+SUMMARY_COLUMNS = (
+    Dataset.slug, Dataset.name, Dataset.url, Dataset.year, Dataset.dims, Dataset.modalities, Dataset.anatomies,
+    Dataset.tasks, Dataset.diseases, Dataset.labeled, Dataset.access, Dataset.host, Dataset.licence,
+    Dataset.images, Dataset.quality_flags, Dataset.completeness,
+)  # fmt: skip
 
 
 def summarise(row: Dataset, api_prefix: str = "/api/v1") -> DatasetSummary:

@@ -26,32 +26,40 @@ class Vocabulary:
     label: str
     terms: list[Term]
     _by_key: dict[str, str] = field(default_factory=dict, repr=False)
+    _by_id: dict[str, Term] = field(default_factory=dict, repr=False)
+    _ancestors: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        # lookups run per facet value on every search: index them once
+        self._by_id = {term.id: term for term in self.terms}
         for term in self.terms:
             for key in (term.id, term.label, *term.synonyms):
                 self._by_key.setdefault(normalise_key(key), term.id)
+        for term in self.terms:
+            chain: list[str] = []
+            current = term.parent
+            while current is not None and current not in chain:
+                chain.append(current)
+                current = self._by_id[current].parent
+            self._ancestors[term.id] = chain
 
     def resolve(self, text: str) -> str | None:
         """The term id for any spelling (id, label or synonym, any case and spacing), or None."""
         return self._by_key.get(normalise_key(text))
 
     def term(self, term_id: str) -> Term:
-        return next(t for t in self.terms if t.id == term_id)
+        return self._by_id[term_id]
+
+    def __contains__(self, term_id: object) -> bool:
+        return term_id in self._by_id
 
     @property
     def ids(self) -> list[str]:
-        return [t.id for t in self.terms]
+        return list(self._by_id)
 
     def ancestors(self, term_id: str) -> list[str]:
         """Parents of a term up to the root (anatomy is a hierarchy; other vocabularies are flat)."""
-        parents = {t.id: t.parent for t in self.terms}
-        chain: list[str] = []
-        current = parents.get(term_id)
-        while current is not None and current not in chain:
-            chain.append(current)
-            current = parents.get(current)
-        return chain
+        return list(self._ancestors.get(term_id, []))
 
     def descendants(self, term_id: str) -> list[str]:
         return [t.id for t in self.terms if term_id in self.ancestors(t.id)]

@@ -62,7 +62,7 @@ def facet_rows(facet: Facet) -> list[FacetRow]:
     shown = {v.value for v in facet.results}
     children: dict[str | None, list[FacetValue]] = {}
     for value in facet.results:
-        ancestors = vocabulary.ancestors(value.value) if value.value in vocabulary.ids else []
+        ancestors = vocabulary.ancestors(value.value) if value.value in vocabulary else []
         parent = next((a for a in ancestors if a in shown), None)
         children.setdefault(parent, []).append(value)
     rows: list[FacetRow] = []

@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 import numpy as np
@@ -14,7 +15,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app.catalog.models import Dataset
-from app.catalog.service import catalog_version, summarise
+from app.catalog.service import SUMMARY_COLUMNS, catalog_version, summarise
 from app.catalog.vocabularies import ALL
 from app.core.config import get_settings
 from app.core.errors import InvalidInput
@@ -356,12 +357,18 @@ def _ordered_positions(
     return ordered
 
 
-def _fetch(session: Session, ids: np.ndarray) -> list[Dataset]:
-    """One query for a page of results, returned in the order asked."""
+# What a result summary and the near-match reasons read: not raw_records or the search vector, which would
+# be parsed for every row of every page for nothing.
+_RESULT_COLUMNS = [Dataset.id, *SUMMARY_COLUMNS, *(getattr(Dataset, spec.column) for spec in FACETS.values())]
+_RESULT_SELECT = select(*dict.fromkeys(_RESULT_COLUMNS))
+
+
+def _fetch(session: Session, ids: np.ndarray) -> list[Any]:
+    """One query for a page of results (plain rows with Dataset's attribute names), in the order asked."""
     if ids.size == 0:
         return []
     wanted = [int(i) for i in ids]
-    rows = {d.id: d for d in session.execute(select(Dataset).where(Dataset.id.in_(wanted))).scalars()}
+    rows = {row.id: row for row in session.execute(_RESULT_SELECT.where(Dataset.id.in_(wanted)))}
     return [rows[i] for i in wanted if i in rows]
 
 
@@ -374,6 +381,7 @@ def facet_counts(
     base_path: str,
 ) -> list[Facet]:
     """Disjunctive counts: each facet is counted under every selection except its own."""
+    toggle = _Toggler(search, base_path)
     facets = []
     for name, spec in FACETS.items():
         within = base.copy()
@@ -400,9 +408,9 @@ def facet_counts(
                         label=value_label(name, value),
                         count=count,
                         selected=value in selected,
-                        toggle_url=base_path + query_string(filter_pairs(toggled(search, name, value))),
+                        toggle_url=toggle.url(name, value),
                         parent=vocabulary.term(value).parent
-                        if vocabulary is not None and name == "anatomy" and value in vocabulary.ids
+                        if vocabulary is not None and name == "anatomy" and value in vocabulary
                         else None,
                     )
                     for value, count in shown
@@ -410,6 +418,27 @@ def facet_counts(
             )
         )
     return facets
+
+
+class _Toggler:
+    """Toggle links for every shown facet value, built from the filter's query pairs computed once (a pydantic
+    copy and a full re-encode per value cost more than the counting itself)."""
+
+    def __init__(self, search: SearchFilter, base_path: str) -> None:
+        pairs = filter_pairs(search)
+        self.base_path = base_path
+        self.head = [p for p in pairs if p[0] == "q"]
+        self.tail = [p for p in pairs if p[0] != "q" and p[0] not in FACETS]
+        self.terms = {facet: list(values) for facet, values in search.terms.items()}
+
+    def url(self, facet: str, value: str) -> str:
+        pairs = list(self.head)
+        for name in FACETS:
+            values = self.terms.get(name, [])
+            if name == facet:
+                values = [v for v in values if v != value] if value in values else [*values, value]
+            pairs.extend((name, v) for v in values)
+        return self.base_path + query_string(pairs + self.tail)
 
 
 def _order_facet(order: str, name: str, entries: list[tuple[str, int]]) -> list[tuple[str, int]]:
@@ -423,7 +452,7 @@ def _order_facet(order: str, name: str, entries: list[tuple[str, int]]) -> list[
 
 def value_label(facet: str, value: str) -> str:
     vocabulary = ALL.get(FACETS[facet].vocabulary or "")
-    if vocabulary is not None and value in vocabulary.ids:
+    if vocabulary is not None and value in vocabulary:
         return vocabulary.term(value).label
     return value.capitalize() if value == "unknown" else value
 
@@ -452,7 +481,7 @@ def _near_matches(
     return [NearMatch(dataset=summarise(row, api_prefix), missed=missed_reasons(row, search)) for row in rows]
 
 
-def missed_reasons(row: Dataset, search: SearchFilter) -> list[str]:
+def missed_reasons(row: Any, search: SearchFilter) -> list[str]:
     """Human reasons why a dataset misses a filter: 'access is registration', 'dim is 2D'."""
     reasons = []
     for facet, selected in search.terms.items():

@@ -217,7 +217,7 @@ def _exported_at() -> str:
 @lru_cache(maxsize=4096)
 def _label(kind: str, value: str) -> str:
     vocabulary = ALL[kind]
-    return vocabulary.term(value).label if value in vocabulary.ids else value
+    return vocabulary.term(value).label if value in vocabulary else value
 
 
 # CSV ----------------------------------------------------------------------------------------------------------
@@ -447,7 +447,7 @@ def croissant_dataset(row: DatasetRow, links: Links) -> dict[str, Any]:
         "citeAs": bibtex_entry(row, links, description),
         "includedInDataCatalog": {"@type": "sc:DataCatalog", "name": PORTAL, "url": links.base_url},
     }
-    if row.licence and row.licence in ALL["licence"].ids and row.licence != "unknown":
+    if row.licence and row.licence in ALL["licence"] and row.licence != "unknown":
         data["license"] = f"https://spdx.org/licenses/{row.licence}.html"
     if row.year:
         data["datePublished"] = str(row.year)

@@ -8,7 +8,9 @@ of record and still does the full-text matching; this index holds nothing that a
 """
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -39,18 +41,17 @@ class FacetBitmaps:
 class CatalogIndex:
     """Facet bitmaps, range columns and precomputed orderings for one catalog version."""
 
-    def __init__(self, version: int, rows: list[Any]) -> None:
+    def __init__(self, version: int, rows: Sequence[Any]) -> None:
         self.version = version
         self.size = len(rows)
         self.words = max(1, (self.size + 63) // 64)
-        self.ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=self.size)
-        self.year = np.fromiter((r.year if r.year is not None else -1 for r in rows), np.int64, self.size)
-        self.images = np.fromiter(
-            (r.images if r.images is not None else -1 for r in rows), np.int64, self.size
-        )
-        self.facets = {name: self._bitmaps(name, rows) for name in FACETS}
+        columns = _columns(rows)
+        self.ids = np.fromiter(columns["id"], dtype=np.int64, count=self.size)
+        self.year = np.fromiter((-1 if v is None else v for v in columns["year"]), np.int64, self.size)
+        self.images = np.fromiter((-1 if v is None else v for v in columns["images"]), np.int64, self.size)
+        self.facets = {name: self._bitmaps(name, columns) for name in FACETS}
         self.all = self.pack(np.ones(self.size, dtype=bool))
-        self.orderings = self._orderings(rows)
+        self.orderings = self._orderings(columns)
 
     # -- building -------------------------------------------------------------------------------------------
     @staticmethod
@@ -61,34 +62,42 @@ class CatalogIndex:
         if spec.multi:
             values = list(raw or [])
             return values or (["none"] if name == "quality" else [])
-        if raw is None:
-            return ["unknown"]
-        if isinstance(raw, bool):
-            return ["true" if raw else "false"]
-        return [str(raw)]
+        return [_scalar_value(raw)]
 
-    def _bitmaps(self, name: str, rows: list[Any]) -> FacetBitmaps:
-        value_rows: dict[str, list[int]] = {}
-        for position, row in enumerate(rows):
-            for value in self.facet_values_of(name, row):
-                value_rows.setdefault(value, []).append(position)
-        values = sorted(value_rows)
-        matrix = np.zeros((len(values), self.words), dtype=np.uint64)
-        for i, value in enumerate(values):
-            matrix[i] = self.pack_positions(np.asarray(value_rows[value], dtype=np.int64))
-        return FacetBitmaps(values, {v: i for i, v in enumerate(values)}, matrix)
+    def _bitmaps(self, name: str, columns: dict[str, Sequence[Any]]) -> FacetBitmaps:
+        """One bitmap per value, built column-wise: (value code, row position) pairs set in one numpy step."""
+        spec = FACETS[name]
+        column = columns[spec.column]
+        if spec.multi:
+            if name == "quality":  # a dataset without flags is counted under "none"
+                column = [values or ["none"] for values in column]
+            lengths = np.fromiter((len(values or ()) for values in column), np.int64, self.size)
+            flat = list(chain.from_iterable(values or () for values in column))
+            positions = np.repeat(np.arange(self.size, dtype=np.int64), lengths)
+        else:
+            flat = [_scalar_value(value) for value in column]
+            positions = np.arange(self.size, dtype=np.int64)
+        values = sorted(set(flat))
+        code = {value: i for i, value in enumerate(values)}
+        codes = np.fromiter(map(code.__getitem__, flat), np.int64, len(flat))
+        flags = np.zeros((len(values), self.words * 64), dtype=bool)
+        flags[codes, positions] = True
+        matrix = (
+            np.packbits(flags, axis=1, bitorder="little").view(np.uint64).reshape(len(values), self.words)
+        )
+        return FacetBitmaps(values, code, matrix)
 
-    def _orderings(self, rows: list[Any]) -> dict[str, np.ndarray]:
+    def _orderings(self, columns: dict[str, Sequence[Any]]) -> dict[str, np.ndarray]:
         """Dataset positions in each sort order, computed once per catalog version."""
-        labeled = np.fromiter((1.0 if r.labeled else 0.0 for r in rows), np.float64, self.size)
-        is_open = np.fromiter((1.0 if r.access == "open" else 0.0 for r in rows), np.float64, self.size)
-        completeness = np.fromiter((r.completeness or 0.0 for r in rows), np.float64, self.size)
+        labeled = np.fromiter((1.0 if v else 0.0 for v in columns["labeled"]), np.float64, self.size)
+        is_open = np.fromiter((1.0 if v == "open" else 0.0 for v in columns["access"]), np.float64, self.size)
+        completeness = np.fromiter((v or 0.0 for v in columns["completeness"]), np.float64, self.size)
         size_score = np.minimum(np.log10(np.maximum(self.images, 0) + 1) / 6, 1.0)
         year_score = np.clip((np.where(self.year > 0, self.year, 2000) - 2000) / 25, 0, 1)
         # labeled first, then larger, then newer; completeness breaks ties between otherwise equal records
         self.base_score = 1.0 * labeled + 0.6 * size_score + 0.3 * year_score + 0.1 * completeness
         self.open_score = self.base_score + 2.0 * is_open
-        names = np.array([r.name.lower() for r in rows], dtype=object)
+        names = np.array([name.lower() for name in columns["name"]], dtype=object)
         position = np.arange(self.size)
         return {
             "relevance": np.lexsort((position, -self.base_score)),
@@ -131,10 +140,29 @@ class CatalogIndex:
         return self.pack(flags)
 
 
-_LOAD_SQL = text(
-    "SELECT id, name, modalities, anatomy_closure, tasks, dims, access, labeled, host, year, size_bucket, "
-    "licence, quality_flags, images, completeness FROM dataset ORDER BY id"
-)
+def _scalar_value(raw: Any) -> str:
+    """A single-valued column as a facet value: None is 'unknown', booleans 'true'/'false'."""
+    if raw is None:
+        return "unknown"
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    return str(raw)
+
+
+LOAD_FIELDS = (
+    "id", "name", "modalities", "anatomy_closure", "tasks", "dims", "access", "labeled", "host", "year",
+    "size_bucket", "licence", "quality_flags", "images", "completeness",
+)  # fmt: skip
+
+
+def _columns(rows: Sequence[Any]) -> dict[str, Sequence[Any]]:
+    """The rows as columns. Database rows are tuples (transposed in C); other records are read by name."""
+    if rows and hasattr(rows[0], "_fields"):
+        return dict(zip(rows[0]._fields, zip(*rows, strict=True), strict=True))
+    return {field: [getattr(row, field) for row in rows] for field in LOAD_FIELDS}
+
+
+_LOAD_SQL = text(f"SELECT {', '.join(LOAD_FIELDS)} FROM dataset ORDER BY id")
 
 _lock = threading.Lock()
 _current: CatalogIndex | None = None

@@ -1,0 +1,131 @@
+"""What the packager is given: harmonised cases, their sources, the global label table, and what was skipped.
+
+Cases arrive already harmonised (workers/imaging/ reads, reorients and unifies labels); the packager only
+lays them out, so nothing here depends on how a source was read. Arrays follow SimpleITK's convention, the one
+the readers produce: index order (z, y, x) as from `sitk.GetArrayFromImage`, spacing/origin in (x, y, z) order,
+direction row-major 3x3, physical space LPS. Label maps hold *global* label values (see `LabelTable`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Split = Literal["train", "val", "test"]
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
+
+# Case ids become file names inside nnU-Net folders and PNG names: keep them to a portable alphabet.
+_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class SourceDataset:
+    """One catalog dataset that contributed to the bundle, with the terms and citation it comes with."""
+
+    slug: str
+    title: str
+    licence: str  # SPDX id where one exists (e.g. "CC-BY-4.0"), else the licence's own name
+    url: str
+    citation_bibtex: str = ""
+    licence_url: str = ""
+    version: str = ""
+    # Per-source outcome for the report: "ok", "partial" (some items skipped) or "failed" (nothing usable).
+    status: str = "ok"
+    status_detail: str = ""
+
+
+@dataclass(frozen=True)
+class LabelConcept:
+    """One row of the global label table: a concept, its integer in every label map, and a code if known."""
+
+    name: str
+    value: int
+    code_scheme: str = ""  # e.g. "SCT" (SNOMED CT)
+    code_value: str = ""
+    code_meaning: str = ""
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """The global table (concept -> int, 0 background, consecutive) and each source's local id -> concept map."""
+
+    concepts: tuple[LabelConcept, ...]
+    source_maps: dict[str, dict[int, str]] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        values = sorted(c.value for c in self.concepts)
+        if values != list(range(len(values))):
+            raise ValueError(f"label values must be 0..n-1 with no gaps, got {values}")
+        by_value = {c.value: c.name for c in self.concepts}
+        if by_value.get(0) != "background":
+            raise ValueError("label 0 must be 'background'")
+        names = [c.name for c in self.concepts]
+        if len(set(names)) != len(names):
+            raise ValueError("label names must be unique")
+        for slug, mapping in self.source_maps.items():
+            unknown = sorted(set(mapping.values()) - set(names))
+            if unknown:
+                raise ValueError(f"source {slug} maps to concepts missing from the table: {unknown}")
+
+    def as_nnunet_labels(self) -> dict[str, int]:
+        return {c.name: c.value for c in sorted(self.concepts, key=lambda c: c.value)}
+
+
+@dataclass
+class HarmonisedCase:
+    """One item ready to package: a 3D volume (segmentation) or a 2D image (classification or segmentation)."""
+
+    case_id: str
+    image: np.ndarray  # (z, y, x) for 3D, (y, x) or (y, x, 3) for 2D
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+    source: str  # SourceDataset.slug
+    source_file: str
+    source_checksum: str
+    subject_id: str
+    modality: str  # the channel name nnU-Net sees: "CT" selects its CT normalisation, anything else z-score
+    annotated_labels: tuple[
+        str, ...
+    ]  # concepts annotated in this case; the others are unknown, not background
+    content_hash: str  # sha256 of the canonical voxel array (computed upstream, used for deduplication)
+    split: Split
+    label: np.ndarray | None = None  # global label values, same shape as image (spatial part)
+    class_label: str | None = None  # 2D classification target
+
+    @property
+    def dims(self) -> int:
+        # Spacing says it: a (y, x, 3) RGB picture and a 3-slice volume have the same array rank.
+        return len(self.spacing)
+
+    def problem(self) -> str | None:
+        """Why this case cannot be packaged, or None. A reason goes to the report instead of an exception."""
+        if not _CASE_ID.match(self.case_id):
+            return f"case id {self.case_id!r} is not a portable file name"
+        if self.split not in SPLITS:
+            return f"unknown split {self.split!r}"
+        if self.dims not in (2, 3):
+            return f"spacing has {self.dims} entries; expected 2 (2D) or 3 (3D)"
+        if self.dims == 3 and self.image.ndim != 3:
+            return f"3D case with a {self.image.ndim}-dimensional image"
+        if self.dims == 2 and not (
+            self.image.ndim == 2 or (self.image.ndim == 3 and self.image.shape[2] == 3)
+        ):
+            return f"2D case with image shape {self.image.shape}; expected (y, x) or (y, x, 3)"
+        if self.label is not None:
+            spatial = self.image.shape if self.dims == 3 else self.image.shape[:2]
+            if self.label.shape != spatial:
+                return f"label shape {self.label.shape} differs from image shape {spatial}"
+        return None
+
+
+@dataclass(frozen=True)
+class SkippedItem:
+    """An item left out of the bundle, with the reason a user can act on."""
+
+    source: str
+    item: str
+    reason: str

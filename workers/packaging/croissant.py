@@ -1,0 +1,152 @@
+"""croissant.json: MLCommons Croissant 1.0 JSON-LD describing the whole bundle.
+
+Every small file is a FileObject with its sha256 (mlcroissant rejects a FileObject without a checksum); the
+many volumes and PNGs are FileSets by glob (their sha256 is in SHA256SUMS and the manifest). The manifest is a
+RecordSet, so `mlcroissant` can iterate items. Each source dataset appears under `prov:wasDerivedFrom`.
+The @context is the official 1.0 one plus the `prov` prefix; anything else draws a warning from mlcroissant.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from workers.packaging.cases import SourceDataset
+from workers.packaging.manifest import COLUMNS, MANIFEST_CSV
+
+CROISSANT_NAME = "croissant.json"
+
+CONTEXT: dict[str, Any] = {
+    "@language": "en",
+    "@vocab": "https://schema.org/",
+    "citeAs": "cr:citeAs",
+    "column": "cr:column",
+    "conformsTo": "dct:conformsTo",
+    "cr": "http://mlcommons.org/croissant/",
+    "rai": "http://mlcommons.org/croissant/RAI/",
+    "data": {"@id": "cr:data", "@type": "@json"},
+    "dataType": {"@id": "cr:dataType", "@type": "@vocab"},
+    "dct": "http://purl.org/dc/terms/",
+    "equivalentProperty": "cr:equivalentProperty",
+    "examples": {"@id": "cr:examples", "@type": "@json"},
+    "extract": "cr:extract",
+    "field": "cr:field",
+    "fileProperty": "cr:fileProperty",
+    "fileObject": "cr:fileObject",
+    "fileSet": "cr:fileSet",
+    "format": "cr:format",
+    "includes": "cr:includes",
+    "isLiveDataset": "cr:isLiveDataset",
+    "jsonPath": "cr:jsonPath",
+    "key": "cr:key",
+    "md5": "cr:md5",
+    "parentField": "cr:parentField",
+    "path": "cr:path",
+    "prov": "http://www.w3.org/ns/prov#",
+    "recordSet": "cr:recordSet",
+    "references": "cr:references",
+    "regex": "cr:regex",
+    "repeated": "cr:repeated",
+    "replace": "cr:replace",
+    "samplingRate": "cr:samplingRate",
+    "sc": "https://schema.org/",
+    "separator": "cr:separator",
+    "source": "cr:source",
+    "subField": "cr:subField",
+    "transform": "cr:transform",
+}
+
+_FORMATS = {
+    ".csv": "text/csv",
+    ".json": "application/json",
+    ".parquet": "application/x-parquet",
+    ".md": "text/markdown",
+    ".bib": "application/x-bibtex",
+    ".html": "text/html",
+    ".png": "image/png",
+    ".gz": "application/gzip",
+}
+_INTEGER_COLUMNS = {"dims", "intensity_offset"}
+
+
+def encoding_format(relative: str) -> str:
+    return _FORMATS.get(Path(relative).suffix, "application/octet-stream")
+
+
+def croissant_document(
+    *,
+    name: str,
+    description: str,
+    url: str,
+    version: str,
+    date_published: str,
+    sources: Sequence[SourceDataset],
+    files: Mapping[str, str],
+    file_sets: Sequence[tuple[str, str, str]],
+) -> dict[str, Any]:
+    """`files`: bundle-relative path -> sha256 of each FileObject; `file_sets`: (id, glob, encoding format)."""
+    ordered_sources = sorted(sources, key=lambda s: s.slug)
+    licences = sorted({s.licence_url or s.licence for s in ordered_sources})
+    distribution: list[dict[str, Any]] = [
+        {
+            "@type": "cr:FileObject",
+            "@id": relative,
+            "name": relative,
+            "contentUrl": relative,
+            "encodingFormat": encoding_format(relative),
+            "sha256": digest,
+        }
+        for relative, digest in sorted(files.items())
+    ]
+    distribution += [
+        {"@type": "cr:FileSet", "@id": set_id, "name": set_id, "encodingFormat": fmt, "includes": glob}
+        for set_id, glob, fmt in file_sets
+    ]
+    fields = [
+        {
+            "@type": "cr:Field",
+            "@id": f"manifest/{column}",
+            "name": column,
+            "dataType": "sc:Integer" if column in _INTEGER_COLUMNS else "sc:Text",
+            "source": {"fileObject": {"@id": MANIFEST_CSV}, "extract": {"column": column}},
+        }
+        for column in COLUMNS
+    ]
+    document: dict[str, Any] = {
+        "@context": CONTEXT,
+        "@type": "sc:Dataset",
+        "name": name,
+        "description": description,
+        "conformsTo": "http://mlcommons.org/croissant/1.0",
+        "url": url,
+        "version": version,
+        "license": licences[0] if len(licences) == 1 else licences,
+        "citeAs": "; ".join(f"{s.title} ({s.url})" for s in ordered_sources),
+        "isAccessibleForFree": True,
+        "prov:wasDerivedFrom": [
+            # Untyped on purpose: a nested node typed sc:Dataset is taken by mlcroissant for the bundle itself.
+            {"@id": s.url, "name": s.slug, "url": s.url, "license": s.licence_url or s.licence}
+            for s in ordered_sources
+        ],
+        "distribution": distribution,
+        "recordSet": [
+            {
+                "@type": "cr:RecordSet",
+                "@id": "manifest",
+                "name": "manifest",
+                "description": "One record per item; see manifest.parquet for typed list columns.",
+                "key": {"@id": "manifest/item_id"},
+                "field": fields,
+            }
+        ],
+    }
+    if date_published:
+        document["datePublished"] = date_published
+    return document
+
+
+def write_croissant(document: dict[str, Any], root: Path) -> None:
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    (root / CROISSANT_NAME).write_text(text, encoding="utf-8")

@@ -1,0 +1,80 @@
+"""The 2D part: lossless PNGs laid out as a Hugging Face `imagefolder` (one folder per split with its own
+`metadata.csv`, whose `file_name` column names the image), so `datasets.load_dataset("imagefolder",
+data_dir=...)` loads it with splits and metadata and no code.
+
+Masks live outside that folder: `imagefolder` takes every image under its root as a sample. The same rows, with
+bundle-relative paths, also go to a Parquet table beside it (one folder cannot hold both: `datasets` refuses
+metadata files of two formats).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGES_DIR = "images2d"
+MASKS_DIR = "images2d_masks"
+PARQUET_NAME = "images2d_metadata.parquet"
+# `datasets` recognises these folder names as its train / validation / test splits.
+SPLIT_FOLDERS = {"train": "train", "val": "validation", "test": "test"}
+# Signed images (CT in HU) are stored shifted into uint16, losslessly; value = stored + intensity_offset.
+SIGNED_OFFSET = -32768
+_PNG_LEVEL = 3  # PNG is lossless at any level; 3 is most of level 9's size at a fraction of its time
+
+
+class NotStorableAsPng(ValueError):
+    """The image cannot go into PNG without losing information (float intensities)."""
+
+
+@dataclass(frozen=True)
+class PngFile:
+    relative_path: str  # from the bundle root
+    sha256: str
+    intensity_offset: int
+
+
+def png_bytes(array: np.ndarray) -> tuple[bytes, int]:
+    """Lossless PNG bytes for a 2D array (or RGB uint8) and the offset to add to stored values."""
+    offset = 0
+    if array.ndim == 3:
+        if array.dtype != np.uint8 or array.shape[2] != 3:
+            raise NotStorableAsPng(f"colour images must be uint8 RGB, got {array.dtype} {array.shape}")
+        picture = Image.fromarray(array, mode="RGB")
+    elif array.dtype == np.uint8 or array.dtype == np.bool_:
+        picture = Image.fromarray(array.astype(np.uint8, copy=False))
+    elif np.issubdtype(array.dtype, np.integer):
+        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        if low >= 0 and high <= 0xFFFF:
+            stored = array.astype(np.uint16)
+        elif low >= -32768 and high <= 32767:
+            offset = SIGNED_OFFSET
+            stored = (array.astype(np.int32) - offset).astype(np.uint16)
+        else:
+            raise NotStorableAsPng(f"integer range {low}..{high} does not fit 16 bits")
+        picture = Image.fromarray(stored)
+    else:
+        raise NotStorableAsPng(f"{array.dtype} intensities cannot be stored losslessly as PNG")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=_PNG_LEVEL)
+    return buffer.getvalue(), offset
+
+
+def write_png(root: Path, relative_path: str, array: np.ndarray) -> PngFile:
+    data, offset = png_bytes(array)
+    target = root / relative_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return PngFile(relative_path, hashlib.sha256(data).hexdigest(), offset)
+
+
+def image_relative_path(split: str, item_id: str) -> str:
+    return f"{IMAGES_DIR}/{SPLIT_FOLDERS[split]}/{item_id}.png"
+
+
+def mask_relative_path(split: str, item_id: str) -> str:
+    return f"{MASKS_DIR}/{SPLIT_FOLDERS[split]}/{item_id}.png"

@@ -1,0 +1,106 @@
+"""The manifest: one row per packaged item (3D case, 2D image or 2D slice), as Parquet and CSV.
+
+Parquet keeps list columns typed (spacing, shape, annotated labels); CSV flattens them (JSON lists, `;`-joined
+labels) for spreadsheets and Croissant's CSV extraction. Rows are sorted by item id and written without any
+timestamp, so the same items give the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST_PARQUET = "manifest.parquet"
+MANIFEST_CSV = "manifest.csv"
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    item_id: str
+    split: str
+    image_path: str  # bundle-relative
+    label_path: str  # bundle-relative, "" when the item has no label map
+    source_dataset: str
+    source_file: str
+    source_checksum: str
+    subject_id: str
+    modality: str
+    dims: int
+    spacing: tuple[float, ...]
+    shape: tuple[int, ...]
+    annotated_labels: tuple[str, ...]
+    licence: str
+    content_hash: str
+    class_label: str  # 2D classification target, "" otherwise
+    image_sha256: str
+    label_sha256: str
+    parent_case: str  # for a 2D slice, the 3D case it was cut from
+    intensity_offset: int  # PNG only: true value = stored value + offset
+
+
+_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("split", pa.string()),
+        ("image_path", pa.string()),
+        ("label_path", pa.string()),
+        ("source_dataset", pa.string()),
+        ("source_file", pa.string()),
+        ("source_checksum", pa.string()),
+        ("subject_id", pa.string()),
+        ("modality", pa.string()),
+        ("dims", pa.int8()),
+        ("spacing", pa.list_(pa.float64())),
+        ("shape", pa.list_(pa.int64())),
+        ("annotated_labels", pa.list_(pa.string())),
+        ("licence", pa.string()),
+        ("content_hash", pa.string()),
+        ("class_label", pa.string()),
+        ("image_sha256", pa.string()),
+        ("label_sha256", pa.string()),
+        ("parent_case", pa.string()),
+        ("intensity_offset", pa.int32()),
+    ]
+)
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ItemRecord))
+if tuple(_SCHEMA.names) != COLUMNS:
+    raise RuntimeError("ItemRecord and the Parquet schema must list the same columns")
+
+
+def records_table(records: list[ItemRecord]) -> pa.Table:
+    rows = [asdict(r) for r in sorted(records, key=lambda r: r.item_id)]
+    return pa.Table.from_pylist(rows, schema=_SCHEMA)
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    # Statistics and the library's version string are deterministic; no write time is stored in Parquet.
+    pq.write_table(table, path, compression="zstd", use_dictionary=True)
+
+
+def csv_value(value: object) -> str:
+    if isinstance(value, tuple | list):
+        if all(isinstance(v, str) for v in value):
+            return ";".join(value)
+        return json.dumps(list(value))
+    return str(value)
+
+
+def write_csv(rows: list[dict[str, object]], columns: list[str], path: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([csv_value(row[c]) for c in columns])
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+
+
+def write_manifest(records: list[ItemRecord], root: Path) -> None:
+    write_parquet(records_table(records), root / MANIFEST_PARQUET)
+    rows = [asdict(r) for r in sorted(records, key=lambda r: r.item_id)]
+    write_csv(rows, list(COLUMNS), root / MANIFEST_CSV)

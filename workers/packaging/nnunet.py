@@ -1,0 +1,111 @@
+"""nnU-Net v2 raw-dataset layout: `DatasetNNN_Name/{imagesTr,labelsTr,imagesTs,labelsTs}`, `dataset.json`,
+`splits_final.json`.
+
+One single-channel dataset per modality: nnU-Net normalises per channel by its *name* ("CT" -> CT
+normalisation with the dataset's HU percentiles, anything else -> z-score per image), so CT and MR volumes in
+one channel would be normalised wrongly. Training and validation cases go to `imagesTr` and the bundle's
+patient-level split becomes fold 0 of `splits_final.json`; official test cases go to `imagesTs`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+NNUNET_DIR = "nnunet"
+FILE_ENDING = ".nii.gz"
+_FALLBACK_FOLDS = 5
+
+
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    if not 1 <= dataset_id <= 999:
+        raise ValueError("nnU-Net dataset ids are 1..999")
+    clean = re.sub(r"[^A-Za-z0-9]+", "", name.title()) or "Bundle"
+    return f"Dataset{dataset_id:03d}_{clean}"
+
+
+def case_paths(dataset_relative: str, case_id: str, split: str) -> tuple[str, str]:
+    """(image, label) paths of a case relative to the bundle root."""
+    suffix = "Ts" if split == "test" else "Tr"
+    return (
+        f"{dataset_relative}/images{suffix}/{case_id}_0000{FILE_ENDING}",
+        f"{dataset_relative}/labels{suffix}/{case_id}{FILE_ENDING}",
+    )
+
+
+def channel_name(modality: str) -> str:
+    """The channel name nnU-Net reads: exactly "CT" for CT (its CT normalisation), the modality otherwise."""
+    return "CT" if modality.strip().upper() == "CT" else modality.strip()
+
+
+def dataset_json(
+    *,
+    name: str,
+    description: str,
+    licence: str,
+    reference: str,
+    modality: str,
+    labels: dict[str, int],
+    num_training: int,
+    num_test: int,
+) -> dict[str, Any]:
+    return {
+        "channel_names": {"0": channel_name(modality)},
+        "labels": labels,
+        "numTraining": num_training,
+        "numTest": num_test,
+        "file_ending": FILE_ENDING,
+        "name": name,
+        "description": description,
+        "licence": licence,
+        "reference": reference,
+        "tensorImageSize": "3D",
+    }
+
+
+def splits_final(case_splits: dict[str, tuple[str, str]]) -> list[dict[str, list[str]]]:
+    """Folds for the training cases. `case_splits`: case id -> (split, subject id).
+
+    With validation cases: one fold, exactly the bundle's split. Without: five folds grouped by a hash of the
+    subject id, so one patient's scans never sit on both sides (nnU-Net's own random folds would split them).
+    """
+    training = {case: info for case, info in case_splits.items() if info[0] in ("train", "val")}
+    if any(split == "val" for split, _subject in training.values()):
+        train = sorted(c for c, (s, _) in training.items() if s == "train")
+        val = sorted(c for c, (s, _) in training.items() if s == "val")
+        return [{"train": train, "val": val}]
+    fold_of: dict[str, int] = {}
+    for case, (_split, subject) in training.items():
+        fold_of[case] = int(hashlib.sha256(subject.encode()).hexdigest(), 16) % _FALLBACK_FOLDS
+    folds = []
+    for fold in range(_FALLBACK_FOLDS):
+        val = sorted(c for c, f in fold_of.items() if f == fold)
+        if val:
+            folds.append({"train": sorted(c for c, f in fold_of.items() if f != fold), "val": val})
+    return folds
+
+
+def write_dataset_files(
+    root: Path,
+    dataset_relative: str,
+    document: dict[str, Any],
+    case_splits: dict[str, tuple[str, str]],
+) -> None:
+    folder = root / dataset_relative
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dataset.json").write_text(
+        json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8"
+    )
+    folds = splits_final(case_splits)
+    (folder / "splits_final.json").write_text(json.dumps(folds, indent=2) + "\n", encoding="utf-8")
+
+
+def group_by_modality(modalities: dict[str, str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for case, modality in modalities.items():
+        groups[channel_name(modality)].append(case)
+    return {m: sorted(cases) for m, cases in sorted(groups.items())}

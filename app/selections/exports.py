@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from app.catalog.models import Dataset
 from app.catalog.service import access_next_step, catalog_version, describe, host_label, summarise
 from app.catalog.vocabularies import ALL
+from app.core.croissant import CROISSANT_CONTEXT, CROISSANT_SPEC
 from app.search.schemas import SearchFilter
 from app.search.service import filter_pairs
 from app.selections.models import Selection
@@ -37,44 +38,6 @@ from app.selections.service import dataset_page_path
 CHUNK_SIZE = 500
 FLUSH_BYTES = 64 * 1024
 PORTAL = "Imaging-X Portal"
-CROISSANT_SPEC = "http://mlcommons.org/croissant/1.0"
-# The JSON-LD context of Croissant 1.0 documents (schema.org as the default vocabulary, cr: for Croissant terms).
-CROISSANT_CONTEXT: dict[str, Any] = {
-    "@language": "en",
-    "@vocab": "https://schema.org/",
-    "citeAs": "cr:citeAs",
-    "column": "cr:column",
-    "conformsTo": "dct:conformsTo",
-    "cr": "http://mlcommons.org/croissant/",
-    "rai": "http://mlcommons.org/croissant/RAI/",
-    "data": {"@id": "cr:data", "@type": "@json"},
-    "dataType": {"@id": "cr:dataType", "@type": "@vocab"},
-    "dct": "http://purl.org/dc/terms/",
-    "examples": {"@id": "cr:examples", "@type": "@json"},
-    "extract": "cr:extract",
-    "field": "cr:field",
-    "fileProperty": "cr:fileProperty",
-    "fileObject": "cr:fileObject",
-    "fileSet": "cr:fileSet",
-    "format": "cr:format",
-    "includes": "cr:includes",
-    "isLiveDataset": "cr:isLiveDataset",
-    "jsonPath": "cr:jsonPath",
-    "key": "cr:key",
-    "md5": "cr:md5",
-    "parentField": "cr:parentField",
-    "path": "cr:path",
-    "recordSet": "cr:recordSet",
-    "references": "cr:references",
-    "regex": "cr:regex",
-    "repeated": "cr:repeated",
-    "replace": "cr:replace",
-    "sc": "https://schema.org/",
-    "separator": "cr:separator",
-    "source": "cr:source",
-    "subField": "cr:subField",
-    "transform": "cr:transform",
-}
 
 
 @dataclass(frozen=True)

@@ -62,3 +62,18 @@ def test_openapi_documents_every_route_with_an_operation_id(client: TestClient) 
     assert "/api/v1/datasets" in spec["paths"]
     params = {p["name"] for p in spec["paths"]["/api/v1/datasets"]["get"]["parameters"]}
     assert {"modality", "anatomy", "year__gte", "page_size", "_next", "sort", "prefer_open"} <= params
+
+
+def test_a_query_over_the_time_limit_is_a_503_with_the_envelope(client: TestClient, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Fault injection: the text search is made to exceed a 10 ms statement timeout inside PostgreSQL."""
+    from sqlalchemy import text
+
+    from app.search import service
+
+    def slow_text_matches(session, q):  # type: ignore[no-untyped-def]
+        session.execute(text("SET LOCAL statement_timeout = 10"))
+        session.execute(text("SELECT pg_sleep(1)"))
+
+    monkeypatch.setattr(service, "text_matches", slow_text_matches)
+    body = assert_envelope(client.get("/api/v1/datasets?q=liver"), 503)
+    assert "time limit" in body["error"]

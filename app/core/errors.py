@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg.errors import QueryCanceled
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -71,6 +73,18 @@ def install_error_handlers(app: FastAPI) -> None:
         messages = {404: "not found", 405: "method not allowed"}
         detail = exc.detail if isinstance(exc.detail, str) else messages.get(exc.status_code, "error")
         return _respond(request, exc.status_code, detail, [])
+
+    @app.exception_handler(OperationalError)
+    async def database_error(request: Request, exc: OperationalError) -> Any:
+        import logging
+
+        if isinstance(exc.orig, QueryCanceled):
+            # a query over the statement time limit: the server is fine, this request asked too much
+            return _respond(
+                request, 503, "the query took longer than the time limit (IMAGINGX_QUERY_TIMEOUT_MS)", []
+            )
+        logging.getLogger("imagingx").exception("database error on %s", request.url.path)
+        return _respond(request, 503, "the database is unavailable: the failure was logged", [])
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> Any:

@@ -17,6 +17,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app.core.config import get_settings
 from app.search.schemas import FACETS
 
 Bitmap = np.ndarray  # uint64 words, bit i = the dataset at position i
@@ -181,7 +182,11 @@ def current_index(session: Session, version: int) -> CatalogIndex:
         return index
     with _lock:
         if _current is None or _current_key != key:
+            # reading the whole catalog is a rebuild, not a search: the search time limit does not apply to it
+            session.execute(text("SET LOCAL statement_timeout = 0"))
             rows = session.execute(_LOAD_SQL).all()
+            timeout = int(get_settings().query_timeout_ms)
+            session.execute(text(f"SET LOCAL statement_timeout = {timeout}"))
             _current, _current_key = CatalogIndex(version, rows), key
         return _current
 

@@ -12,7 +12,7 @@ from app.search.service import parse_filter
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def search_filter_from_query(
+async def search_filter_from_query(
     request: Request,
     q: Annotated[
         str | None, Query(description="Free text (typo tolerant)", examples=["liver tumour"])
@@ -43,7 +43,9 @@ def search_filter_from_query(
     order: Annotated[str | None, Query(description="asc or desc (default: desc, name asc)")] = None,
     prefer_open: Annotated[str | None, Query(description="true ranks open-access datasets first")] = None,
 ) -> SearchFilter:
-    """Every parameter is declared for the OpenAPI document; one parser reads them all, as pages do."""
+    """Every parameter is declared for the OpenAPI document; one parser reads them all, as pages do.
+
+    async, as it never waits: FastAPI runs sync dependencies in its thread pool, one hop each per request."""
     ignored = {"page_size", "_next", "_facet_size"}
     return parse_filter((k, v) for k, v in request.query_params.multi_items() if k not in ignored)
 
@@ -51,7 +53,7 @@ def search_filter_from_query(
 SearchFilterDep = Annotated[SearchFilter, Depends(search_filter_from_query)]
 
 
-def facet_size_param(
+async def facet_size_param(
     _facet_size: Annotated[str | None, Query(description="Values per facet, or 'max'")] = None,
 ) -> int | None:
     from app.core.errors import InvalidInput

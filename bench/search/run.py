@@ -229,6 +229,16 @@ class Server:
         self.log.close()
 
 
+def code_state() -> str:
+    """The commit the servers import, plus a mark when app/ has uncommitted changes (people commit mid-run)."""
+
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], capture_output=True, text=True, cwd=REPO).stdout.strip()
+
+    dirty = git("status", "--short", "--", "app")
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted app/ changes" if dirty else "")
+
+
 def start_api(database_url: str, extra_env: dict[str, str] | None = None) -> Server:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(REPO), **(extra_env or {})}
@@ -295,8 +305,11 @@ def read_datasette(body: dict[str, Any]) -> tuple[int | None, dict[str, dict[str
     return body.get("filtered_table_rows_count"), facets, missing
 
 
-def resolve_urls(system: HttpSystem, client: httpx.Client, log: Callable[[str], None]) -> dict[str, float]:
-    """The URL each query times (deep pages: follow next_url); returns each query's first-call latency."""
+def resolve_urls(
+    system: HttpSystem, client: httpx.Client, log: Callable[[str], None], failures: dict[str, str]
+) -> dict[str, float]:
+    """The URL each query times (deep pages: follow next_url); returns each query's first-call latency and
+    puts the first calls that failed into `failures` (they are warm-up, not timed, but a user would see them)."""
     first: dict[str, float] = {}
     for query in QUERIES:
         url = system.base + system.path_of(query)
@@ -312,6 +325,9 @@ def resolve_urls(system: HttpSystem, client: httpx.Client, log: Callable[[str], 
         first[query.name] = (time.perf_counter() - started) * 1000
         if response.status_code != 200:
             log(f"  {system.name} {query.name}: HTTP {response.status_code} {response.text[:300]}")
+            failures[query.name] = (
+                f"HTTP {response.status_code} after {first[query.name]:,.0f} ms: {response.text[:200]}"
+            )
         system.urls[query.name] = url
     return first
 
@@ -322,7 +338,11 @@ def measure_http(
     out: dict[str, Any] = {"per_query": {}, "budget_s": budget_s, "reps_requested": reps}
     started_all = time.monotonic()
     with httpx.Client(timeout=system.timeout_s) as client:
-        out["first_call_ms"] = {k: round(v, 1) for k, v in resolve_urls(system, client, log).items()}
+        failures: dict[str, str] = {}
+        out["first_call_ms"] = {
+            k: round(v, 1) for k, v in resolve_urls(system, client, log, failures).items()
+        }
+        out["first_call_failures"] = failures
         latencies: dict[str, list[float]] = {q.name: [] for q in QUERIES}
         errors: dict[str, list[str]] = {q.name: [] for q in QUERIES}
         checks: dict[str, Any] = {}
@@ -450,7 +470,11 @@ FALLBACK_ENV = {"IMAGINGX_QUERY_TIMEOUT_MS": "120000"}
 
 
 def run_api(paths: DataPaths, plan: SizePlan, log: Callable[[str], None]) -> dict[str, Any]:
-    result: dict[str, Any] = {"index_in_process": index_build_in_process(paths.database_url), "env": {}}
+    result: dict[str, Any] = {
+        "index_in_process": index_build_in_process(paths.database_url),
+        "env": {},
+        "code": code_state(),
+    }
     log(f"  index build in-process: {result['index_in_process']}")
     server = start_api(paths.database_url)
     try:
@@ -687,8 +711,7 @@ def render_size(results: dict[str, Any], label: str) -> str:
         f"Run {results['started_at']} · `{results['command']}` · {results['machine']['nproc']} cores, "
         f"Python {results['machine']['python']}, PostgreSQL {results['machine']['postgres']}, "
         f"SQLite {results['machine']['sqlite']}, Datasette {results['machine']['datasette']}, "
-        f"commit {size.get('git_commit') or results['machine']['git_commit']}"
-        + (" (app/ had uncommitted changes)" if results["machine"]["app_uncommitted_changes"] else "")
+        f"our API measured on commit {size['systems'].get('api', {}).get('code') or size.get('git_commit')}"
     )
     lines.append("")
     lines.append(
@@ -718,6 +741,9 @@ def render_size(results: dict[str, Any], label: str) -> str:
         errors = sum(q.get("error_count", 0) for q in data["per_query"].values())
         if errors:
             notes.append(f"{errors} failed requests")
+        if data.get("first_call_failures"):
+            shown = "; ".join(f"{k}: {v[:60]}" for k, v in data["first_call_failures"].items())
+            notes.append(f"warm-up (untimed) calls failed: {shown}")
         timed_out = sorted({f for q in data["per_query"].values() for f in q.get("timed_out_facets", [])})
         if timed_out:
             notes.append(f"facets timed out: {', '.join(timed_out)}")
@@ -902,9 +928,7 @@ def main() -> None:
             "plan": plan.__dict__,
             "systems": {},
             # other people commit while this runs: the code each size was measured on
-            "git_commit": subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-            ).stdout.strip(),
+            "git_commit": code_state(),
         }
         results["sizes"][plan.label] = size
         runners = {"api": run_api, "datasette": run_datasette, "linear": run_linear}

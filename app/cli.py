@@ -117,6 +117,41 @@ def catalog_seed() -> None:
         console.print(line, markup=False, highlight=False)
 
 
+@catalog_app.command("set-source")
+def catalog_set_source(
+    slug: str = typer.Argument(..., help="The dataset's slug (as in its URL)."),
+    file: Path | None = typer.Argument(
+        None, exists=True, dir_okay=False, readable=True, help="The source descriptor as JSON (BUNDLES.md)."
+    ),
+    clear: bool = typer.Option(False, "--clear", help="Remove the dataset's source instead."),
+) -> None:
+    """Say how workers fetch a dataset automatically (a source descriptor), or remove that with --clear."""
+    import json
+
+    from app.catalog.service import set_source
+    from app.core.config import get_settings
+    from app.core.db import new_session
+    from app.core.errors import ApiError
+
+    _require("DATABASE_URL", get_settings().database_url)
+    if (file is None) == (not clear):
+        console.print("[red]error:[/red] give a descriptor FILE or --clear (not both)")
+        raise typer.Exit(2)
+    try:
+        descriptor = None if clear else json.loads(file.read_text())  # type: ignore[union-attr]
+    except (ValueError, UnicodeDecodeError) as error:
+        console.print(f"[red]error:[/red] {file} is not JSON: {error}")
+        raise typer.Exit(2) from error
+    with new_session() as session:
+        try:
+            dataset = set_source(session, slug, descriptor)
+        except ApiError as error:
+            console.print(f"error: {error.error}", markup=False, highlight=False)
+            raise typer.Exit(1) from error
+    kind = dataset.source["kind"] if dataset.source else None
+    console.print(f"{slug}: source {'removed' if kind is None else 'set (' + kind + ')'}")
+
+
 # Domain commands live beside their domain; registered here so `imagingx --help` lists them all.
 from app.mdfp.cli import plan as plan_command  # noqa: E402
 

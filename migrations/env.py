@@ -1,6 +1,7 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+from app.bundles import models as _bundle_models  # noqa: F401
 from app.catalog import models as _catalog_models  # noqa: F401  (registers tables on Base.metadata)
 from app.core.db import Base
 from app.mdfp import models as _mdfp_models  # noqa: F401

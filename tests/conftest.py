@@ -164,12 +164,19 @@ def redis_service(imagingx_home: Path) -> Iterator[RedisService]:
     from workers.celery_app import app as celery_app
 
     queue = f"imagingx-test-{secrets.token_hex(4)}"
+    previous_queue = os.environ.get("IMAGINGX_CELERY_QUEUE")
+    os.environ["IMAGINGX_CELERY_QUEUE"] = queue  # the worker subprocess sends follow-up tasks there too
+    _reload_settings()
     celery_app.conf.update(broker_url=url, result_backend=url, task_default_queue=queue)
     try:
         yield RedisService(url=url, queue=queue)
     finally:
         if redis is not None:
             redis.stop()
+        if previous_queue is None:
+            os.environ.pop("IMAGINGX_CELERY_QUEUE", None)
+        else:
+            os.environ["IMAGINGX_CELERY_QUEUE"] = previous_queue
         os.environ.pop("REDIS_URL", None)
         os.environ.update({key: value for key, value in previous.items() if value is not None})
         _reload_settings()
@@ -255,7 +262,13 @@ def celery_worker_process(
     log_file = tmp_path_factory.mktemp("celery") / "worker.log"
     with log_file.open("ab") as log_handle:
         child = spawn(
-            "worker", argv, env=dict(os.environ), stdout=log_handle, stderr=subprocess.STDOUT, stop_timeout=20
+            "worker",
+            argv,
+            # fixture sources are served from 127.0.0.1, which workers refuse unless told otherwise
+            env=dict(os.environ, IMAGINGX_ALLOW_PRIVATE_SOURCES="true"),
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            stop_timeout=20,
         )
     worker = CeleryWorker(
         process=child.popen, node_name=node_name, queue=redis_service.queue, log_file=log_file

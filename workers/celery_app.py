@@ -19,7 +19,6 @@ class _Config:
     """Read when Celery first needs its configuration, not at import: `imagingx serve` and the tests set
     REDIS_URL after this module may already have been imported."""
 
-    task_default_queue = "imagingx"
     task_serializer = "json"
     result_serializer = "json"
     accept_content = ["json"]
@@ -32,6 +31,10 @@ class _Config:
     result_expires = 7 * 24 * 3600
     timezone = "UTC"
     enable_utc = True
+
+    @property
+    def task_default_queue(self) -> str:
+        return get_settings().celery_queue
 
     @property
     def broker_url(self) -> str:

@@ -13,7 +13,7 @@ from app.catalog.importer import SEED_FILE, ImportPlan, load_rows, plan_import
 from app.catalog.models import CatalogState, Dataset, Vocabulary
 from app.catalog.schemas import DatasetDetail, DatasetSummary, QualityFlag, RelatedDataset
 from app.catalog.vocabularies import ALL, HOST
-from app.core.errors import NotFound
+from app.core.errors import InvalidInput, NotFound
 
 # Columns the importer owns. Everything else (source descriptor, licence, organisation, formats) may have been
 # curated by hand and survives a re-import.
@@ -349,3 +349,23 @@ def summarise(row: Dataset, api_prefix: str = "/api/v1") -> DatasetSummary:
         api_url=f"{api_prefix}/datasets/{row.slug}",
         html_url=f"/datasets/{row.slug}",
     )
+
+
+def set_source(session: Session, slug: str, descriptor: Any | None) -> Dataset:
+    """Attach (or with None, remove) the source descriptor that lets workers fetch a dataset automatically.
+
+    The descriptor is validated first (workers/sources/descriptors.py); an invalid one is a 422 listing every
+    problem, and the dataset keeps its previous source. Re-imports of the catalog leave it alone."""
+    from workers.sources.base import SourceError
+    from workers.sources.descriptors import parse_source
+
+    dataset = get_dataset(session, slug)
+    if descriptor is not None:
+        try:
+            parsed = parse_source(descriptor)
+        except SourceError as error:
+            raise InvalidInput(["source"], str(error)) from error
+        descriptor = parsed.model_dump(mode="json", exclude_defaults=False)
+    dataset.source = descriptor
+    session.commit()
+    return dataset

@@ -69,6 +69,19 @@ class Settings(BaseSettings):
         default=200.0, gt=1, description="Largest unpacked size / archive size ratio (zip bombs)."
     )
 
+    bundle_max_bytes: int = Field(
+        default=100 * 2**30, ge=1, description="Largest total download size of one bundle job; larger fails."
+    )
+    bundle_max_running: int = Field(
+        default=2, ge=1, description="Bundle jobs that run at once; later ones wait in state `queued`."
+    )
+    celery_queue: str = Field(
+        default="imagingx", min_length=1, description="Celery queue the web and the workers use for jobs."
+    )
+    bundle_test_fraction: float = Field(
+        default=0.2, ge=0, le=1, description="Share of subjects a bundle puts in its test split by default."
+    )
+
     @property
     def store_url(self) -> str:
         return self.storage_url or str(self.home / "store")

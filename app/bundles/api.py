@@ -1,0 +1,112 @@
+"""JSON routes of bundle jobs: thin wrappers around service.py (the pages and the CLI use the same calls)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Query, Request, Response, status
+from fastapi.responses import FileResponse
+
+from app.api.deps import SessionDep
+from app.bundles import service
+from app.bundles.schemas import BundleItemsPage, BundleJobOut, BundleJobSummary, BundleRequest, ItemState
+
+router = APIRouter()
+API = "/api/v1"
+OWNER_COOKIE = "imagingx_bundles"
+
+JobId = Annotated[str, Path(description="The job id returned when the bundle was requested", max_length=64)]
+
+
+def request_owner(request: Request) -> str | None:
+    """Until accounts exist, the browser that asked for a bundle is recognised by a random cookie."""
+    value = request.cookies.get(OWNER_COOKIE, "")
+    return value if 16 <= len(value) <= 64 and value.replace("-", "").replace("_", "").isalnum() else None
+
+
+@router.post(
+    "/bundles",
+    operation_id="create_bundle",
+    response_model=BundleJobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["bundles"],
+)
+def create_bundle(
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    body: Annotated[
+        BundleRequest,
+        Body(
+            openapi_examples={
+                "datasets": {
+                    "summary": "From dataset slugs",
+                    "value": {"datasets": ["msd-liver", "ct-org"], "name": "Liver CT"},
+                },
+                "plan": {
+                    "summary": "From a saved MDFP plan, with 2D slices",
+                    "value": {"plan_id": "Jx3k...", "options": {"slices_2d": "axial", "test_fraction": 0.2}},
+                },
+            }
+        ),
+    ],
+) -> BundleJobOut:
+    """Request a fused bundle. Answers 202 at once with the job's id and `status_url`; workers download,
+    harmonise and package in the background. Datasets without an automated source are reported in the job
+    (state `manual`, with the step that gets their data), never faked. The job id is the only key to the
+    bundle: keep it."""
+    job, messages = service.create_job(session, body, owner=request_owner(request))
+    service.send(messages)
+    response.headers["Location"] = f"{API}/bundles/{job.id}"
+    return service.job_status(session, job)
+
+
+@router.get("/bundles", operation_id="list_bundles", response_model=list[BundleJobSummary], tags=["bundles"])
+def list_bundles(session: SessionDep, request: Request) -> list[BundleJobSummary]:
+    """Bundles requested with this client's `imagingx_bundles` cookie (set by the web pages), newest first.
+    Without the cookie the list is empty: a bundle is private to whoever holds its id."""
+    return service.list_jobs(session, request_owner(request))
+
+
+@router.get("/bundles/{job_id}", operation_id="get_bundle", response_model=BundleJobOut, tags=["bundles"])
+def get_bundle(session: SessionDep, job_id: JobId) -> BundleJobOut:
+    """A job's state (`queued`, `fetching`, `harmonising`, `packaging`, then `done`, `failed` or `cancelled`),
+    progress per source and overall, skipped items with reasons, warnings, and once done the result with its
+    checksums and `download_url`."""
+    return service.job_status(session, service.get_job(session, job_id))
+
+
+@router.get(
+    "/bundles/{job_id}/items", operation_id="list_bundle_items", response_model=BundleItemsPage, tags=["bundles"]
+)
+def list_bundle_items(
+    session: SessionDep,
+    job_id: JobId,
+    state: Annotated[ItemState | None, Query(description="pending, done or skipped")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> BundleItemsPage:
+    """Every item of the job with its state and, when skipped, the reason."""
+    return service.list_items(session, service.get_job(session, job_id), state, offset, limit)
+
+
+@router.post(
+    "/bundles/{job_id}/cancel", operation_id="cancel_bundle", response_model=BundleJobOut, tags=["bundles"]
+)
+def cancel_bundle(session: SessionDep, job_id: JobId) -> BundleJobOut:
+    """Cancel a job that has not finished (409 otherwise). Units already running finish their item and stop."""
+    job, messages = service.cancel_job(session, job_id)
+    service.send(messages)
+    return service.job_status(session, job)
+
+
+@router.get(
+    "/bundles/{job_id}/download",
+    operation_id="download_bundle",
+    tags=["bundles"],
+    response_class=FileResponse,
+    responses={200: {"content": {"application/x-tar": {}}, "description": "The bundle as one tar archive"}},
+)
+def download_bundle(session: SessionDep, job_id: JobId) -> FileResponse:
+    """The finished bundle as one uncompressed tar (its volumes are gzip already). Supports `Range`, so an
+    interrupted download resumes; 409 while the job is still running."""
+    path, filename = service.download_file(session, job_id)
+    return FileResponse(path, media_type="application/x-tar", filename=filename)

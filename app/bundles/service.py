@@ -1,0 +1,529 @@
+"""Bundle jobs: submission, status, cancellation, download, and the state machine the workers drive.
+
+A job moves queued -> fetching -> harmonising -> packaging -> done (or failed / cancelled). Each stage is many
+small Celery tasks (one per source, one per item, one for packaging, see workers/tasks.py) that record their
+outcome here. After every unit, `advance` looks at the recorded state under a row lock and, when a stage is
+complete, moves the job on and names the tasks to send: the transition happens exactly once however many
+workers finish at the same moment. `resume_messages` re-sends every unfinished unit, which is how a job
+continues after its worker was killed (units are idempotent; a duplicate only costs time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from app.bundles.models import BundleItem, BundleJob, BundleSource
+from app.bundles.schemas import (
+    FINISHED,
+    BundleItemOut,
+    BundleItemsPage,
+    BundleJobOut,
+    BundleJobSummary,
+    BundleRequest,
+    BundleResult,
+    ItemState,
+    JobState,
+    Progress,
+    SkippedItemOut,
+    SourceProgress,
+    SourceState,
+)
+from app.catalog.models import Dataset
+from app.catalog.service import access_next_step
+from app.core.config import Settings, get_settings
+from app.core.errors import ApiError, NotFound
+from app.selections.service import checked_slugs, plan_slugs
+
+API = "/api/v1"
+ID_LENGTH = 32
+SKIPPED_SHOWN = 100
+RUNNING = (JobState.fetching, JobState.harmonising, JobState.packaging)
+# One transaction at a time decides which queued jobs may start, so two finishing jobs cannot both hand
+# their slot to different queued jobs beyond the limit.
+START_LOCK = 0x1A6E_B0D1
+
+
+# -- where a job's files live ------------------------------------------------------------------------------------
+def store_root(settings: Settings) -> Path:
+    """The bundle store as a local folder. Remote fsspec stores are not supported yet: say so clearly."""
+    url = settings.store_url
+    parts = urlsplit(url)
+    if parts.scheme not in ("", "file"):
+        raise ApiError(
+            501, f"IMAGINGX_STORAGE_URL {url!r}: only local folders (or file://) can hold bundles so far"
+        )
+    return Path(parts.path if parts.scheme == "file" else url)
+
+
+def work_dir(settings: Settings, job_id: str) -> Path:
+    """Downloads, unpacked sources and harmonised cases of one job; removed once the job ends."""
+    return settings.home / "jobs" / job_id
+
+
+def bundle_folder_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "bundle"
+
+
+def bundle_dir(settings: Settings, job: BundleJob) -> Path:
+    return store_root(settings) / job.id / bundle_folder_name(job.name)
+
+
+def archive_path(settings: Settings, job: BundleJob) -> Path:
+    folder = bundle_dir(settings, job)
+    return folder.with_name(folder.name + ".tar")
+
+
+# -- messages: the tasks a state change asks for --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Message:
+    task: str
+    args: tuple[Any, ...]
+
+
+def advance_message(job_id: str) -> Message:
+    return Message("workers.tasks.advance_bundle", (job_id,))
+
+
+def send(messages: Sequence[Message], settings: Settings | None = None) -> None:
+    """Hand tasks to Celery. Call only after the transaction that justified them has committed."""
+    if not messages:
+        return
+    from workers.celery_app import app as celery_app
+
+    queue = (settings or get_settings()).celery_queue
+    for message in messages:
+        celery_app.send_task(message.task, args=list(message.args), queue=queue)
+
+
+# -- submission ---------------------------------------------------------------------------------------------------
+def _default_name(session: Session, request: BundleRequest, slugs: Sequence[str]) -> str:
+    if request.name:
+        return request.name.strip()
+    if request.plan_id:
+        return f"Plan {request.plan_id[:8]}"
+    if len(slugs) <= 3:
+        return " + ".join(slugs)[:80]
+    return f"{slugs[0]} and {len(slugs) - 1} more"
+
+
+def create_job(
+    session: Session, request: BundleRequest, owner: str | None = None, settings: Settings | None = None
+) -> tuple[BundleJob, list[Message]]:
+    """Record a job (its sources fixed now: later catalog edits do not change a running job) and say which
+    task starts it. 422 for unknown datasets, 404 for an unknown plan."""
+    settings = settings or get_settings()
+    store_root(settings)  # a misconfigured store fails the request, not the job an hour later
+    if request.plan_id is not None:
+        slugs = plan_slugs(session, request.plan_id)
+        if not slugs:
+            raise ApiError(422, f"plan {request.plan_id} has no datasets in its final list")
+    else:
+        slugs = checked_slugs(session, request.datasets or [], ["body", "datasets"])
+    datasets = {d.slug: d for d in session.scalars(select(Dataset).where(Dataset.slug.in_(slugs)))}
+    job = BundleJob(
+        id=secrets.token_urlsafe(24),
+        state=JobState.queued,
+        name=_default_name(session, request, slugs),
+        request=request.model_dump(mode="json"),
+        plan_id=request.plan_id,
+        owner=owner,
+        warnings=[],
+    )
+    session.add(job)
+    session.flush()
+    for position, slug in enumerate(slugs):
+        dataset = datasets[slug]
+        automated = dataset.source is not None
+        session.add(
+            BundleSource(
+                job_id=job.id,
+                slug=slug,
+                position=position,
+                name=dataset.name,
+                state=SourceState.pending if automated else SourceState.manual,
+                detail=None
+                if automated
+                else "No automated source is recorded for this dataset. " + access_next_step(dataset),
+                descriptor=dataset.source,
+            )
+        )
+    session.commit()
+    return job, [advance_message(job.id)]
+
+
+# -- reading ------------------------------------------------------------------------------------------------------
+def get_job(session: Session, job_id: str, *, for_update: bool = False) -> BundleJob:
+    job = None
+    if 0 < len(job_id) <= ID_LENGTH:
+        job = session.get(BundleJob, job_id, with_for_update=for_update)
+    if job is None:
+        raise NotFound(f"bundle {job_id!r}")
+    return job
+
+
+def _sources(session: Session, job_id: str) -> list[BundleSource]:
+    return list(
+        session.scalars(
+            select(BundleSource).where(BundleSource.job_id == job_id).order_by(BundleSource.position)
+        )
+    )
+
+
+def _item_counts(session: Session, job_ids: Sequence[str]) -> dict[tuple[str, str, str], int]:
+    """(job, source, state) -> number of items, in one query."""
+    if not job_ids:
+        return {}
+    rows = session.execute(
+        select(BundleItem.job_id, BundleItem.slug, BundleItem.state, func.count())
+        .where(BundleItem.job_id.in_(list(job_ids)))
+        .group_by(BundleItem.job_id, BundleItem.slug, BundleItem.state)
+    )
+    return {(job, slug, state): count for job, slug, state, count in rows}
+
+
+def _progress(
+    job: BundleJob, sources: Sequence[BundleSource], counts: dict[tuple[str, str, str], int]
+) -> Progress:
+    open_states = {SourceState.pending, SourceState.fetching}
+    sources_finished = sum(1 for s in sources if s.state not in open_states)
+    items_total = sum(n for (j, _, _), n in counts.items() if j == job.id)
+    items_finished = sum(
+        n for (j, _, state), n in counts.items() if j == job.id and state != ItemState.pending
+    )
+    if job.state in FINISHED:
+        fraction = 1.0
+    else:
+        # fetching weighs a quarter, harmonising two thirds, packaging the rest: roughly where time goes
+        fetched = sources_finished / len(sources) if sources else 1.0
+        harmonised = items_finished / items_total if items_total else 0.0
+        fraction = 0.25 * fetched + 0.65 * harmonised + (0.05 if job.state == JobState.packaging else 0.0)
+    return Progress(
+        sources_total=len(sources),
+        sources_finished=sources_finished,
+        items_total=items_total,
+        items_finished=items_finished,
+        fraction=round(min(fraction, 1.0), 4),
+    )
+
+
+def _urls(job_id: str) -> dict[str, str]:
+    return {"status_url": f"{API}/bundles/{job_id}", "page_url": f"/bundles/{job_id}"}
+
+
+def job_status(session: Session, job: BundleJob) -> BundleJobOut:
+    sources = _sources(session, job.id)
+    counts = _item_counts(session, [job.id])
+    skipped_rows = session.execute(
+        select(BundleItem.item_id, BundleItem.slug, BundleItem.reason)
+        .where(BundleItem.job_id == job.id, BundleItem.state == ItemState.skipped)
+        .order_by(BundleItem.item_id)
+        .limit(SKIPPED_SHOWN)
+    )
+    skipped = [SkippedItemOut(item_id=i, source=s, reason=r or "") for i, s, r in skipped_rows]
+    packaging_skips = (job.result or {}).get("packaging_skipped", [])
+    skipped += [SkippedItemOut(**row) for row in packaging_skips][: max(0, SKIPPED_SHOWN - len(skipped))]
+    result = None
+    if job.state == JobState.done and job.result:
+        result = BundleResult(**{k: job.result[k] for k in BundleResult.model_fields})
+    return BundleJobOut(
+        id=job.id,
+        name=job.name,
+        state=JobState(job.state),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        plan_id=job.plan_id,
+        request=BundleRequest.model_validate(job.request),
+        progress=_progress(job, sources, counts),
+        sources=[
+            SourceProgress(
+                slug=s.slug,
+                name=s.name,
+                state=SourceState(s.state),
+                detail=s.detail,
+                files=s.files,
+                bytes=s.bytes,
+                layout=s.layout,
+                items_total=s.items_total,
+                items_done=counts.get((job.id, s.slug, ItemState.done), 0),
+                items_skipped=counts.get((job.id, s.slug, ItemState.skipped), 0),
+            )
+            for s in sources
+        ],
+        skipped=skipped,
+        warnings=list(job.warnings or []),
+        error=job.error,
+        result=result,
+        download_url=f"{API}/bundles/{job.id}/download" if job.state == JobState.done else None,
+        **_urls(job.id),
+    )
+
+
+def list_jobs(session: Session, owner: str | None, limit: int = 100) -> list[BundleJobSummary]:
+    """The jobs one browser (or cookie-holding client) submitted, newest first. Without an owner: none, since a
+    job is private to whoever holds its id until accounts exist."""
+    if not owner:
+        return []
+    jobs = list(
+        session.scalars(
+            select(BundleJob)
+            .where(BundleJob.owner == owner)
+            .order_by(BundleJob.created_at.desc())
+            .limit(limit)
+        )
+    )
+    ids = [j.id for j in jobs]
+    counts = _item_counts(session, ids)
+    sources_by_job: dict[str, list[BundleSource]] = {}
+    for source in session.scalars(select(BundleSource).where(BundleSource.job_id.in_(ids))):
+        sources_by_job.setdefault(source.job_id, []).append(source)
+    return [
+        BundleJobSummary(
+            id=job.id,
+            name=job.name,
+            state=JobState(job.state),
+            created_at=job.created_at,
+            finished_at=job.finished_at,
+            progress=_progress(job, sources_by_job.get(job.id, []), counts),
+            **_urls(job.id),
+        )
+        for job in jobs
+    ]
+
+
+def list_items(
+    session: Session, job: BundleJob, state: ItemState | None, offset: int, limit: int
+) -> BundleItemsPage:
+    query = select(BundleItem).where(BundleItem.job_id == job.id)
+    if state is not None:
+        query = query.where(BundleItem.state == state)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(BundleItem.item_id).offset(offset).limit(limit))
+    items = [
+        BundleItemOut(item_id=r.item_id, source=r.slug, state=ItemState(r.state), reason=r.reason)
+        for r in rows
+    ]
+    next_url = None
+    if offset + limit < total:
+        state_part = f"state={state.value}&" if state is not None else ""
+        next_url = f"{API}/bundles/{job.id}/items?{state_part}offset={offset + limit}&limit={limit}"
+    return BundleItemsPage(items=items, total=total, next_url=next_url)
+
+
+def download_file(session: Session, job_id: str, settings: Settings | None = None) -> tuple[Path, str]:
+    """(archive path, file name to offer) of a finished bundle; 409 while the job is not done."""
+    settings = settings or get_settings()
+    job = get_job(session, job_id)
+    if job.state != JobState.done:
+        raise ApiError(409, f"bundle {job_id} is {job.state}: it can be downloaded once it is done")
+    path = archive_path(settings, job)
+    if not path.is_file():
+        raise ApiError(410, f"bundle {job_id}: its archive is no longer in the store")
+    return path, path.name
+
+
+# -- cancelling ---------------------------------------------------------------------------------------------------
+def cancel_job(session: Session, job_id: str) -> tuple[BundleJob, list[Message]]:
+    """Stop a job: no new unit starts (each checks the state first); units already running finish their
+    item and stop there. 409 for a finished job."""
+    job = get_job(session, job_id, for_update=True)
+    if job.state in FINISHED:
+        raise ApiError(409, f"bundle {job_id} is already {job.state}")
+    was_running = job.state in RUNNING
+    _finish(session, job, JobState.cancelled)
+    session.execute(
+        update(BundleSource)
+        .where(
+            BundleSource.job_id == job.id, BundleSource.state.in_([SourceState.pending, SourceState.fetching])
+        )
+        .values(state=SourceState.cancelled)
+    )
+    session.commit()
+    messages = [Message("workers.tasks.clean_bundle_work", (job.id,))]
+    if was_running:
+        messages += queued_job_messages(session)
+    return job, messages
+
+
+# -- the state machine the workers drive ------------------------------------------------------------------------
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _finish(session: Session, job: BundleJob, state: JobState, error: str | None = None) -> None:
+    job.state = state
+    job.error = error
+    job.finished_at = _now()
+
+
+def fail_job(session: Session, job_id: str, error: str) -> list[Message]:
+    """Mark a job failed (if it is still running) and free its slot; the caller commits."""
+    job = get_job(session, job_id, for_update=True)
+    if job.state in FINISHED:
+        return []
+    _finish(session, job, JobState.failed, error)
+    return [Message("workers.tasks.clean_bundle_work", (job.id,)), *queued_job_messages(session)]
+
+
+def queued_job_messages(session: Session) -> list[Message]:
+    """An `advance` for each queued job, oldest first: each checks the running limit itself."""
+    ids = session.scalars(
+        select(BundleJob.id)
+        .where(BundleJob.state == JobState.queued)
+        .order_by(BundleJob.created_at)
+        .limit(20)
+    )
+    return [advance_message(job_id) for job_id in ids]
+
+
+def _start(session: Session, job: BundleJob, settings: Settings) -> bool:
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": START_LOCK})
+    running = session.scalar(select(func.count()).where(BundleJob.state.in_(list(RUNNING)))) or 0
+    if running >= settings.bundle_max_running:
+        return False
+    job.state = JobState.fetching
+    job.started_at = _now()
+    return True
+
+
+def advance(session: Session, job_id: str, settings: Settings | None = None) -> list[Message]:
+    """Move a job to its next stage if the current one is complete. Commits; returns the tasks to send."""
+    settings = settings or get_settings()
+    job = session.get(BundleJob, job_id, with_for_update=True)
+    if job is None or job.state in FINISHED:
+        session.rollback()
+        return []
+    messages: list[Message] = []
+    if job.state == JobState.queued:
+        if not _start(session, job, settings):
+            session.commit()
+            return []
+        messages += [
+            Message("workers.tasks.fetch_bundle_source", (job.id, s.slug))
+            for s in _sources(session, job.id)
+            if s.state == SourceState.pending
+        ]
+    if job.state == JobState.fetching:
+        sources = _sources(session, job.id)
+        if any(s.state in (SourceState.pending, SourceState.fetching) for s in sources):
+            session.commit()
+            return messages
+        fetched = [s for s in sources if s.state == SourceState.fetched]
+        if not fetched:
+            reasons = "; ".join(f"{s.slug}: {s.state} ({s.detail})" for s in sources)
+            messages = fail_job(session, job.id, f"no source could be fetched: {reasons}")
+            session.commit()
+            return messages
+        pending = list(
+            session.scalars(
+                select(BundleItem.item_id).where(
+                    BundleItem.job_id == job.id, BundleItem.state == ItemState.pending
+                )
+            )
+        )
+        if not pending and not session.scalar(select(func.count()).where(BundleItem.job_id == job.id)):
+            messages = fail_job(session, job.id, "the fetched sources hold no item a layout could recognise")
+            session.commit()
+            return messages
+        job.labels = unified_labels({s.slug: s.label_table or {} for s in fetched})
+        job.state = JobState.harmonising
+        messages += [
+            Message("workers.tasks.harmonise_bundle_item", (job.id, item)) for item in sorted(pending)
+        ]
+    if job.state == JobState.harmonising:
+        counts = dict(
+            session.execute(
+                select(BundleItem.state, func.count())
+                .where(BundleItem.job_id == job.id)
+                .group_by(BundleItem.state)
+            ).all()
+        )
+        if counts.get(ItemState.pending, 0):
+            session.commit()
+            return messages
+        if not counts.get(ItemState.done, 0):
+            messages = fail_job(
+                session, job.id, "every item was skipped: see the skipped list for the reasons"
+            )
+            session.commit()
+            return messages
+        job.state = JobState.packaging
+        messages.append(Message("workers.tasks.package_bundle", (job.id,)))
+    session.commit()
+    return messages
+
+
+def unified_labels(tables: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """The global label table (by concept name, never by id) as stored on the job."""
+    from workers.imaging.labels import unify_labels
+
+    unification = unify_labels(
+        {slug: {int(k): v for k, v in table.items()} for slug, table in tables.items()}
+    )
+    return {
+        "table": unification.table,
+        "local_to_concept": {
+            s: {str(k): v for k, v in m.items()} for s, m in unification.local_to_concept.items()
+        },
+        "local_to_global": {
+            s: {str(k): v for k, v in m.items()} for s, m in unification.local_to_global.items()
+        },
+    }
+
+
+def resume_messages(session: Session) -> list[Message]:
+    """Every unfinished unit of every unfinished job: what a worker sends when it starts (after a crash)."""
+    messages: list[Message] = []
+    jobs = session.scalars(
+        select(BundleJob).where(BundleJob.state.notin_(list(FINISHED))).order_by(BundleJob.created_at)
+    )
+    for job in jobs:
+        if job.state == JobState.queued:
+            messages.append(advance_message(job.id))
+        elif job.state == JobState.fetching:
+            open_sources = [
+                s.slug
+                for s in _sources(session, job.id)
+                if s.state in (SourceState.pending, SourceState.fetching)
+            ]
+            messages += [
+                Message("workers.tasks.fetch_bundle_source", (job.id, slug)) for slug in open_sources
+            ]
+            if not open_sources:
+                messages.append(advance_message(job.id))
+        elif job.state == JobState.harmonising:
+            pending = session.scalars(
+                select(BundleItem.item_id)
+                .where(BundleItem.job_id == job.id, BundleItem.state == ItemState.pending)
+                .order_by(BundleItem.item_id)
+            )
+            items = [Message("workers.tasks.harmonise_bundle_item", (job.id, item)) for item in pending]
+            messages += items or [advance_message(job.id)]
+        elif job.state == JobState.packaging:
+            messages.append(Message("workers.tasks.package_bundle", (job.id,)))
+    session.rollback()
+    return messages
+
+
+def remove_work(settings: Settings, job_id: str) -> None:
+    shutil.rmtree(work_dir(settings, job_id), ignore_errors=True)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,132 @@
+"""Fixture sources for whole bundle jobs: real images (tests/imaging_fixtures.py) packed as the archives hosts
+serve, put on a local HTTP server, and attached to real catalog datasets as source descriptors.
+
+| catalog slug  | what it serves                                                                  |
+|---------------|---------------------------------------------------------------------------------|
+| msd03-liver   | MSD tar.gz: 3 training cases + 1 official test case, labels liver/spleen, and   |
+|               | one corrupt training image (truncated gzip) that must be skipped with a reason  |
+| ct-org        | zip of image/mask pairs labelled "Hepatic" (= liver) only, i.e. partial labels; |
+|               | scan_17 is MSD's abdomen_000 stored in another orientation (a duplicate)        |
+| chaos-ct      | DICOM series + separate label file per patient; patient02 has a slice gap       |
+| ham10000      | 2D classification, class-per-folder PNGs (zip)                                  |
+| isic16        | a malicious tar (a `../` member): the source must fail, nothing written outside |
+| lits          | no source at all: reported as `manual` with its access step                     |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fixtures_http import LocalHTTPServer
+from imaging_fixtures import (
+    build_class_folder_source,
+    build_dicom_source,
+    build_msd_source,
+    build_partial_source,
+)
+
+SLUGS = ("msd03-liver", "ct-org", "chaos-ct", "ham10000", "isic16", "lits")
+
+
+def _tar_gz(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            info = tar.gettarinfo(str(path), arcname=f"{folder.name}/{path.relative_to(folder).as_posix()}")
+            info.mtime = 0
+            if path.is_file():
+                tar.addfile(info, path.open("rb"))
+            else:
+                tar.addfile(info)
+    return buffer.getvalue()
+
+
+def _zip(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
+def _traversal_tar() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        payload = b"written outside the job folder"
+        info = tarfile.TarInfo("../../escaped.txt")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    return buffer.getvalue()
+
+
+@dataclass
+class ServedSources:
+    server: LocalHTTPServer
+    descriptors: dict[str, dict[str, Any]]
+    paths: dict[str, str]  # slug -> served path of its (first) file
+
+
+def build_archives(root: Path) -> dict[str, tuple[str, bytes, dict[str, Any]]]:
+    """slug -> (file name, bytes, extra descriptor keys)."""
+    msd = build_msd_source(root / "msd") / "Task98_Abdomen"
+    intact = (msd / "imagesTr" / "abdomen_001.nii.gz").read_bytes()
+    # a download cut short upstream: not a readable volume, though its label is fine
+    (msd / "imagesTr" / "abdomen_099.nii.gz").write_bytes(intact[: len(intact) // 3])
+    (msd / "labelsTr" / "abdomen_099.nii.gz").write_bytes(
+        (msd / "labelsTr" / "abdomen_001.nii.gz").read_bytes()
+    )
+    partial = build_partial_source(root / "ctorg")
+    dicom = build_dicom_source(root / "dicom")
+    classes = build_class_folder_source(root / "classes")
+    return {
+        "msd03-liver": ("Task98_Abdomen.tar.gz", _tar_gz(msd), {}),
+        "ct-org": ("ctorg.zip", _zip(partial), {"labels": {"1": "Hepatic"}}),
+        "chaos-ct": ("chaos.zip", _zip(dicom), {"labels": {"1": "kidney", "2": "spleen"}}),
+        "ham10000": ("ham.zip", _zip(classes), {}),
+        "isic16": ("isic16.tar", _traversal_tar(), {}),
+    }
+
+
+@contextmanager
+def served_sources(root: Path, delays: dict[str, float] | None = None) -> Iterator[ServedSources]:
+    archives = build_archives(root)
+    with LocalHTTPServer() as server:
+        descriptors, paths = {}, {}
+        for slug, (name, body, extra) in archives.items():
+            path = f"/{slug}/{name}"
+            server.add_file(path, body, delay=(delays or {}).get(slug, 0.0))
+            descriptors[slug] = {
+                "kind": "http",
+                "files": [
+                    {"url": server.url(path), "sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
+                ],
+                **extra,
+            }
+            paths[slug] = path
+        yield ServedSources(server, descriptors, paths)
+
+
+@contextmanager
+def sources_attached(descriptors: dict[str, dict[str, Any]]) -> Iterator[None]:
+    """Set the descriptors on the catalog (the service `imagingx catalog set-source` calls), remove after."""
+    from app.catalog.service import set_source
+    from app.core.db import new_session
+
+    with new_session() as session:
+        for slug, descriptor in descriptors.items():
+            set_source(session, slug, descriptor)
+    try:
+        yield
+    finally:
+        with new_session() as session:
+            for slug in descriptors:
+                set_source(session, slug, None)

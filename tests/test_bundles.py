@@ -1,0 +1,237 @@
+"""Whole bundle jobs: the API, a real Celery worker, Redis, PostgreSQL, and fixture sources over HTTP.
+
+One job over all fixture sources runs once per module (`built`); the tests read its bundle back the way its
+users would: nnU-Net's layout rules, mlcroissant, SHA256SUMS, the Hugging Face `datasets` loader.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+from bundle_fixtures import SLUGS, ServedSources, served_sources, sources_attached
+
+JOB_TIMEOUT = 240
+
+
+def wait_for_job(client: Any, job_id: str, timeout: float = JOB_TIMEOUT, until: Any = None) -> dict[str, Any]:
+    """Poll the status URL until the job finishes (or `until(status)` holds); fail with the last status."""
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = client.get(f"/api/v1/bundles/{job_id}").json()
+        if until(status) if until else status["state"] in ("done", "failed", "cancelled"):
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not get there in {timeout} s: {json.dumps(status)[:3000]}")
+
+
+@dataclass
+class Built:
+    status: dict[str, Any]
+    archive: bytes
+    root: Path  # the bundle, unpacked from the downloaded archive
+    served: ServedSources
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedSources]:
+    with (
+        served_sources(tmp_path_factory.mktemp("sources")) as sources,
+        sources_attached(sources.descriptors),
+    ):
+        yield sources
+
+
+@pytest.fixture(scope="module")
+def built(
+    served: ServedSources, celery_worker_process: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Built:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app()) as client:
+        response = client.post("/api/v1/bundles", json={"datasets": list(SLUGS), "name": "Abdomen fixture"})
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        status = wait_for_job(client, job_id)
+        assert status["state"] == "done", json.dumps(status, indent=1)
+        download = client.get(status["download_url"])
+        assert download.status_code == 200
+    root = tmp_path_factory.mktemp("downloaded")
+    with tarfile.open(fileobj=io.BytesIO(download.content)) as tar:
+        tar.extractall(root, filter="data")
+    (bundle,) = root.iterdir()
+    return Built(status=status, archive=download.content, root=bundle, served=served)
+
+
+def manifest(built: Built) -> list[dict[str, str]]:
+    with (built.root / "manifest.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# -- the job as the API reports it ------------------------------------------------------------------------------
+def test_job_reports_every_source_with_its_outcome(built: Built) -> None:
+    sources = {s["slug"]: s for s in built.status["sources"]}
+    assert [s["slug"] for s in built.status["sources"]] == list(SLUGS)
+    for slug in ("msd03-liver", "ct-org", "chaos-ct", "ham10000"):
+        assert sources[slug]["state"] == "fetched", sources[slug]
+    assert sources["msd03-liver"]["layout"] == "msd"
+    assert sources["chaos-ct"]["layout"] == "dicom_series"
+    assert sources["ham10000"]["layout"] == "class_folders"
+    # the malicious archive fails its source with the reason; the job goes on
+    assert sources["isic16"]["state"] == "failed"
+    assert "outside" in sources["isic16"]["detail"] or ".." in sources["isic16"]["detail"]
+    # no automated source: reported with the concrete next step, never faked
+    assert sources["lits"]["state"] == "manual"
+    assert "No automated source" in sources["lits"]["detail"]
+    assert built.status["progress"]["fraction"] == 1.0
+    assert built.status["result"]["archive_sha256"] == hashlib.sha256(built.archive).hexdigest()
+
+
+def test_unreadable_items_are_skipped_with_reasons(built: Built) -> None:
+    skipped = {s["item_id"]: s["reason"] for s in built.status["skipped"]}
+    assert "msd03-liver_abdomen_099" in skipped  # the truncated volume
+    gap = skipped["chaos-ct_patient02-CT"]
+    assert "gap" in gap or "spacing" in gap, gap
+    # the duplicate is left out at packaging, with the case it duplicates
+    assert "same voxels as msd03-liver_abdomen_000" in skipped["ct-org_scan_17"]
+    assert not any("/jobs/" in reason for reason in skipped.values()), "reasons name files within the source"
+
+
+def test_nothing_written_outside_the_job_folder(built: Built, imagingx_home: Path) -> None:
+    assert not list(imagingx_home.parent.rglob("escaped.txt"))
+
+
+# -- reading the bundle back ----------------------------------------------------------------------------------------
+def test_sha256sums_cover_every_file(built: Built) -> None:
+    lines = (built.root / "SHA256SUMS").read_text().splitlines()
+    listed = {}
+    for line in lines:
+        digest, name = line.split("  ", 1)
+        listed[name] = digest
+    files = {
+        p.relative_to(built.root).as_posix()
+        for p in built.root.rglob("*")
+        if p.is_file() and p.name != "SHA256SUMS"
+    }
+    assert set(listed) == files
+    for name, digest in listed.items():
+        assert hashlib.sha256((built.root / name).read_bytes()).hexdigest() == digest, name
+
+
+def test_nnunet_layout_rules(built: Built) -> None:
+    (dataset,) = (built.root / "nnunet").iterdir()
+    meta = json.loads((dataset / "dataset.json").read_text())
+    for key in ("channel_names", "labels", "numTraining", "file_ending"):
+        assert key in meta
+    assert meta["channel_names"] == {"0": "CT"}
+    values = sorted(meta["labels"].values())
+    assert values == list(range(len(values))) and meta["labels"]["background"] == 0
+    training = sorted((dataset / "imagesTr").glob("*_0000.nii.gz"))
+    assert len(training) == meta["numTraining"]
+    for image_path in training:
+        case = image_path.name.removesuffix("_0000.nii.gz")
+        label = nib.load(dataset / "labelsTr" / f"{case}.nii.gz")
+        image = nib.load(image_path)
+        assert image.shape == label.shape, case
+        assert set(np.unique(np.asarray(label.dataobj))) <= set(values)
+    splits = json.loads((dataset / "splits_final.json").read_text())
+    assert splits and all(set(fold) == {"train", "val"} for fold in splits)
+
+
+def test_duplicate_appears_once_and_labels_unify_by_name(built: Built) -> None:
+    rows = manifest(built)
+    hashes = [r["content_hash"] for r in rows if r["dims"] == "3"]
+    assert len(hashes) == len(set(hashes))
+    item_ids = {r["item_id"] for r in rows}
+    assert "msd03-liver_abdomen_000" in item_ids and "ct-org_scan_17" not in item_ids  # first source kept
+    labels = json.loads((built.root / "labels.json").read_text())
+    values = {entry["name"]: entry["value"] for entry in labels["labels"]}
+    # MSD says "liver", ct-org says "Hepatic": one concept, one value, both local ids map to it
+    assert labels["sources"]["msd03-liver"]["1"] == "liver"
+    assert labels["sources"]["ct-org"]["1"] == "liver"
+    assert "hepatic" not in values and values["liver"] > 0
+    assert sorted(values.values()) == list(range(len(values)))
+
+
+def test_partial_labels_are_recorded_not_background(built: Built) -> None:
+    rows = {r["item_id"]: r for r in manifest(built)}
+    ctorg = rows["ct-org_scan_18"]
+    assert "liver" in ctorg["annotated_labels"] and "spleen" not in ctorg["annotated_labels"]
+    msd = rows["msd03-liver_abdomen_001"]
+    assert "liver" in msd["annotated_labels"] and "spleen" in msd["annotated_labels"]
+    # the partial source's voxels carry only background and the global liver value
+    values = {e["name"]: e["value"] for e in json.loads((built.root / "labels.json").read_text())["labels"]}
+    label = np.asarray(nib.load(built.root / ctorg["label_path"]).dataobj)
+    assert set(np.unique(label)) == {0, values["liver"]}
+
+
+def test_official_test_case_stays_test(built: Built) -> None:
+    rows = {r["item_id"]: r for r in manifest(built)}
+    test_cases = [r for r in rows.values() if r["source_dataset"] == "msd03-liver" and r["split"] == "test"]
+    assert test_cases, "MSD's imagesTs case must be in the test split"
+
+
+def test_croissant_validates(built: Built) -> None:
+    import mlcroissant
+
+    dataset = mlcroissant.Dataset(jsonld=str(built.root / "croissant.json"))
+    assert dataset.metadata.name
+
+
+def test_2d_part_loads_with_datasets(built: Built) -> None:
+    import datasets
+
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(built.root / "images2d"))
+    split = next(iter(loaded.values()))
+    assert len(split) > 0
+    assert "class_label" in split.column_names
+
+
+# -- API behaviour ---------------------------------------------------------------------------------------------------
+def test_download_supports_range(built: Built, client: Any) -> None:
+    job_id = built.status["id"]
+    response = client.get(f"/api/v1/bundles/{job_id}/download", headers={"Range": "bytes=100-199"})
+    assert response.status_code == 206
+    assert response.content == built.archive[100:200]
+
+
+def test_bad_requests_get_clear_errors(client: Any) -> None:
+    assert client.post("/api/v1/bundles", json={}).status_code == 422
+    unknown = client.post("/api/v1/bundles", json={"datasets": ["no-such-dataset"]})
+    assert unknown.status_code == 422 and "no-such-dataset" in unknown.json()["error"]
+    both = client.post("/api/v1/bundles", json={"datasets": ["lits"], "plan_id": "x"})
+    assert both.status_code == 422
+    assert client.post("/api/v1/bundles", json={"plan_id": "nope"}).status_code == 404
+    bad_option = client.post(
+        "/api/v1/bundles", json={"datasets": ["lits"], "options": {"slices_2d": "diagonal"}}
+    )
+    assert bad_option.status_code == 422
+    assert client.get("/api/v1/bundles/not-a-job").status_code == 404
+    assert client.get("/api/v1/bundles/" + "x" * 300).status_code in (404, 422)
+
+
+def test_items_endpoint_pages_every_item(built: Built, client: Any) -> None:
+    job_id = built.status["id"]
+    first = client.get(f"/api/v1/bundles/{job_id}/items?limit=3").json()
+    assert len(first["items"]) == 3 and first["next_url"]
+    skipped = client.get(f"/api/v1/bundles/{job_id}/items?state=skipped").json()
+    assert all(item["reason"] for item in skipped["items"])
+
+
+def test_finished_job_cannot_be_cancelled(built: Built, client: Any) -> None:
+    response = client.post(f"/api/v1/bundles/{built.status['id']}/cancel")
+    assert response.status_code == 409

@@ -156,6 +156,9 @@ def catalog_set_source(
 from app.mdfp.cli import plan as plan_command  # noqa: E402
 
 main.command("plan")(plan_command)
+from app.bundles.cli import bundle_app  # noqa: E402
+
+main.add_typer(bundle_app, name="bundle")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,14 @@ serve, put on a local HTTP server, and attached to real catalog datasets as sour
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import os
+import signal
+import subprocess
 import tarfile
+import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,8 +80,9 @@ class ServedSources:
     paths: dict[str, str]  # slug -> served path of its (first) file
 
 
-def build_archives(root: Path) -> dict[str, tuple[str, bytes, dict[str, Any]]]:
-    """slug -> (file name, bytes, extra descriptor keys)."""
+def build_archives(root: Path, salt: str = "") -> dict[str, tuple[str, bytes, dict[str, Any]]]:
+    """slug -> (file name, bytes, extra descriptor keys). A `salt` (written into a README in each source) gives
+    archives with other checksums, so a test can start with a download cache that does not hold them."""
     msd = build_msd_source(root / "msd") / "Task98_Abdomen"
     intact = (msd / "imagesTr" / "abdomen_001.nii.gz").read_bytes()
     # a download cut short upstream: not a readable volume, though its label is fine
@@ -87,6 +93,9 @@ def build_archives(root: Path) -> dict[str, tuple[str, bytes, dict[str, Any]]]:
     partial = build_partial_source(root / "ctorg")
     dicom = build_dicom_source(root / "dicom")
     classes = build_class_folder_source(root / "classes")
+    if salt:
+        for folder in (msd, partial, dicom, classes):
+            (folder / "README.txt").write_text(f"fixture {salt}\n")
     return {
         "msd03-liver": ("Task98_Abdomen.tar.gz", _tar_gz(msd), {}),
         "ct-org": ("ctorg.zip", _zip(partial), {"labels": {"1": "Hepatic"}}),
@@ -97,8 +106,11 @@ def build_archives(root: Path) -> dict[str, tuple[str, bytes, dict[str, Any]]]:
 
 
 @contextmanager
-def served_sources(root: Path, delays: dict[str, float] | None = None) -> Iterator[ServedSources]:
-    archives = build_archives(root)
+def served_sources(
+    root: Path, delays: dict[str, float] | None = None, salt: str = ""
+) -> Iterator[ServedSources]:
+    """`delays`: seconds the server waits before answering each request for a slug's file."""
+    archives = build_archives(root, salt)
     with LocalHTTPServer() as server:
         descriptors, paths = {}, {}
         for slug, (name, body, extra) in archives.items():
@@ -130,3 +142,66 @@ def sources_attached(descriptors: dict[str, dict[str, Any]]) -> Iterator[None]:
         with new_session() as session:
             for slug in descriptors:
                 set_source(session, slug, None)
+
+
+@dataclass
+class Worker:
+    """A Celery worker of our own (its own queue and settings) that a test may kill with SIGKILL."""
+
+    process: subprocess.Popen[bytes]
+    queue: str
+    log_file: Path
+
+    def kill(self) -> None:
+        """SIGKILL to the worker and its pool children at once: no cleanup, no acknowledgement."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")[-4000:]
+
+
+def start_worker(queue: str, log_file: Path, **settings: str) -> Worker:
+    """Start a worker on `queue` with extra IMAGINGX_* settings; returns once it answers a ping."""
+    from app.core.supervisor import worker_argv
+    from workers.celery_app import app as celery_app
+
+    argv = [
+        *worker_argv(concurrency=1, node_name=f"{queue}@%h", queues=queue),
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    env = dict(os.environ, IMAGINGX_ALLOW_PRIVATE_SOURCES="true", IMAGINGX_CELERY_QUEUE=queue)
+    env.update({f"IMAGINGX_{key.upper()}": value for key, value in settings.items()})
+    with log_file.open("ab") as sink:
+        process = subprocess.Popen(
+            argv, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    worker = Worker(process, queue, log_file)
+    result = celery_app.send_task("workers.tasks.ping", queue=queue)
+    deadline = time.monotonic() + 90
+    while not result.ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            worker.kill()
+            raise RuntimeError(f"worker on {queue} did not start:\n{worker.log()}")
+        time.sleep(0.2)
+    return worker
+
+
+@contextmanager
+def queue_for_this_process(queue: str) -> Iterator[None]:
+    """Send this process's tasks (the API's `send`) to `queue` for the duration."""
+    from app.core.config import get_settings
+
+    previous = os.environ.get("IMAGINGX_CELERY_QUEUE")
+    os.environ["IMAGINGX_CELERY_QUEUE"] = queue
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("IMAGINGX_CELERY_QUEUE", None)
+        else:
+            os.environ["IMAGINGX_CELERY_QUEUE"] = previous
+        get_settings.cache_clear()

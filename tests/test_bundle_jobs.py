@@ -1,0 +1,149 @@
+"""Job control with real workers: SIGKILL and resume, the running-job limit, the size cap, cancelling.
+
+Each test serves its own fixture archives (a distinct `salt`, so the shared download cache holds none of them
+and server delays really happen) and, where it needs other settings or a worker it may kill, starts its own
+worker on its own queue.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bundle_fixtures import queue_for_this_process, served_sources, sources_attached, start_worker
+from test_bundles import wait_for_job
+
+KILL_SLUGS = ["msd03-liver", "ct-org", "chaos-ct", "ham10000", "isic16"]
+
+
+@pytest.fixture
+def api(configured_services: None) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app()) as client:
+        yield client
+
+
+def _queue() -> str:
+    return f"imagingx-test-job-{secrets.token_hex(4)}"
+
+
+def _status(api: Any, job_id: str) -> dict[str, Any]:
+    return api.get(f"/api/v1/bundles/{job_id}").json()
+
+
+def test_killed_worker_loses_nothing_and_the_resumed_job_gives_identical_checksums(
+    api: Any, tmp_path: Path, celery_worker_process: Any
+) -> None:
+    queue = _queue()
+    delays = {"ham10000": 4.0}  # the worker is inside this download when it is killed
+    with (
+        served_sources(tmp_path / "sources", delays=delays, salt=queue) as served,
+        sources_attached(served.descriptors),
+        queue_for_this_process(queue),
+    ):
+        first = start_worker(queue, tmp_path / "first.log")
+        try:
+            job = api.post("/api/v1/bundles", json={"datasets": KILL_SLUGS, "name": "Resume check"}).json()
+
+            def mid_download(status: dict[str, Any]) -> bool:
+                states = {s["slug"]: s["state"] for s in status["sources"]}
+                return states["ham10000"] == "fetching" and states["chaos-ct"] == "fetched"
+
+            wait_for_job(api, job["id"], timeout=120, until=mid_download)
+        finally:
+            first.kill()
+        killed = _status(api, job["id"])
+        assert killed["state"] == "fetching"
+        fetched_before = {s["slug"] for s in killed["sources"] if s["state"] == "fetched"}
+        assert {"msd03-liver", "ct-org", "chaos-ct"} <= fetched_before
+        requests_before = {
+            slug: len(served.server.requests_to(served.paths[slug])) for slug in fetched_before
+        }
+
+        second = start_worker(queue, tmp_path / "second.log")  # resumes unfinished jobs when it starts
+        try:
+            resumed = wait_for_job(api, job["id"])
+            assert resumed["state"] == "done", resumed
+            # finished work was kept: no fetched source was downloaded again
+            for slug in fetched_before:
+                assert len(served.server.requests_to(served.paths[slug])) == requests_before[slug], slug
+            reference_job = api.post(
+                "/api/v1/bundles", json={"datasets": KILL_SLUGS, "name": "Resume check"}
+            ).json()
+            reference = wait_for_job(api, reference_job["id"])
+        finally:
+            second.kill()
+    assert reference["state"] == "done", reference
+    assert resumed["result"]["sha256sums_sha256"] == reference["result"]["sha256sums_sha256"]
+    assert resumed["result"]["archive_sha256"] == reference["result"]["archive_sha256"]
+    assert resumed["result"]["items"] == reference["result"]["items"] > 0
+
+
+def test_jobs_beyond_the_running_limit_wait_in_the_queue(
+    api: Any, tmp_path: Path, celery_worker_process: Any
+) -> None:
+    queue = _queue()
+    with (
+        served_sources(tmp_path / "sources", delays={"ham10000": 2.0}, salt=queue) as served,
+        sources_attached(served.descriptors),
+        queue_for_this_process(queue),
+    ):
+        worker = start_worker(queue, tmp_path / "worker.log", bundle_max_running="1")
+        try:
+            slow = api.post("/api/v1/bundles", json={"datasets": ["ham10000"]}).json()
+            wait_for_job(api, slow["id"], timeout=60, until=lambda s: s["state"] == "fetching")
+            waiting = api.post("/api/v1/bundles", json={"datasets": ["ct-org"]}).json()
+            time.sleep(1.0)
+            assert _status(api, waiting["id"])["state"] == "queued"
+            first, second = wait_for_job(api, slow["id"]), wait_for_job(api, waiting["id"])
+        finally:
+            worker.kill()
+    assert first["state"] == second["state"] == "done"
+    assert second["started_at"] >= first["finished_at"]
+
+
+def test_a_job_over_the_size_cap_fails_with_the_reason(
+    api: Any, tmp_path: Path, celery_worker_process: Any
+) -> None:
+    queue = _queue()
+    with (
+        served_sources(tmp_path / "sources", salt=queue) as served,
+        sources_attached(served.descriptors),
+        queue_for_this_process(queue),
+    ):
+        worker = start_worker(queue, tmp_path / "worker.log", bundle_max_bytes="1000")
+        try:
+            job = api.post("/api/v1/bundles", json={"datasets": ["ct-org"]}).json()
+            status = wait_for_job(api, job["id"], timeout=60)
+        finally:
+            worker.kill()
+        assert not served.server.requests_to(served.paths["ct-org"]), "nothing is downloaded past the cap"
+    assert status["state"] == "failed"
+    assert "IMAGINGX_BUNDLE_MAX_BYTES" in status["error"]
+    assert api.get(f"/api/v1/bundles/{job['id']}/download").status_code == 409
+
+
+def test_cancel_stops_a_running_job(
+    api: Any, tmp_path: Path, celery_worker_process: Any, imagingx_home: Path
+) -> None:
+    with (
+        served_sources(tmp_path / "sources", delays={"ham10000": 3.0}, salt=secrets.token_hex(4)) as served,
+        sources_attached(served.descriptors),
+    ):
+        job = api.post("/api/v1/bundles", json={"datasets": ["ham10000", "ct-org"]}).json()
+        wait_for_job(api, job["id"], timeout=60, until=lambda s: s["state"] == "fetching")
+        cancelled = api.post(f"/api/v1/bundles/{job['id']}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+        time.sleep(4.0)  # the download in flight finishes; nothing after it may run
+    status = _status(api, job["id"])
+    assert status["state"] == "cancelled" and status["result"] is None
+    assert status["progress"]["items_finished"] == 0
+    assert not (imagingx_home / "jobs" / job["id"]).exists(), "the work folder is removed"
+    assert api.post(f"/api/v1/bundles/{job['id']}/cancel").status_code == 409

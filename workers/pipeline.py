@@ -212,8 +212,14 @@ def fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
             _set_source(session, job_id, slug, SourceState.failed, str(error))
             session.commit()
         return messages
-    except (SourceError, UnsafeSourceError, UnsafeArchiveError, LayoutNotRecognisedError, OSError) as error:
-        log.warning("bundle %s: source %s failed: %s", job_id, slug, error)
+    except Exception as error:  # one source's failure, expected (bad archive, HTTP error) or not, is reported
+        if isinstance(
+            error, SourceError | UnsafeSourceError | UnsafeArchiveError | LayoutNotRecognisedError | OSError
+        ):
+            log.warning("bundle %s: source %s failed: %s", job_id, slug, error)
+        else:
+            log.exception("bundle %s: source %s failed unexpectedly", job_id, slug)
+            error = RuntimeError(f"internal error ({type(error).__name__}): {error}")
         with new_session() as session:
             _set_source(
                 session, job_id, slug, SourceState.failed, _reason(error, _source_dir(settings, job_id, slug))
@@ -377,8 +383,11 @@ def harmonise_item(job_id: str, item_id: str, settings: Settings) -> Messages:
             "state": ItemState.skipped,
             "reason": _reason(error, _source_dir(settings, job_id, item.slug)),
         }
-    except (OSError, RuntimeError, ValueError, MemoryError) as error:
-        # SimpleITK raises RuntimeError for files it cannot parse; keep the job going, say what happened
+    except Exception as error:
+        # SimpleITK raises RuntimeError for files it cannot parse, numpy ValueError for odd shapes; whatever
+        # one item does, the job goes on without it and says why
+        if not isinstance(error, OSError | RuntimeError | ValueError | MemoryError):
+            log.exception("bundle %s: item %s failed unexpectedly", job_id, item_id)
         reason = _reason(error, _source_dir(settings, job_id, item.slug))
         outcome = {"state": ItemState.skipped, "reason": f"could not be read: {reason}"}
     with new_session() as session:
@@ -554,9 +563,10 @@ def package(job_id: str, settings: Settings) -> Messages:
                     SkippedItem(source=s, item="(whole source)", reason=r) for s, r in inputs["unfetched"]
                 ],
             )
-        except ValueError as error:
+        except Exception as error:  # e.g. no case left, a full disk: the job fails with the reason
+            log.exception("bundle %s: packaging failed", job_id)
             with new_session() as session:
-                messages = service.fail_job(session, job_id, f"packaging failed: {error}")
+                messages = service.fail_job(session, job_id, f"packaging failed: {_reason(error)}")
                 session.commit()
             return messages
         by_file = {(slug, meta["source_file"]): item_id for item_id, slug, _, meta, _ in inputs["items"]}

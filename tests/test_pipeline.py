@@ -1,0 +1,86 @@
+"""Units of workers/pipeline.py that need no worker: explicit layouts from descriptors, item ids, source roots."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import imaging_fixtures as fx
+import pytest
+
+from workers.imaging.layout import detect_layout
+from workers.pipeline import _prepare_source_root, explicit_layout, item_id_for
+from workers.safety import UnpackLimits, UnsafeArchiveError
+from workers.sources.descriptors import parse_source
+
+LIMITS = UnpackLimits(max_bytes=10**9, max_members=1000, max_ratio=1000)
+
+
+def test_descriptor_layout_pairs_by_suffix_and_marks_official_tests(tmp_path: Path) -> None:
+    root = fx.build_explicit_source(tmp_path / "src")
+    for path in sorted((root / "masks").iterdir()):  # masks/<case>.nii.gz -> masks/<case>_gt.nii.gz
+        path.rename(path.with_name(path.name.replace(".nii.gz", "_gt.nii.gz")))
+    source = parse_source(
+        {
+            "kind": "local",
+            "path": "/data/x",
+            "labels": {"1": "liver", "2": "spleen"},
+            "layout": {
+                "images": "scans/*.nii.gz",
+                "labels": "masks/*.nii.gz",
+                "pairing": {"by": "suffix", "suffix": "_gt"},
+                "split": {"test": ["scans/pat-B_*.nii.gz"]},
+            },
+        }
+    )
+    layout = detect_layout(root, explicit_layout(source.layout, root, source.labels), source.labels)
+    cases = {case.case_id: case for case in layout.cases}
+    assert set(cases) == {"pat-A_visit1", "pat-A_visit2", "pat-B_visit1"}
+    assert all(case.label is not None and case.label.name.endswith("_gt.nii.gz") for case in cases.values())
+    assert cases["pat-B_visit1"].split == "test" and cases["pat-A_visit1"].split is None
+    assert cases["pat-A_visit1"].label_table == {1: "liver", 2: "spleen"}
+
+
+def test_item_ids_are_portable_and_distinct_per_source() -> None:
+    assert item_id_for("chaos-ct", "patient02/CT") == "chaos-ct_patient02-CT"
+    assert item_id_for("a", "x y") != item_id_for("b", "x y")
+    assert len(item_id_for("s" * 150, "c" * 150)) <= 200
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, body in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return buffer.getvalue()
+
+
+def test_source_root_unpacks_archives_beside_plain_files(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    downloads = job / "downloads" / "s"
+    downloads.mkdir(parents=True)
+    (downloads / "images.tar.gz").write_bytes(_tar({"imagesTr/a.nii.gz": b"x"}))
+    (downloads / "dataset.json").write_text("{}")
+    (downloads / "scan.nii.gz").write_bytes(b"\x1f\x8b not an archive, a volume")
+    files = sorted(downloads.iterdir())
+    root = _prepare_source_root(files, downloads, job / "sources" / "s", job, LIMITS)
+    assert (root / "images" / "imagesTr" / "a.nii.gz").read_bytes() == b"x"
+    assert (root / "dataset.json").is_file() and (root / "scan.nii.gz").is_file()
+    # a second call finds the finished folder and leaves it as it is
+    assert _prepare_source_root(files, downloads, job / "sources" / "s", job, LIMITS) == root
+
+
+def test_source_root_refuses_a_traversal_and_leaves_nothing(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    downloads = job / "downloads" / "s"
+    downloads.mkdir(parents=True)
+    (downloads / "evil.tar.gz").write_bytes(_tar({"../../evil.txt": b"x"}))
+    (downloads / "notes.txt").write_text("hello")
+    with pytest.raises(UnsafeArchiveError):
+        _prepare_source_root(sorted(downloads.iterdir()), downloads, job / "sources" / "s", job, LIMITS)
+    assert not (job / "sources" / "s").exists()
+    assert not list(tmp_path.rglob("evil.txt"))
+    assert not [p for p in (job / "sources").iterdir()], "no staging folder is left behind"

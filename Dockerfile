@@ -17,8 +17,8 @@ COPY migrations ./migrations
 COPY templates ./templates
 COPY static ./static
 
-# s3fs lets the bundle store be an s3:// URL (the compose file points it at MinIO)
-ARG EXTRA_PACKAGES="s3fs"
+# extra pip packages for a deployment, e.g. --build-arg EXTRA_PACKAGES="sentry-sdk"
+ARG EXTRA_PACKAGES=""
 RUN pip install -e . ${EXTRA_PACKAGES}
 
 USER imagingx

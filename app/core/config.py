@@ -33,7 +33,7 @@ class Settings(BaseSettings):
         description="Folder holding all local state: embedded database, redis, pid files, bundle store.",
     )
     storage_url: str | None = Field(
-        default=None, description="fsspec URL of the bundle store; default is `<home>/store`."
+        default=None, description="Folder (path or file:// URL) of the bundle store; default `<home>/store`."
     )
     page_size_default: int = Field(default=25, description="Results per page when `page_size` is not given.")
     page_size_max: int = Field(default=200, description="Largest accepted `page_size`; larger is a 422.")

@@ -102,6 +102,26 @@ def test_near_matches_miss_one_or_two_constraints_with_reasons(client: TestClien
     assert any(
         reason.startswith(("access is", "dim is")) for n in body["near_matches"] for reason in n["missed"]
     )
+    misses = [len(near["missed"]) for near in body["near_matches"]]
+    assert misses == sorted(misses)  # datasets missing one constraint come before those missing two
+
+
+def test_near_matches_are_the_closest_whatever_the_ties() -> None:
+    """The near matches chosen without sorting every candidate are the first of the full sort (fewer misses,
+    then higher ranking score, then catalog position), on scores with many ties."""
+    import numpy as np
+
+    from app.search.service import closest
+
+    rng = np.random.default_rng(7)
+    for _ in range(2000):
+        n = int(rng.integers(0, 60))
+        misses = rng.integers(0, 4, n).astype(np.uint8)
+        score = rng.integers(0, 4, n) / 2  # few distinct values: ties everywhere
+        positions = np.flatnonzero((misses >= 1) & (misses <= 2))
+        k = int(rng.integers(0, 15))
+        expected = positions[np.lexsort((-score[positions], misses[positions]))][:k]
+        assert closest(positions, misses, score, k).tolist() == expected.tolist()
 
 
 def test_facet_payload_shape(client: TestClient) -> None:
@@ -114,6 +134,28 @@ def test_facet_payload_shape(client: TestClient) -> None:
     assert ct["selected"] and ct["toggle_url"] == "/api/v1/datasets?"
     lung = next(v for v in facets["anatomy"]["results"] if v["value"] == "lung")
     assert lung["parent"] == "thorax"
+
+
+def test_toggle_links_keep_the_text_and_other_selections_exactly(client: TestClient) -> None:
+    from urllib.parse import parse_qsl, urlsplit
+
+    q = "lung & heart/ünïcode+1"
+    body = search(client, q=q, modality=["CT", "MR"], year__gte=2015, sort="name")
+    for facet in body["facets"]:
+        for value in facet["results"]:
+            url = urlsplit(value["toggle_url"])
+            pairs = parse_qsl(url.query)
+            assert url.path == "/api/v1/datasets" and ("q", q) in pairs
+            assert ("year__gte", "2015") in pairs and ("sort", "name") in pairs
+            modalities = [v for k, v in pairs if k == "modality"]
+            if facet["name"] == "modality":
+                toggled = [m for m in ["CT", "MR"] if m != value["value"]]
+                if not value["selected"]:
+                    toggled = ["CT", "MR", value["value"]]
+                assert modalities == toggled
+            else:
+                assert modalities == ["CT", "MR"]
+                assert (facet["name"], value["value"]) in pairs or value["selected"]
 
 
 def test_selected_values_show_even_at_zero(client: TestClient) -> None:

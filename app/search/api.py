@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import Response
 
-from app.api.deps import FacetSizeDep, SearchFilterDep, SessionDep
+from app.api.deps import SEARCH_FILTER_OPENAPI, FacetSizeDep, QueryStringFilterDep, SessionDep
 from app.search import service
 from app.search.schemas import Facet, SearchFilter, SearchResponse
 
@@ -19,10 +19,15 @@ def as_json(model: SearchResponse) -> Response:
     return Response(content=model.model_dump_json(), media_type="application/json")
 
 
-@router.get("/datasets", operation_id="search_datasets", response_model=SearchResponse)
+@router.get(
+    "/datasets",
+    operation_id="search_datasets",
+    response_model=SearchResponse,
+    openapi_extra=SEARCH_FILTER_OPENAPI,
+)
 def search_datasets(
     session: SessionDep,
-    search: SearchFilterDep,
+    search: QueryStringFilterDep,
     facet_size: FacetSizeDep,
     page_size: Annotated[int | None, Query(description="Results per page (max 200)")] = None,
     _next: Annotated[str | None, Query(description="Cursor from a previous response's next_url")] = None,
@@ -64,8 +69,10 @@ def search_datasets_by_body(
     )
 
 
-@router.get("/facets", operation_id="facet_counts", response_model=list[Facet])
-def facets(session: SessionDep, search: SearchFilterDep, facet_size: FacetSizeDep) -> list[Facet]:
+@router.get(
+    "/facets", operation_id="facet_counts", response_model=list[Facet], openapi_extra=SEARCH_FILTER_OPENAPI
+)
+def facets(session: SessionDep, search: QueryStringFilterDep, facet_size: FacetSizeDep) -> list[Facet]:
     """Only the facets of a search (same parameters as /datasets)."""
     return service.search_datasets(
         session, search, page_size=1, facet_size=facet_size, base_path=f"{API}/datasets"

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from app.api.deps import FacetSizeDep, SearchFilterDep, SessionDep
+from app.api.deps import FacetSizeDep, QueryStringFilterDep, SessionDep
 from app.catalog.pages import vocabulary_label  # registers the shared template helpers
 from app.catalog.vocabularies import ALL
 from app.core.config import get_settings
@@ -124,7 +124,7 @@ def home(request: Request) -> RedirectResponse:
 def search_page(
     request: Request,
     session: SessionDep,
-    search: SearchFilterDep,
+    search: QueryStringFilterDep,  # an HTML page: no OpenAPI parameters to document
     facet_size: FacetSizeDep,
     page_size: Annotated[int | None, Query()] = None,
     _next: Annotated[str | None, Query()] = None,

@@ -235,3 +235,10 @@ def test_items_endpoint_pages_every_item(built: Built, client: Any) -> None:
 def test_finished_job_cannot_be_cancelled(built: Built, client: Any) -> None:
     response = client.post(f"/api/v1/bundles/{built.status['id']}/cancel")
     assert response.status_code == 409
+
+
+def test_dataset_pages_say_which_datasets_a_bundle_can_fetch(served: ServedSources, client: Any) -> None:
+    assert client.get("/api/v1/datasets/msd03-liver").json()["automated_source"] == "http"
+    assert client.get("/api/v1/datasets/lits").json()["automated_source"] is None
+    page = client.get("/datasets/msd03-liver", headers={"accept": "text/html"}).text
+    assert "Workers can fetch it automatically" in page

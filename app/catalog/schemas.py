@@ -47,6 +47,10 @@ class DatasetDetail(DatasetSummary):
     size_bucket: str
     flags: list[QualityFlag]
     access_next_step: str
+    automated_source: str | None = Field(
+        description="The kind of source descriptor (http, zenodo, huggingface, local) that lets workers fetch "
+        "this dataset into a bundle; null when a bundle can only list it as a manual step"
+    )
     description: str
     variants: list[RelatedDataset] = Field(description="Other entries of the survey with the same name")
     same_url: list[RelatedDataset] = Field(description="Other datasets listed at the same landing page")

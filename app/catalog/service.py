@@ -311,6 +311,7 @@ def dataset_detail(session: Session, slug: str, api_prefix: str = "/api/v1") -> 
             if f in quality
         ],
         access_next_step=access_next_step(dataset),
+        automated_source=(dataset.source or {}).get("kind"),
         description=describe(dataset),
         variants=[RelatedDataset(slug=s, name=n) for s, n in related["variants"]],
         same_url=[RelatedDataset(slug=s, name=n) for s, n in related["same_url"]],

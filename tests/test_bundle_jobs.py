@@ -74,10 +74,16 @@ def test_killed_worker_loses_nothing_and_the_resumed_job_gives_identical_checksu
             # finished work was kept: no fetched source was downloaded again
             for slug in fetched_before:
                 assert len(served.server.requests_to(served.paths[slug])) == requests_before[slug], slug
+            requests_after = {
+                slug: len(served.server.requests_to(path)) for slug, path in served.paths.items()
+            }
             reference_job = api.post(
                 "/api/v1/bundles", json={"datasets": KILL_SLUGS, "name": "Resume check"}
             ).json()
             reference = wait_for_job(api, reference_job["id"])
+            # a second bundle of the same sources downloads nothing: the cache is shared by all jobs
+            for slug, path in served.paths.items():
+                assert len(served.server.requests_to(path)) == requests_after[slug], slug
         finally:
             second.kill()
     assert reference["state"] == "done", reference

@@ -21,7 +21,7 @@ from workers.imaging.harmonise import harmonise_case
 from workers.imaging.labels import Annotation, normalise_concept, snomed_code, unify_labels
 from workers.imaging.layout import ExplicitLayout, detect_layout
 from workers.imaging.orientation import RAS_DIRECTION_ITK, axis_codes, reorient_to_ras
-from workers.imaging.readers import read_dicom_folder, read_dicom_series, read_item
+from workers.imaging.readers import read_dicom_folder, read_dicom_series, read_item, read_volume
 from workers.imaging.slicing import slice_volume
 from workers.imaging.splits import assign_splits, split_cases
 
@@ -360,3 +360,15 @@ def test_every_layout_harmonises_end_to_end(tmp_path: Path) -> None:
     flat = harmonise_case(png.cases[0], "png", unified)
     assert flat.label is None and flat.original is None
     assert set(flat.annotations.values()) == {Annotation.UNKNOWN}  # a classification set draws no organs
+
+
+def test_nifti_named_gz_but_stored_plain_is_read(tmp_path: Path) -> None:
+    """Some hosts publish uncompressed NIfTI under a `.nii.gz` name; ITK reads it, so must we."""
+    volume = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    plain = tmp_path / "plain.nii"
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), plain)
+    misnamed = tmp_path / "scan.nii.gz"
+    misnamed.write_bytes(plain.read_bytes())
+    image = read_volume(misnamed)
+    assert image.GetSize() == (4, 5, 6)
+    assert sitk.GetArrayFromImage(image).sum() == volume.sum()

@@ -1,8 +1,8 @@
 """The bundle pages over HTTP (no browser, no worker): the build form, the job page and its polled partial, the
 list of this browser's bundles, and the errors a visitor can run into.
 
-Jobs made here never reach a worker while this module runs; each is cancelled at the end so that a worker
-started later in the session (browser tests, tests/test_bundles.py) has nothing of ours to run.
+Jobs made here never reach a worker: their tasks go to a queue no worker consumes (a session worker may be
+running for other modules), and each is cancelled at the end so that a worker's resume has nothing of ours to run.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from bundle_fixtures import queue_for_this_process
 from fastapi.testclient import TestClient
 
 from app.bundles.api import OWNER_COOKIE
@@ -23,6 +24,12 @@ MANUAL_ONLY = (
     "lits",
     "kits19",
 )  # no source descriptor in the seed catalog: `manual` sources, nothing to fetch
+
+
+@pytest.fixture(autouse=True)
+def no_worker_runs_our_jobs() -> Iterator[None]:
+    with queue_for_this_process("imagingx-test-nobody-listens"):
+        yield
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -314,17 +314,17 @@ def _save_arrays(path: Path, **arrays: np.ndarray) -> None:
         raise
 
 
-def _harmonise(
-    job_id: str, item: BundleItem, labels: dict[str, Any], modality: str, settings: Settings
+def harmonise_to_file(
+    case: Case, slug: str, unification: Any, modality: str, out: Path, source_root: Path
 ) -> dict[str, Any]:
+    """The work of one item, free of the database (bench/fusion runs it too): read, RAS, relabel and hash
+    `case`, save its arrays to `out` (uncompressed .npz, by rename), and return what packaging needs."""
     import SimpleITK as sitk
 
     from workers.imaging.harmonise import harmonise_case
     from workers.imaging.labels import Annotation
 
-    job_dir = service.work_dir(settings, job_id)
-    case = case_from_json(item.case, job_dir)
-    harmonised = harmonise_case(case, item.slug, _labels_unification(labels))
+    harmonised = harmonise_case(case, slug, unification)
     if len(harmonised.channels) > 1:
         raise UnreadableItemError(
             case.images[0],
@@ -332,13 +332,11 @@ def _harmonise(
             f"{len(harmonised.channels)} channels: this packager writes single-channel cases only so far",
         )
     image = harmonised.channels[0]
-    arrays = {"image": sitk.GetArrayFromImage(image)}
+    # views, not copies: the images live until the arrays are on disk
+    arrays = {"image": sitk.GetArrayViewFromImage(image)}
     if harmonised.label is not None:
-        arrays["label"] = sitk.GetArrayFromImage(harmonised.label)
-    _save_arrays(case_path(settings, job_id, item.item_id), **arrays)
-    source_file = (
-        case.images[0].relative_to(job_dir / "sources" / item.slug).as_posix() if case.images else ""
-    )
+        arrays["label"] = sitk.GetArrayViewFromImage(harmonised.label)
+    _save_arrays(out, **arrays)
     return {
         "spacing": list(image.GetSpacing()),
         "origin": list(image.GetOrigin()),
@@ -347,10 +345,24 @@ def _harmonise(
         "content_hash": harmonised.content_hash,
         "annotated": sorted(c for c, a in harmonised.annotations.items() if a == Annotation.ANNOTATED),
         "modality": modality,
-        "source_file": source_file,
+        "source_file": case.images[0].relative_to(source_root).as_posix() if case.images else "",
         "source_checksum": _source_checksum(case.images[0]) if case.images else "",
         "original_orientation": harmonised.original.orientation if harmonised.original is not None else None,
     }
+
+
+def _harmonise(
+    job_id: str, item: BundleItem, labels: dict[str, Any], modality: str, settings: Settings
+) -> dict[str, Any]:
+    job_dir = service.work_dir(settings, job_id)
+    return harmonise_to_file(
+        case_from_json(item.case, job_dir),
+        item.slug,
+        _labels_unification(labels),
+        modality,
+        case_path(settings, job_id, item.item_id),
+        job_dir / "sources" / item.slug,
+    )
 
 
 def _source_checksum(path: Path) -> str:
@@ -491,11 +503,15 @@ def _bundle_inputs(session: Any, job: BundleJob, settings: Settings) -> dict[str
     }
 
 
-def _cases(settings: Settings, job_id: str, items: list[tuple[str, str, dict, dict, Split]]) -> Iterator[Any]:
+HarmonisedItem = tuple[str, str, dict[str, Any], dict[str, Any], Split]  # item id, slug, case, result, split
+
+
+def load_harmonised(items: list[HarmonisedItem], path_of: Callable[[str], Path]) -> Iterator[Any]:
+    """Packaging's input, one case at a time: each item's arrays (from `path_of(item_id)`) and metadata."""
     from workers.packaging import HarmonisedCase
 
     for item_id, slug, case, meta, split in items:
-        with np.load(case_path(settings, job_id, item_id)) as arrays:
+        with np.load(path_of(item_id)) as arrays:
             image = arrays["image"]
             label = arrays["label"] if "label" in arrays.files else None
         dims = int(meta["dims"])
@@ -554,7 +570,7 @@ def package(job_id: str, settings: Settings) -> Messages:
         )
         try:
             result = build_bundle(
-                _cases(settings, job_id, inputs["items"]),
+                load_harmonised(inputs["items"], lambda item_id: case_path(settings, job_id, item_id)),
                 sources=inputs["sources"],
                 labels=inputs["labels"],
                 dest=dest,

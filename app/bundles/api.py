@@ -75,7 +75,10 @@ def get_bundle(session: SessionDep, job_id: JobId) -> BundleJobOut:
 
 
 @router.get(
-    "/bundles/{job_id}/items", operation_id="list_bundle_items", response_model=BundleItemsPage, tags=["bundles"]
+    "/bundles/{job_id}/items",
+    operation_id="list_bundle_items",
+    response_model=BundleItemsPage,
+    tags=["bundles"],
 )
 def list_bundle_items(
     session: SessionDep,

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MAX_DATASETS = 200
+MAX_DATASETS = 1000  # as many as a selection holds
 
 
 class JobState(StrEnum):

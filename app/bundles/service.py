@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from app.bundles.models import BundleItem, BundleJob, BundleSource
 from app.bundles.schemas import (
     FINISHED,
+    MAX_DATASETS,
     BundleItemOut,
     BundleItemsPage,
     BundleJobOut,
@@ -43,7 +44,7 @@ from app.bundles.schemas import (
 from app.catalog.models import Dataset
 from app.catalog.service import access_next_step
 from app.core.config import Settings, get_settings
-from app.core.errors import ApiError, NotFound
+from app.core.errors import ApiError, InvalidInput, NotFound
 from app.selections.service import checked_slugs, plan_slugs
 
 API = "/api/v1"
@@ -118,6 +119,13 @@ def _default_name(session: Session, request: BundleRequest, slugs: Sequence[str]
     return f"{slugs[0]} and {len(slugs) - 1} more"
 
 
+def _resolved(request: BundleRequest, settings: Settings) -> BundleRequest:
+    if request.options.test_fraction is not None:
+        return request
+    options = request.options.model_copy(update={"test_fraction": settings.bundle_test_fraction})
+    return request.model_copy(update={"options": options})
+
+
 def create_job(
     session: Session, request: BundleRequest, owner: str | None = None, settings: Settings | None = None
 ) -> tuple[BundleJob, list[Message]]:
@@ -129,6 +137,11 @@ def create_job(
         slugs = plan_slugs(session, request.plan_id)
         if not slugs:
             raise ApiError(422, f"plan {request.plan_id} has no datasets in its final list")
+        if len(slugs) > MAX_DATASETS:
+            raise InvalidInput(
+                ["body", "plan_id"],
+                f"a bundle fuses at most {MAX_DATASETS:,} datasets; this plan's final list has {len(slugs):,}",
+            )
     else:
         slugs = checked_slugs(session, request.datasets or [], ["body", "datasets"])
     datasets = {d.slug: d for d in session.scalars(select(Dataset).where(Dataset.slug.in_(slugs)))}
@@ -136,7 +149,8 @@ def create_job(
         id=secrets.token_urlsafe(24),
         state=JobState.queued,
         name=_default_name(session, request, slugs),
-        request=request.model_dump(mode="json"),
+        # defaults resolved now, so the job says what it used even if the server's settings change later
+        request=_resolved(request, settings).model_dump(mode="json"),
         plan_id=request.plan_id,
         owner=owner,
         warnings=[],

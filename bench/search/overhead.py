@@ -6,14 +6,18 @@ Serves a small FastAPI app (built here, not the app's) on 127.0.0.1 with uvicorn
 sequential GETs with the real catalog's query strings against routes that return a constant small JSON body:
 
 - `bare`: no dependencies at all (uvicorn + FastAPI + the client);
-- `session`: the app's SessionDep only (a pooled PostgreSQL session per request);
-- `filter`: the app's SearchFilterDep + FacetSizeDep (the ~20 declared query parameters FastAPI parses and
-  validates, then `parse_filter` reads the raw query string again);
-- `all_deps`: SessionDep + SearchFilterDep + FacetSizeDep, what /api/v1/datasets declares;
-- `filter_async`: the same filter parsing in one `async def` dependency that reads `request.query_params`
-  directly (what the proposal in bench/README.md would do: no threadpool hop, no per-parameter validation).
+- `session_sync` / `session`: a `SELECT 1` on a pooled PostgreSQL session from the sync generator dependency
+  the app used before (`app.core.db.get_session`: two thread-pool hops per request) / from the app's
+  SessionDep (async, one hop, to close);
+- `filter_declared`: the filter as the app read it before: ~20 query parameters declared one by one (FastAPI
+  parses and validates each), then `parse_filter` reads the raw query string again;
+- `filter_model`: the app's SearchFilterDep (the same parameters declared as one query model, for routes
+  that document them by declaration, e.g. exports);
+- `filter_raw`: the app's QueryStringFilterDep (nothing declared; `parse_filter` on the raw query string),
+  which the search routes take;
+- `search_deps`: SessionDep + QueryStringFilterDep + FacetSizeDep, what /api/v1/datasets declares (no query).
 
-The difference between `all_deps` and `bare` is what the dependencies cost per request.
+The difference between `search_deps` and `bare` is what the search route's dependencies cost per request.
 """
 
 import argparse
@@ -24,13 +28,45 @@ import time
 from pathlib import Path
 
 # module level, not inside build_app: FastAPI resolves the routes' annotations against module globals
-from fastapi import Depends, FastAPI, Request
+from typing import Annotated
 
-from app.api.deps import FacetSizeDep, SearchFilterDep, SessionDep
+from fastapi import Depends, FastAPI, Query, Request
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from app.api.deps import FacetSizeDep, QueryStringFilterDep, SearchFilterDep, SessionDep
+from app.core.db import get_session
 from app.search.schemas import SearchFilter
 from app.search.service import parse_filter
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+async def filter_declared_one_by_one(
+    request: Request,
+    q: Annotated[str | None, Query()] = None,
+    modality: Annotated[list[str] | None, Query()] = None,
+    anatomy: Annotated[list[str] | None, Query()] = None,
+    task: Annotated[list[str] | None, Query()] = None,
+    dim: Annotated[list[str] | None, Query()] = None,
+    access: Annotated[list[str] | None, Query()] = None,
+    labeled: Annotated[list[str] | None, Query()] = None,
+    host: Annotated[list[str] | None, Query()] = None,
+    year: Annotated[list[str] | None, Query()] = None,
+    size: Annotated[list[str] | None, Query()] = None,
+    licence: Annotated[list[str] | None, Query()] = None,
+    quality: Annotated[list[str] | None, Query()] = None,
+    year__gte: Annotated[str | None, Query()] = None,
+    year__lte: Annotated[str | None, Query()] = None,
+    images__gte: Annotated[str | None, Query()] = None,
+    images__lte: Annotated[str | None, Query()] = None,
+    sort: Annotated[str | None, Query()] = None,
+    order: Annotated[str | None, Query()] = None,
+    prefer_open: Annotated[str | None, Query()] = None,
+) -> SearchFilter:
+    """app/api/deps.py's search filter dependency before this measurement led to QueryStringFilterDep."""
+    ignored = {"page_size", "_next", "_facet_size"}
+    return parse_filter((k, v) for k, v in request.query_params.multi_items() if k not in ignored)
 
 
 def build_app() -> FastAPI:  # imported by uvicorn in the child process
@@ -41,24 +77,30 @@ def build_app() -> FastAPI:  # imported by uvicorn in the child process
     def bare() -> dict:
         return body
 
+    @app.get("/session_sync")
+    def session_sync(session: Session = Depends(get_session)) -> dict:
+        session.execute(text("SELECT 1"))
+        return body
+
     @app.get("/session")
     def session(session: SessionDep) -> dict:
+        session.execute(text("SELECT 1"))
         return body
 
-    @app.get("/filter")
-    def filter_only(search: SearchFilterDep, facet_size: FacetSizeDep) -> dict:
+    @app.get("/filter_declared")
+    def filter_declared(search: SearchFilter = Depends(filter_declared_one_by_one)) -> dict:
         return body
 
-    @app.get("/all_deps")
-    def all_deps(session: SessionDep, search: SearchFilterDep, facet_size: FacetSizeDep) -> dict:
+    @app.get("/filter_model")
+    def filter_model(search: SearchFilterDep) -> dict:
         return body
 
-    async def filter_from_raw_query(request: Request) -> SearchFilter:
-        ignored = {"page_size", "_next", "_facet_size"}
-        return parse_filter((k, v) for k, v in request.query_params.multi_items() if k not in ignored)
+    @app.get("/filter_raw")
+    def filter_raw(search: QueryStringFilterDep) -> dict:
+        return body
 
-    @app.get("/filter_async")
-    def filter_async(search: SearchFilter = Depends(filter_from_raw_query)) -> dict:
+    @app.get("/search_deps")
+    def search_deps(session: SessionDep, search: QueryStringFilterDep, facet_size: FacetSizeDep) -> dict:
         return body
 
     return app
@@ -89,7 +131,15 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.2)
         queries = ["?" + httpx.QueryParams(q.params).__str__() if q.params else "" for q in QUERIES]
-        routes = ["bare", "session", "filter", "all_deps", "filter_async"]
+        routes = [
+            "bare",
+            "session_sync",
+            "session",
+            "filter_declared",
+            "filter_model",
+            "filter_raw",
+            "search_deps",
+        ]
         timings: dict[str, list[float]] = {r: [] for r in routes}
         with httpx.Client() as client:
             for i in range(args.requests):

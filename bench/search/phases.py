@@ -18,19 +18,14 @@ from typing import Any
 from bench.search.run import QUERIES, percentile, search_filter
 from bench.search.synth import db_url, parse_size, source_rows
 
-PHASES = ("catalog_version", "current_index", "text_matches", "_ordered_positions", "_fetch",
-          "facet_counts", "_near_matches")  # fmt: skip
+PHASES = ("catalog_version", "current_index", "text_matches", "_ordered_positions", "_near_match_positions", "_fetch_by_id",
+          "facet_counts", "summarise", "missed_reasons")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="real")
     parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument(
-        "--proposed",
-        default="",
-        help="apply bench/search/proposed.py fixes: 'near'",
-    )
     args = parser.parse_args()
     n = parse_size(args.size)
     url = db_url(len(source_rows()) if n is None else n)
@@ -51,9 +46,6 @@ def main() -> None:
                 current[name] += time.perf_counter() - t
 
         return wrapper
-
-    if args.proposed:
-        check_proposed(url, args.proposed)
 
     for name in PHASES:
         setattr(service, name, timed(name, getattr(service, name)))
@@ -80,9 +72,7 @@ def main() -> None:
                         spent[name].append(seconds * 1000)
     assert decode_cursor(encode_cursor(100)) == 100
     names = ["search_datasets (total)", *PHASES, "serialise response"]
-    print(
-        f"size {args.size}{' with proposed ' + args.proposed if args.proposed else ''}: ms per request, p50 over {args.reps} rounds of the {len(QUERIES)}-query mix"
-    )
+    print(f"size {args.size}: ms per request, p50 over {args.reps} rounds of the {len(QUERIES)}-query mix")
     header = "| query | " + " | ".join(names) + " |"
     print(header)
     print("|---" * (len(names) + 1) + "|")
@@ -92,32 +82,6 @@ def main() -> None:
     all_cells = [f"{percentile(spent.get(n, []), 50) or 0:.1f}" for n in names]
     print("| all (p50) | " + " | ".join(all_cells) + " |")
     print(json.dumps({n: round(percentile(spent.get(n, []), 95) or 0, 2) for n in names}))
-
-
-def check_proposed(url: str, which: str) -> None:
-    """Apply the proposed fixes, after checking they return exactly what the current code returns."""
-    from app.core.db import new_session
-    from app.search import service
-    from app.search.service import encode_cursor
-    from bench.search import proposed
-
-    def answers() -> dict[str, Any]:
-        out = {}
-        with new_session(url) as session:
-            for query in QUERIES:
-                cursor = encode_cursor(25 * query.pages) if query.pages else None
-                response = service.search_datasets(
-                    session, search_filter(query), cursor=cursor, base_path="/api/v1/datasets"
-                )
-                out[query.name] = response.model_dump(exclude={"timing_ms"})
-        return out
-
-    before = answers()
-    proposed.apply(which)
-    after = answers()
-    differ = [name for name in before if before[name] != after[name]]
-    print(f"proposed {which}: responses identical for {len(before) - len(differ)}/{len(before)} queries"
-          + (f"; DIFFER: {differ}" if differ else ""))  # fmt: skip
 
 
 if __name__ == "__main__":

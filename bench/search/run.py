@@ -838,8 +838,7 @@ def update_readme(results: dict[str, Any]) -> None:
         if README.exists()
         else "<!-- bench:results start -->\n<!-- bench:results end -->\n"
     )
-    order = ["real", *sorted((k for k in results["sizes"] if k != "real"), key=int)]
-    for label in order:
+    for label in sorted(results["sizes"], key=lambda k: 0 if k == "real" else int(k)):
         block = render_size(results, label)
         start, end = f"<!-- bench:size {label} start -->", f"<!-- bench:size {label} end -->"
         if start in text and end in text:

@@ -63,7 +63,12 @@ def free_port() -> int:
 
 def service_environment(home: Path) -> dict[str, str]:
     """The environment of a fresh machine: nothing configured, state in `home`."""
-    env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
+    # the session's own Celery queue (conftest) is configuration too: a fresh machine uses the default
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in SERVICE_VARIABLES and key != "IMAGINGX_CELERY_QUEUE"
+    }
     env["IMAGINGX_HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -372,3 +372,25 @@ def test_nifti_named_gz_but_stored_plain_is_read(tmp_path: Path) -> None:
     image = read_volume(misnamed)
     assert image.GetSize() == (4, 5, 6)
     assert sitk.GetArrayFromImage(image).sum() == volume.sum()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.int32, np.float32])
+def test_remap_labels_maps_every_voxel_and_names_unknown_values(dtype: type) -> None:
+    from workers.imaging.labels import UnknownLabelValueError, remap_labels
+
+    local = np.array([[0, 1, 2], [2, 1, 0]], dtype=dtype)
+    assert remap_labels(local, {0: 0, 1: 2, 2: 1}).tolist() == [[0, 2, 1], [1, 2, 0]]
+    with pytest.raises(UnknownLabelValueError, match=r"\[2\]"):
+        remap_labels(local, {0: 0, 1: 1})
+    assert remap_labels(local, {0: 0, 1: 300, 2: 1}).dtype == np.uint16
+
+
+def test_remap_labels_refuses_negative_fractional_and_handles_large_ids() -> None:
+    from workers.imaging.labels import UnknownLabelValueError, remap_labels
+
+    with pytest.raises(UnknownLabelValueError, match=r"\[-1\]"):
+        remap_labels(np.array([0, -1, 3], dtype=np.int16), {0: 0, 3: 1})
+    with pytest.raises(UnknownLabelValueError, match=r"1\.5"):
+        remap_labels(np.array([0.0, 1.5]), {0: 0, 1: 1})
+    assert remap_labels(np.array([70000, 0]), {0: 0, 70000: 1}).tolist() == [1, 0]
+    assert remap_labels(np.zeros((0, 3), dtype=np.uint8), {0: 0}).shape == (0, 3)

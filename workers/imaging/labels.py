@@ -149,22 +149,55 @@ class UnknownLabelValueError(ValueError):
         self.values = values
 
 
+# Label maps with values up to this are remapped through a lookup table indexed by the voxels themselves;
+# larger values (rare: instance ids) take the slower np.unique path.
+_LOOKUP_LIMIT = 1 << 16
+
+
 def remap_labels(array: np.ndarray, local_to_global: Mapping[int, int]) -> np.ndarray:
     """A label array in global ids. A value the source's table does not name is an error, never silently 0:
-    that would turn an unnamed structure into background."""
-    if np.issubdtype(array.dtype, np.floating) and not np.array_equal(array, np.round(array)):
-        # A float label with fractions is a probability map or was resampled with interpolation: not classes.
-        raise UnknownLabelValueError(sorted({float(v) for v in np.unique(array) if v != round(v)})[:5])
-    present = np.unique(array)
-    missing = sorted(int(v) for v in present if int(v) not in local_to_global)
-    if missing:
-        raise UnknownLabelValueError(missing)
+    that would turn an unnamed structure into background.
+
+    One pass through a lookup table indexed by the voxels (uint8/uint16 indices, no int64 copy): np.unique
+    plus an int64 cast cost ~1 s on a 52 M voxel map, this ~0.1 s. A sentinel in the table finds unnamed
+    values; only then is np.unique run, on those voxels alone, to name them in the error."""
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.array_equal(array, np.round(array)):
+            # A float label with fractions is a probability map or was resampled with interpolation: not classes.
+            raise UnknownLabelValueError(sorted({float(v) for v in np.unique(array) if v != round(v)})[:5])
+        array = array.astype(np.int64)
     largest = max(local_to_global.values(), default=0)
     out_dtype = np.uint8 if largest <= np.iinfo(np.uint8).max else np.uint16
-    lookup = np.zeros(int(present.max()) + 1 if present.size else 1, dtype=out_dtype)
+    if array.size == 0:
+        return np.zeros(array.shape, dtype=out_dtype)
+    low, high = int(array.min()), int(array.max())
+    if low < 0:
+        raise UnknownLabelValueError(sorted(int(v) for v in np.unique(array[array < 0])))
+    if high >= _LOOKUP_LIMIT:
+        present = np.unique(array)
+        missing = sorted(int(v) for v in present if int(v) not in local_to_global)
+        if missing:
+            raise UnknownLabelValueError(missing)
+        lookup = np.zeros(high + 1, dtype=out_dtype)
+        for local, global_id in local_to_global.items():
+            if 0 <= local <= high:
+                lookup[local] = global_id
+        return lookup[array]
+    unnamed = np.iinfo(np.uint32).max  # no global id is this large
+    lookup = np.full(high + 1, unnamed, dtype=np.uint32)
     for local, global_id in local_to_global.items():
-        if 0 <= local < lookup.size:
+        if 0 <= local <= high:
             lookup[local] = global_id
-    if present.size and int(present.min()) < 0:
-        raise UnknownLabelValueError(sorted(int(v) for v in present if v < 0))
-    return lookup[array.astype(np.int64)]
+    # non-negative after the check above, so a same-width unsigned view indexes the same entries
+    index = (
+        array.view(array.dtype.str.replace("i", "u"))
+        if array.dtype.kind == "i" and array.itemsize <= 2
+        else array
+    )
+    if (lookup == unnamed).any():
+        mapped = lookup[index]
+        unknown = mapped == unnamed
+        if unknown.any():
+            raise UnknownLabelValueError(sorted(int(v) for v in np.unique(array[unknown])))
+        return mapped.astype(out_dtype)
+    return lookup.astype(out_dtype)[index]

@@ -471,3 +471,35 @@ def test_a_killed_build_leaves_only_a_partial_folder_that_the_next_run_removes(t
     assert list(tmp_path.iterdir()) == []
     result = build(tmp_path / "bundle", cases=[c for c in make_cases() if c.case_id == "ct_000"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"] and result.items == 1
+
+
+def _prewritten(cases: list[HarmonisedCase], folder: Path) -> list[HarmonisedCase]:
+    """The same cases as the harmonising stage hands them over: 3D volumes already compressed to files."""
+    from dataclasses import replace
+
+    from workers.packaging.volumes import prewrite_volumes
+
+    out = []
+    for case in cases:
+        if case.dims != 3 or case.problem() is not None:
+            out.append(case)
+            continue
+        volumes = prewrite_volumes(
+            folder, case.case_id, case.image, case.label, case.spacing, case.origin, case.direction
+        )
+        out.append(replace(case, image=None, label=None, prewritten=volumes))
+    return out
+
+
+def test_prewritten_volumes_give_the_identical_bundle(bundle: Path, tmp_path: Path) -> None:
+    result = build(tmp_path / "prewritten", SPEC, _prewritten(make_cases(), tmp_path / "cases"))
+    assert (result.path / "SHA256SUMS").read_bytes() == (bundle / "SHA256SUMS").read_bytes()
+    assert verify_sha256sums(result.path) == []
+
+
+def test_prewritten_volumes_slice_like_arrays(tmp_path: Path) -> None:
+    spec = BundleSpec(**{**SPEC.__dict__, "slice_axis": 0, "parallelism": "none"})
+    cases = [c for c in make_cases() if c.case_id in ("ct_000", "ct_004")]
+    from_arrays = build(tmp_path / "arrays", spec, cases)
+    from_files = build(tmp_path / "files", spec, _prewritten(cases, tmp_path / "cases"))
+    assert (from_files.path / "SHA256SUMS").read_bytes() == (from_arrays.path / "SHA256SUMS").read_bytes()

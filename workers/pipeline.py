@@ -323,6 +323,7 @@ def harmonise_to_file(
 
     from workers.imaging.harmonise import harmonise_case
     from workers.imaging.labels import Annotation
+    from workers.packaging.volumes import prewrite_volumes
 
     harmonised = harmonise_case(case, slug, unification)
     if len(harmonised.channels) > 1:
@@ -333,11 +334,35 @@ def harmonise_to_file(
         )
     image = harmonised.channels[0]
     # views, not copies: the images live until the arrays are on disk
-    arrays = {"image": sitk.GetArrayViewFromImage(image)}
-    if harmonised.label is not None:
-        arrays["label"] = sitk.GetArrayViewFromImage(harmonised.label)
-    _save_arrays(out, **arrays)
+    image_array = sitk.GetArrayViewFromImage(image)
+    label_array = sitk.GetArrayViewFromImage(harmonised.label) if harmonised.label is not None else None
+    volumes = None
+    if image.GetDimension() == 3:
+        # compressed here, on whichever worker runs this item, so packaging only links files
+        written = prewrite_volumes(
+            out.parent,
+            out.stem,
+            image_array,
+            label_array,
+            image.GetSpacing(),
+            image.GetOrigin(),
+            image.GetDirection(),
+        )
+        volumes = {
+            "image": [written.image.path.name, written.image.size, written.image.sha256],
+            "label": [written.label.path.name, written.label.size, written.label.sha256]
+            if written.label
+            else None,
+            "shape": list(written.shape),
+            "label_range": list(written.label_range) if written.label_range else None,
+        }
+    else:
+        arrays = {"image": image_array}
+        if label_array is not None:
+            arrays["label"] = label_array
+        _save_arrays(out, **arrays)
     return {
+        "volumes": volumes,
         "spacing": list(image.GetSpacing()),
         "origin": list(image.GetOrigin()),
         "direction": list(image.GetDirection()),
@@ -503,17 +528,35 @@ def _bundle_inputs(session: Any, job: BundleJob, settings: Settings) -> dict[str
     }
 
 
+def _volume_file(folder: Path, entry: list[Any]) -> Any:
+    from workers.packaging.cases import VolumeFile
+
+    name, size, sha256 = entry
+    return VolumeFile(path=folder / name, size=int(size), sha256=sha256)
+
+
 HarmonisedItem = tuple[str, str, dict[str, Any], dict[str, Any], Split]  # item id, slug, case, result, split
 
 
 def load_harmonised(items: list[HarmonisedItem], path_of: Callable[[str], Path]) -> Iterator[Any]:
     """Packaging's input, one case at a time: each item's arrays (from `path_of(item_id)`) and metadata."""
     from workers.packaging import HarmonisedCase
+    from workers.packaging.cases import PrewrittenVolumes
 
     for item_id, slug, case, meta, split in items:
-        with np.load(path_of(item_id)) as arrays:
-            image = arrays["image"]
-            label = arrays["label"] if "label" in arrays.files else None
+        image, label, prewritten = None, None, None
+        if meta.get("volumes"):
+            folder, volumes = path_of(item_id).parent, meta["volumes"]
+            prewritten = PrewrittenVolumes(
+                image=_volume_file(folder, volumes["image"]),
+                label=_volume_file(folder, volumes["label"]) if volumes["label"] else None,
+                shape=tuple(volumes["shape"]),
+                label_range=tuple(volumes["label_range"]) if volumes["label_range"] else None,
+            )
+        else:
+            with np.load(path_of(item_id)) as arrays:
+                image = arrays["image"]
+                label = arrays["label"] if "label" in arrays.files else None
         dims = int(meta["dims"])
         yield HarmonisedCase(
             case_id=item_id,
@@ -531,6 +574,7 @@ def load_harmonised(items: list[HarmonisedItem], path_of: Callable[[str], Path])
             split=split.value,
             label=label,
             class_label=case.get("class_name") if dims == 2 else None,
+            prewritten=prewritten,
         )
 
 

@@ -122,14 +122,15 @@ class _Packager:
             problem = f"case id {case.case_id} appears twice"
         if problem is None and case.content_hash in self.seen_content:
             problem = f"same voxels as {self.seen_content[case.content_hash]} (duplicate content)"
-        if problem is None and case.label is not None and case.label.size:
-            low, high = int(case.label.min()), int(case.label.max())
+        label_range = case.label_range() if problem is None else None
+        if label_range is not None:
+            low, high = label_range
             if low < 0 or high > self.max_label:
                 problem = f"label values {low}..{high} outside the global table 0..{self.max_label}"
         if problem is None and case.dims == 3:
             if nnunet.channel_name(case.modality) not in self.folders:
                 problem = f"modality {case.modality} is not one of the bundle's {list(self.spec.modalities)}"
-            elif case.label is None and case.split != "test":
+            elif not case.has_label and case.split != "test":
                 problem = "no label map: nnU-Net training cases need one"
         if problem is not None:
             self.skip(case, problem)
@@ -150,7 +151,7 @@ class _Packager:
             "modality": case.modality,
             "dims": case.dims,
             "spacing": tuple(float(s) for s in case.spacing),
-            "shape": tuple(int(n) for n in case.image.shape),
+            "shape": case.shape,
             "annotated_labels": tuple(sorted(case.annotated_labels)),
             "licence": self.sources[case.source].licence,
             "content_hash": case.content_hash,
@@ -181,8 +182,9 @@ class _Packager:
                 VolumeJob(
                     image_path=self.root / image_path,
                     image=case.image,
-                    label_path=self.root / label_path if case.label is not None else None,
+                    label_path=self.root / label_path if case.has_label else None,
                     label=case.label,
+                    prewritten=case.prewritten,
                     spacing=tuple(case.spacing),
                     origin=tuple(case.origin),
                     direction=tuple(case.direction),
@@ -229,14 +231,16 @@ class _Packager:
         self.records.append(self.record(case, **paths))
 
     def write_2d(self, case: HarmonisedCase) -> None:
-        self.write_png_item(case, case.case_id, case.image, case.label)
+        image, label = case.arrays()
+        self.write_png_item(case, case.case_id, image, label)
 
     def write_slices(self, case: HarmonisedCase, axis: int) -> None:
-        for index in range(case.image.shape[axis]):
-            label = None if case.label is None else np.take(case.label, index, axis=axis)
+        volume, labels = case.arrays()
+        for index in range(volume.shape[axis]):
+            label = None if labels is None else np.take(labels, index, axis=axis)
             if self.spec.skip_empty_slices and label is not None and not label.any():
                 continue
-            image = np.take(case.image, index, axis=axis)
+            image = np.take(volume, index, axis=axis)
             spacing = tuple(s for i, s in enumerate(reversed(case.spacing)) if i != axis)[::-1]
             self.write_png_item(
                 case,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -74,12 +75,34 @@ class LabelTable:
         return {c.name: c.value for c in sorted(self.concepts, key=lambda c: c.value)}
 
 
+@dataclass(frozen=True)
+class VolumeFile:
+    """A `.nii.gz` written earlier (by write_nifti_gz, with the bundle's settings) and its sha256."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class PrewrittenVolumes:
+    """A 3D case whose image and label files the harmonising stage already compressed (in parallel, on
+    whichever worker harmonised it): the packager links them into place instead of compressing again."""
+
+    image: VolumeFile
+    label: VolumeFile | None
+    shape: tuple[int, ...]  # (z, y, x)
+    label_range: tuple[int, int] | None  # smallest and largest label value, for the global-table check
+
+
 @dataclass
 class HarmonisedCase:
-    """One item ready to package: a 3D volume (segmentation) or a 2D image (classification or segmentation)."""
+    """One item ready to package: a 3D volume (segmentation) or a 2D image (classification or segmentation).
+
+    A 3D case comes either as arrays (`image`, `label`) or as `prewritten` files with `image` None."""
 
     case_id: str
-    image: np.ndarray  # (z, y, x) for 3D, (y, x) or (y, x, 3) for 2D
+    image: np.ndarray | None  # (z, y, x) for 3D, (y, x) or (y, x, 3) for 2D; None when `prewritten`
     spacing: tuple[float, ...]
     origin: tuple[float, ...]
     direction: tuple[float, ...]
@@ -95,6 +118,36 @@ class HarmonisedCase:
     split: Split
     label: np.ndarray | None = None  # global label values, same shape as image (spatial part)
     class_label: str | None = None  # 2D classification target
+    prewritten: PrewrittenVolumes | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if self.image is not None:
+            return tuple(int(n) for n in self.image.shape)
+        assert self.prewritten is not None
+        return self.prewritten.shape
+
+    @property
+    def has_label(self) -> bool:
+        return self.label is not None or (self.prewritten is not None and self.prewritten.label is not None)
+
+    def label_range(self) -> tuple[int, int] | None:
+        if self.label is not None:
+            return (int(self.label.min()), int(self.label.max())) if self.label.size else None
+        return self.prewritten.label_range if self.prewritten is not None else None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Image and label arrays, read back from the prewritten files if that is how the case came."""
+        if self.image is not None:
+            return self.image, self.label
+        assert self.prewritten is not None
+        import SimpleITK as sitk
+
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(self.prewritten.image.path)))
+        label = None
+        if self.prewritten.label is not None:
+            label = sitk.GetArrayFromImage(sitk.ReadImage(str(self.prewritten.label.path)))
+        return image, label
 
     @property
     def dims(self) -> int:
@@ -109,6 +162,12 @@ class HarmonisedCase:
             return f"unknown split {self.split!r}"
         if self.dims not in (2, 3):
             return f"spacing has {self.dims} entries; expected 2 (2D) or 3 (3D)"
+        if self.image is None:
+            if self.prewritten is None:
+                return "no image: neither arrays nor prewritten files"
+            if self.dims != 3 or len(self.prewritten.shape) != 3:
+                return "only 3D cases can come as prewritten files"
+            return None
         if self.dims == 3 and self.image.ndim != 3:
             return f"3D case with a {self.image.ndim}-dimensional image"
         if self.dims == 2 and not (

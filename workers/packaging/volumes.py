@@ -9,6 +9,8 @@ bounded memory.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -18,6 +20,7 @@ from typing import Literal, TypeVar
 
 import numpy as np
 
+from workers.packaging.cases import PrewrittenVolumes, VolumeFile
 from workers.packaging.nifti_gz import DEFAULT_LEVEL, WrittenFile, write_nifti_gz
 
 Parallelism = Literal["threads", "processes", "none"]
@@ -31,7 +34,7 @@ class VolumeJob:
     """Everything a worker needs to write one case (picklable, for process pools)."""
 
     image_path: Path
-    image: np.ndarray
+    image: np.ndarray | None
     label_path: Path | None
     label: np.ndarray | None
     spacing: tuple[float, ...]
@@ -39,6 +42,7 @@ class VolumeJob:
     direction: tuple[float, ...]
     level: int = DEFAULT_LEVEL
     compress_threads: int = 1
+    prewritten: PrewrittenVolumes | None = None  # files to link into place instead of arrays to compress
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,28 @@ def label_dtype(label: np.ndarray) -> np.dtype:
     return np.dtype(np.uint8) if label.size == 0 or int(label.max()) < 256 else np.dtype(np.uint16)
 
 
+def place_file(source: Path, target: Path) -> None:
+    """Hard-link `source` to `target` (a copy across file systems); the bytes are final already."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+        with open(target, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
 def write_volume_job(job: VolumeJob) -> VolumeResult:
+    if job.prewritten is not None:
+        done = job.prewritten
+        place_file(done.image.path, job.image_path)
+        image_file = WrittenFile(path=job.image_path, size=done.image.size, sha256=done.image.sha256)
+        label_file = None
+        if done.label is not None and job.label_path is not None:
+            place_file(done.label.path, job.label_path)
+            label_file = WrittenFile(path=job.label_path, size=done.label.size, sha256=done.label.sha256)
+        return VolumeResult(image=image_file, label=label_file)
+    assert job.image is not None
     image = write_nifti_gz(
         job.image_path, job.image, job.spacing, job.origin, job.direction, job.level, job.compress_threads
     )
@@ -102,3 +127,39 @@ def map_bounded(
         finally:
             for _key, future in pending:
                 future.cancel()
+
+
+def prewrite_volumes(
+    folder: Path,
+    name: str,
+    image: np.ndarray,
+    label: np.ndarray | None,
+    spacing: tuple[float, ...],
+    origin: tuple[float, ...],
+    direction: tuple[float, ...],
+    level: int = DEFAULT_LEVEL,
+) -> PrewrittenVolumes:
+    """Compress one 3D case ahead of packaging, as `<name>.image.nii.gz` and `<name>.label.nii.gz` in `folder`
+    (each under a temporary name, then renamed): the same bytes the packager would write, so a bundle built
+    from prewritten cases is identical to one built from arrays. This is how a job spreads the costly part,
+    compression, over all its workers."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write(suffix: str, array: np.ndarray) -> VolumeFile:
+        final = folder / f"{name}.{suffix}.nii.gz"
+        temporary = folder / f".{name}.{suffix}.{os.getpid()}.tmp"
+        try:
+            written = write_nifti_gz(temporary, array, spacing, origin, direction, level)
+            os.replace(temporary, final)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return VolumeFile(path=final, size=written.size, sha256=written.sha256)
+
+    image_file = write("image", image)
+    label_file, label_range = None, None
+    if label is not None:
+        label_file = write("label", label.astype(label_dtype(label), copy=False))
+        label_range = (int(label.min()), int(label.max())) if label.size else None
+    return PrewrittenVolumes(
+        image=image_file, label=label_file, shape=tuple(int(n) for n in image.shape), label_range=label_range
+    )

@@ -252,6 +252,12 @@ def fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
                     case=case_to_json(case, job_dir),
                 )
             )
+        modalities = session.scalar(select(Dataset.modalities).where(Dataset.slug == slug)) or []
+        if len(modalities) > 1:
+            # a case's channel name decides nnU-Net's normalisation: say which one was assumed
+            fetched.warnings.append(
+                f"{slug}: the catalog lists {', '.join(modalities)}; its cases are packaged as {modalities[0]}"
+            )
         if fetched.warnings:
             job.warnings = [*job.warnings, *fetched.warnings]
         source = session.get(BundleSource, (job_id, slug))

@@ -21,6 +21,31 @@ main.add_typer(catalog_app, name="catalog")
 console = Console(soft_wrap=True)
 
 
+@main.callback()
+def _use_running_portal(ctx: typer.Context) -> None:
+    """Commands other than `serve` use the services of an `imagingx serve` running with the same IMAGINGX_HOME
+    when DATABASE_URL / REDIS_URL are not set: its embedded PostgreSQL and Redis listen on random ports."""
+    if ctx.invoked_subcommand == "serve":
+        return
+    from app.core.config import get_settings
+    from app.core.supervisor import reload_settings, running_services
+
+    settings = get_settings()
+    if settings.database_url and settings.redis_url:
+        return
+    services = running_services(settings.home.expanduser().resolve())
+    if services is None:
+        return
+    for variable, key in (
+        ("DATABASE_URL", "database_url"),
+        ("REDIS_URL", "redis_url"),
+        ("IMAGINGX_URL", "url"),
+    ):
+        if services.get(key) and not os.environ.get(variable):
+            os.environ[variable] = services[key]
+    reload_settings()
+
+
 def _require(setting: str, value: str | None) -> None:
     if not value:
         console.print(

@@ -228,6 +228,30 @@ def test_serve_on_a_fresh_machine_runs_everything_and_stops_on_sigterm(
         assert reply["reply"] == "pong"
         assert reply["catalog_version"] >= 1
 
+        # other commands find the running portal's embedded services without any configuration
+        descriptor = tmp_path / "source.json"
+        descriptor.write_text('{"kind": "zenodo", "record": "1234"}')
+        set_source = subprocess.run(
+            [*imagingx_command(), "catalog", "set-source", "msd03-liver", str(descriptor)],
+            env=service_environment(home),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert set_source.returncode == 0, set_source.stdout + set_source.stderr
+        assert "source set (zenodo)" in set_source.stdout
+        detail = httpx.get(f"{url}/api/v1/datasets/msd03-liver", timeout=30).json()
+        assert detail["automated_source"] == "zenodo"
+        status = subprocess.run(
+            [*imagingx_command(), "bundle", "status", "no-such-bundle"],
+            env=service_environment(home),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert status.returncode == 1 and "HTTP 404" in status.stderr, status.stdout + status.stderr
+        assert (home / "run" / "services.json").exists()
+
         children = psutil.Process(serve.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in children)
         for expected in ("postgres", "redis-server", "celery", "uvicorn"):
@@ -238,6 +262,7 @@ def test_serve_on_a_fresh_machine_runs_everything_and_stops_on_sigterm(
         assert_gone(children, "imagingx serve after SIGTERM")
         assert not processes_of(home), log_file.read_text()
         assert "Stopped." in log_file.read_text()
+        assert not (home / "run" / "services.json").exists(), "a stopped portal is not advertised"
     finally:
         if serve.poll() is None:
             serve.kill()

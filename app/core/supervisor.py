@@ -459,6 +459,37 @@ def prepare_database(out: Callable[[str], None]) -> None:
     get_engine().dispose()
 
 
+SERVICES_FILE = "services.json"
+
+
+def write_services(run_dir: Path, url: str) -> Path:
+    """Tell other `imagingx` commands on this machine where the running portal's services are: the embedded
+    PostgreSQL and Redis have random ports, so `imagingx catalog set-source` or `imagingx bundle build` could
+    not find them otherwise. Owner-only: the URLs may carry passwords."""
+    from app.core.config import get_settings
+
+    settings = get_settings()
+    path = run_dir / SERVICES_FILE
+    write_pidfile(
+        path,
+        os.getpid(),
+        sys.executable,
+        database_url=settings.database_url,
+        redis_url=settings.redis_url,
+        url=url,
+    )
+    return path
+
+
+def running_services(home: Path) -> dict[str, Any] | None:
+    """The services of an `imagingx serve` that is running with this home, or None (also for a stale file)."""
+    path = home / "run" / SERVICES_FILE
+    record = read_pidfile(path)
+    if record is None or recorded_process(record) is None:
+        return None
+    return record
+
+
 def display_url(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     if ":" in shown:
@@ -521,6 +552,8 @@ def serve(host: str, port: int, *, worker_concurrency: int = 2, out: Callable[[s
                 )
                 url = display_url(host, port)
                 wait_for_http(f"{url}/api/v1/openapi.json", timeout=120, alive=lambda: web.poll() is None)
+                services = write_services(run_dir, url)
+                supervisor.on_stop("services file", lambda: services.unlink(missing_ok=True))
                 out(f"Imaging-X Portal is running at {url}/ (Ctrl-C to stop)")
                 supervisor.watch()
             except ShutdownRequested as request:

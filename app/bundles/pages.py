@@ -14,7 +14,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -27,7 +26,8 @@ from app.bundles import service
 from app.bundles.api import OWNER_COOKIE, request_owner
 from app.bundles.schemas import SLICE_AXES, BundleJobOut, BundleRequest, SourceState
 from app.core.config import get_settings
-from app.core.errors import ApiError, InvalidInput
+from app.core.errors import ApiError
+from app.core.forms import refuse_cross_site, same_site_form, set_visitor_cookie
 from app.core.templating import templates
 from app.selections.pages import visitor_selection
 from app.selections.service import datasets_by_slug
@@ -36,7 +36,6 @@ router = APIRouter(include_in_schema=False)
 
 API = "/api/v1"
 BUNDLES_PATH = "/bundles"
-OWNER_COOKIE_MAX_AGE = 400 * 24 * 3600  # browsers cap a cookie's lifetime at 400 days
 MAX_FORM_BYTES = 50_000  # room for a form listing the most datasets a bundle may hold
 POLL_EVERY = "1s"
 # How the job page counts sources, in the order a reader wants them: what worked, what runs, what needs them.
@@ -96,32 +95,9 @@ templates.env.globals.update(
 
 
 # -- the owner cookie and form posts ------------------------------------------------------------------------------
-def _remember_owner(request: Request, response: Response, owner: str) -> None:
-    response.set_cookie(
-        OWNER_COOKIE,
-        owner,
-        max_age=OWNER_COOKIE_MAX_AGE,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-        path="/",
-    )
-
-
-def refuse_cross_site(request: Request) -> None:
-    """SameSite=Lax keeps the owner cookie off another site's posts, but such a post could still start (or
-    cancel) jobs with a fresh cookie: refuse what browsers mark cross-site, as the selection forms do."""
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        raise ApiError(403, "this form can only be sent from this site's pages")
-
-
 async def form_pairs(request: Request) -> list[tuple[str, str]]:
     """The fields of a urlencoded form post from this site, repeated keys kept (one `dataset` each)."""
-    refuse_cross_site(request)
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise InvalidInput(["body"], "form too large")
-    return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return await same_site_form(request, max_bytes=MAX_FORM_BYTES)
 
 
 FormPairs = Annotated[list[tuple[str, str]], Depends(form_pairs)]
@@ -225,7 +201,7 @@ def build_bundle(request: Request, session: SessionDep, pairs: FormPairs) -> Res
     service.send(messages)
     response = RedirectResponse(f"{BUNDLES_PATH}/{job.id}", status_code=303)
     if request_owner(request) != owner:
-        _remember_owner(request, response, owner)
+        set_visitor_cookie(request, response, OWNER_COOKIE, owner)
     return response
 
 

@@ -9,7 +9,6 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -19,7 +18,8 @@ from sqlalchemy.orm import Session
 import app.catalog.pages  # noqa: F401  (registers the shared template helpers: vocab_label, code_spans...)
 from app.api.deps import SessionDep
 from app.core.db import new_session
-from app.core.errors import ApiError, InvalidInput
+from app.core.errors import InvalidInput
+from app.core.forms import same_site_form, set_visitor_cookie
 from app.core.templating import templates
 from app.search.schemas import SearchFilter
 from app.search.service import filter_pairs, query_string
@@ -30,7 +30,6 @@ router = APIRouter(include_in_schema=False)
 log = logging.getLogger("imagingx")
 
 COOKIE = "imagingx_selection"
-COOKIE_MAX_AGE = 400 * 24 * 3600  # browsers cap a cookie's lifetime at 400 days
 API = "/api/v1"
 SELECTION_PATH = "/selection"
 EXPORT_LABELS = {
@@ -102,17 +101,8 @@ templates.env.globals.update(
 
 # -- forms ------------------------------------------------------------------------------------------------------
 async def form_fields(request: Request) -> dict[str, str]:
-    """The fields of a urlencoded form post (the only kind these pages send), from this site only.
-
-    SameSite=Lax keeps the cookie off another site's form posts, but the answer to such a post could still set a
-    new cookie and so swap the visitor's selection for an empty one: refuse posts that browsers mark cross-site.
-    """
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        raise ApiError(403, "this form can only be sent from this site's pages")
-    body = await request.body()
-    if len(body) > 20_000:
-        raise InvalidInput(["body"], "form too large")
-    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    """The fields of a urlencoded form post (the only kind these pages send), from this site only."""
+    return dict(await same_site_form(request, max_bytes=20_000))
 
 
 FormDep = Annotated[dict[str, str], Depends(form_fields)]
@@ -130,15 +120,7 @@ def _is_htmx(request: Request) -> bool:
 
 
 def _remember(request: Request, response: Response, selection_id: str) -> None:
-    response.set_cookie(
-        COOKIE,
-        selection_id,
-        max_age=COOKIE_MAX_AGE,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-        path="/",
-    )
+    set_visitor_cookie(request, response, COOKIE, selection_id)
 
 
 def _after_change(

@@ -45,6 +45,8 @@ def make_settings(tmp_path: Path, server: LocalHTTPServer, **overrides: Any) -> 
         "allow_private_sources": True,
         "zenodo_api_url": server.url("/zenodo/api"),
         "huggingface_url": server.url("/hf"),
+        "figshare_api_url": server.url("/figshare/v2"),
+        "github_api_url": server.url("/github"),
         "download_concurrency": 2,
     }
     values.update(overrides)
@@ -99,7 +101,7 @@ def test_descriptors_of_every_kind_parse() -> None:
 @pytest.mark.parametrize(
     ("descriptor", "message"),
     [
-        ({"kind": "ftp"}, "`kind` must be one of http, zenodo, huggingface, local"),
+        ({"kind": "ftp"}, "`kind` must be one of http, zenodo, huggingface, figshare, github, local"),
         ({"record": "1"}, "`kind` must be one of"),
         (
             {"kind": "http", "files": [{"url": "https://example.org/a.zip"}]},
@@ -505,3 +507,101 @@ def test_local_sources_read_only_inside_the_allowed_roots(tmp_path: Path, server
     os.symlink(secret, root / "BraTS2021" / "leak.txt")
     with pytest.raises(SourceError, match=r"leak\.txt links outside the allowed roots"):
         resolve_source(descriptor, settings)
+
+
+# --- figshare and GitHub releases --------------------------------------------------------------------------
+
+
+def figshare_files(server: LocalHTTPServer, article: str, files: dict[str, bytes]) -> list[dict[str, Any]]:
+    """What `GET /v2/articles/{id}/files` answers (fields trimmed from a real figshare response)."""
+    entries = []
+    for index, (name, body) in enumerate(files.items()):
+        path = f"/figshare/ndownloader/files/{article}{index}"
+        server.add_file(path, body)
+        entries.append(
+            {
+                "id": int(f"{article}{index}"),
+                "name": name,
+                "size": len(body),
+                "is_link_only": False,
+                "download_url": server.url(path),
+                "supplied_md5": "",
+                "computed_md5": hashlib.md5(body).hexdigest(),
+            }
+        )
+    return entries
+
+
+def test_figshare_article_files_are_fetched_with_md5(
+    tmp_path: Path, server: LocalHTTPServer, settings: Settings
+) -> None:
+    files = {"chest_xray.zip": DATA, "labels.csv": b"id,label\n"}
+    server.add_json("/figshare/v2/articles/4321/files", figshare_files(server, "4321", files))
+    remotes = resolve_source({"kind": "figshare", "article": 4321}, settings)
+    assert [(r.name, r.md5) for r in remotes] == [
+        ("chest_xray.zip", MD5),
+        ("labels.csv", hashlib.md5(b"id,label\n").hexdigest()),
+    ]
+    placed = fetch_source(
+        {"kind": "figshare", "article": "4321", "include": ["*.zip"]}, tmp_path / "job", settings
+    )
+    assert [p.name for p in placed] == ["chest_xray.zip"] and placed[0].read_bytes() == DATA
+    # a pinned version asks for that version's files
+    server.add_json(
+        "/figshare/v2/articles/4321/versions/2/files", figshare_files(server, "4322", {"a.zip": DATA})
+    )
+    assert [
+        r.name for r in resolve_source({"kind": "figshare", "article": "4321", "version": 2}, settings)
+    ] == ["a.zip"]
+
+
+def test_figshare_link_only_files_are_refused(server: LocalHTTPServer, settings: Settings) -> None:
+    entries = figshare_files(server, "77", {"data.zip": DATA})
+    entries[0].update(is_link_only=True, computed_md5="")
+    server.add_json("/figshare/v2/articles/77/files", entries)
+    with pytest.raises(SourceError, match=r"figshare article 77: file data.zip is a link to another host"):
+        resolve_source({"kind": "figshare", "article": "77"}, settings)
+    with pytest.raises(SourceError, match=r"figshare article 78: GET .* answered HTTP 404"):
+        resolve_source({"kind": "figshare", "article": "78"}, settings)
+
+
+def github_release(server: LocalHTTPServer, repo: str, tag: str, assets: dict[str, bytes]) -> dict[str, Any]:
+    """What `GET /repos/{repo}/releases/tags/{tag}` answers (trimmed), assets with their sha256 digests."""
+    listed = []
+    for name, body in assets.items():
+        path = f"/gh-downloads/{repo}/releases/download/{tag}/{name}"
+        server.add_file(path, body)
+        listed.append(
+            {
+                "name": name,
+                "size": len(body),
+                "digest": f"sha256:{hashlib.sha256(body).hexdigest()}",
+                "browser_download_url": server.url(path),
+            }
+        )
+    return {"tag_name": tag, "name": f"{repo} {tag}", "assets": listed}
+
+
+def test_github_release_assets_are_fetched_with_sha256(
+    tmp_path: Path, server: LocalHTTPServer, settings: Settings
+) -> None:
+    release = github_release(server, "org/polyps", "v1.0", {"polyps.tar.gz": DATA, "notes.txt": b"hi"})
+    server.add_json("/github/repos/org/polyps/releases/tags/v1.0", release)
+    source = {"kind": "github", "repo": "org/polyps", "tag": "v1.0", "include": ["*.tar.gz"]}
+    (remote,) = resolve_source(source, settings)
+    assert (remote.name, remote.sha256, remote.size) == ("polyps.tar.gz", SHA, len(DATA))
+    placed = fetch_source(source, tmp_path / "job", settings)
+    assert placed[0].read_bytes() == DATA
+    assert (settings.home / "cache" / "sha256" / SHA).exists()
+
+
+def test_github_assets_without_a_digest_are_refused(server: LocalHTTPServer, settings: Settings) -> None:
+    release = github_release(server, "org/old", "2019", {"data.zip": DATA})
+    del release["assets"][0]["digest"]
+    server.add_json("/github/repos/org/old/releases/tags/2019", release)
+    with pytest.raises(
+        SourceError, match=r"GitHub release org/old@2019: asset data.zip states no sha256 digest"
+    ):
+        resolve_source({"kind": "github", "repo": "org/old", "tag": "2019"}, settings)
+    with pytest.raises(SourceError, match=r"repo: String should match pattern"):
+        resolve_source({"kind": "github", "repo": "no-slash", "tag": "v1"}, settings)

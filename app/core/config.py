@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     huggingface_url: str = Field(
         default="https://huggingface.co", description="Base URL of the Hugging Face Hub."
     )
+    figshare_api_url: str = Field(
+        default="https://api.figshare.com/v2", description="Base URL of the figshare API."
+    )
+    github_api_url: str = Field(default="https://api.github.com", description="Base URL of the GitHub API.")
     local_source_roots: list[Path] = Field(
         default_factory=list,
         description="Folders that `local` sources may read from (JSON list); empty refuses every local source.",

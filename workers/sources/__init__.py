@@ -1,6 +1,6 @@
 """Source adapters: one module per kind of host, each turning a descriptor into the list of files to fetch.
 
-A new host (TCIA, OpenNeuro, figshare, GitHub releases) is one module with
+A new host (TCIA, OpenNeuro) is one module with
 `resolve(source, settings, client) -> list[RemoteFile]`, its descriptor model in `descriptors.py`, and one
 entry in ADAPTERS. The downloader (`download.py`) then fetches, verifies and caches whatever was resolved.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from app.core.config import Settings
-from workers.sources import http, huggingface, local, zenodo
+from workers.sources import figshare, github, http, huggingface, local, zenodo
 from workers.sources.base import RemoteFile, SourceError
 from workers.sources.descriptors import SourceDescriptor, parse_source
 from workers.sources.download import ChecksumMismatchError, Downloader, SizeMismatchError
@@ -35,6 +35,8 @@ ADAPTERS: dict[str, Callable[[Any, Settings, httpx.Client], list[RemoteFile]]] =
     "http": http.resolve,
     "zenodo": zenodo.resolve,
     "huggingface": huggingface.resolve,
+    "figshare": figshare.resolve,
+    "github": github.resolve,
     "local": local.resolve,
 }
 

@@ -5,6 +5,8 @@ A descriptor is a JSON object discriminated by `kind`:
 - `{"kind": "http", "files": [{"url", "sha256" | "md5", "size", "name"?}]}`: a plain list of files;
 - `{"kind": "zenodo", "record": "6802613", "include"?: [glob]}`: every file of a Zenodo record (md5 from the API);
 - `{"kind": "huggingface", "repo": "org/name", "revision": "main" | sha, "include"?: [glob]}`: a dataset repo;
+- `{"kind": "figshare", "article": "1234567", "version"?: 2, "include"?: [glob]}`: a figshare article (md5);
+- `{"kind": "github", "repo": "owner/name", "tag": "v1.0", "include"?: [glob]}`: a release's assets (sha256);
 - `{"kind": "local", "path": "/data/BraTS2021"}`: a copy the user already has, under `local_source_roots`.
 
 Every kind also takes `labels` (the label table: source label id -> name) and `layout`: `"auto"` (the
@@ -165,6 +167,25 @@ class HuggingFaceSource(_Source):
     include: list[str] = Field(default_factory=list, description="globs of file paths to fetch; empty: all")
 
 
+class FigshareSource(_Source):
+    kind: Literal["figshare"]
+    article: str = Field(pattern=r"^[0-9]+$", description="the article id, digits only")
+    version: int | None = Field(default=None, ge=1, description="a published version; default the latest")
+    include: list[str] = Field(default_factory=list, description="globs of file names to fetch; empty: all")
+
+    @field_validator("article", mode="before")
+    @classmethod
+    def _article_from_int(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+
+class GitHubReleaseSource(_Source):
+    kind: Literal["github"]
+    repo: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", description="`owner/name`")
+    tag: str = Field(min_length=1, max_length=200, description="the release's tag, e.g. `v1.0`")
+    include: list[str] = Field(default_factory=list, description="globs of asset names to fetch; empty: all")
+
+
 class LocalSource(_Source):
     kind: Literal["local"]
     path: str = Field(min_length=1)
@@ -178,14 +199,17 @@ class LocalSource(_Source):
 
 
 SourceDescriptor = Annotated[
-    HttpSource | ZenodoSource | HuggingFaceSource | LocalSource, Field(discriminator="kind")
+    HttpSource | ZenodoSource | HuggingFaceSource | FigshareSource | GitHubReleaseSource | LocalSource,
+    Field(discriminator="kind"),
 ]
 _adapter: TypeAdapter[SourceDescriptor] = TypeAdapter(SourceDescriptor)
 
-KINDS = ("http", "zenodo", "huggingface", "local")
+KINDS = ("http", "zenodo", "huggingface", "figshare", "github", "local")
 
 
-def parse_source(data: Any) -> HttpSource | ZenodoSource | HuggingFaceSource | LocalSource:
+def parse_source(
+    data: Any,
+) -> HttpSource | ZenodoSource | HuggingFaceSource | FigshareSource | GitHubReleaseSource | LocalSource:
     """Validate a descriptor (dict or JSON string); raise SourceError listing every problem as `loc: msg`."""
     try:
         if isinstance(data, str | bytes):

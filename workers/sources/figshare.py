@@ -1,0 +1,45 @@
+"""`figshare` sources: the files of a figshare article, from `GET {api}/articles/{id}/files`, with md5.
+
+figshare gives each uploaded file a `computed_md5`; files that are only links to another host carry none and
+cannot be verified, so they are refused with the reason (describe that host's files as an `http` source).
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatch
+
+import httpx
+
+from app.core.config import Settings
+from workers.sources.base import RemoteFile, SourceError
+from workers.sources.descriptors import FigshareSource
+from workers.sources.net import fetch_json
+
+PAGE_SIZE = 1000  # figshare's largest page: one request for all but the largest articles
+
+
+def resolve(source: FigshareSource, settings: Settings, client: httpx.Client) -> list[RemoteFile]:
+    what = f"figshare article {source.article}"
+    base = f"{settings.figshare_api_url.rstrip('/')}/articles/{source.article}"
+    if source.version is not None:
+        base += f"/versions/{source.version}"
+    entries, _ = fetch_json(client, f"{base}/files?page_size={PAGE_SIZE}", settings, what)
+    if not isinstance(entries, list) or not entries:
+        raise SourceError(f"{what} lists no files")
+    remote_files = []
+    for entry in entries:
+        name, url = entry.get("name"), entry.get("download_url")
+        if not name or not url:
+            raise SourceError(f"{what}: a file entry has no name or download_url: {entry}")
+        if source.include and not any(fnmatch(name, pattern) for pattern in source.include):
+            continue
+        md5 = str(entry.get("computed_md5") or entry.get("supplied_md5") or "").lower()
+        if entry.get("is_link_only") or not md5:
+            raise SourceError(
+                f"{what}: file {name} is a link to another host with no checksum; describe that host's files "
+                "as an `http` source with their sha256"
+            )
+        remote_files.append(RemoteFile(name=name, url=url, size=entry.get("size"), md5=md5))
+    if not remote_files:
+        raise SourceError(f"{what}: no file matches include={source.include}")
+    return sorted(remote_files, key=lambda f: f.name)

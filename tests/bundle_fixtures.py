@@ -11,6 +11,7 @@ serve, put on a local HTTP server, and attached to real catalog datasets as sour
 | ham10000      | 2D classification, class-per-folder PNGs (zip)                                  |
 | isic16        | a malicious tar (a `../` member): the source must fail, nothing written outside |
 | lits          | no source at all: reported as `manual` with its access step                     |
+| msd01-braintumour | two channels (t1, t2) per case, suffix pairs (zip); only the multi-channel test |
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 
 from fixtures_http import LocalHTTPServer
 from imaging_fixtures import (
+    build_brats_like_source,
     build_class_folder_source,
     build_dicom_source,
     build_msd_source,
@@ -93,8 +95,9 @@ def build_archives(root: Path, salt: str = "") -> dict[str, tuple[str, bytes, di
     partial = build_partial_source(root / "ctorg")
     dicom = build_dicom_source(root / "dicom")
     classes = build_class_folder_source(root / "classes")
+    brats = build_brats_like_source(root / "brats")
     if salt:
-        for folder in (msd, partial, dicom, classes):
+        for folder in (msd, partial, dicom, classes, brats):
             (folder / "README.txt").write_text(f"fixture {salt}\n")
     return {
         "msd03-liver": ("Task98_Abdomen.tar.gz", _tar_gz(msd), {}),
@@ -102,6 +105,8 @@ def build_archives(root: Path, salt: str = "") -> dict[str, tuple[str, bytes, di
         "chaos-ct": ("chaos.zip", _zip(dicom), {"labels": {"1": "kidney", "2": "spleen"}}),
         "ham10000": ("ham.zip", _zip(classes), {}),
         "isic16": ("isic16.tar", _traversal_tar(), {}),
+        # two channels per case (t1, t2) and a label: served for the multi-channel test, not in SLUGS
+        "msd01-braintumour": ("brats.zip", _zip(brats), {"labels": {"1": "tumour core", "2": "oedema"}}),
     }
 
 

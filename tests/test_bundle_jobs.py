@@ -153,3 +153,47 @@ def test_cancel_stops_a_running_job(
     assert status["progress"]["items_finished"] == 0
     assert not (imagingx_home / "jobs" / job["id"]).exists(), "the work folder is removed"
     assert api.post(f"/api/v1/bundles/{job['id']}/cancel").status_code == 409
+
+
+def test_multi_channel_cases_become_one_nnunet_dataset_with_named_channels(
+    api: Any, tmp_path: Path, celery_worker_process: Any
+) -> None:
+    import csv
+    import io
+    import json
+    import tarfile
+
+    import nibabel as nib
+
+    with (
+        served_sources(tmp_path / "sources", salt=secrets.token_hex(4)) as served,
+        sources_attached(served.descriptors),
+    ):
+        job = api.post(
+            "/api/v1/bundles", json={"datasets": ["msd01-braintumour"], "name": "Two channels"}
+        ).json()
+        status = wait_for_job(api, job["id"])
+        assert status["state"] == "done", status
+        archive = api.get(status["download_url"]).content
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp_path / "out", filter="data")
+    (bundle,) = (tmp_path / "out").iterdir()
+    (dataset,) = (bundle / "nnunet").iterdir()
+    meta = json.loads((dataset / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "t1", "1": "t2"}
+    labels = sorted((dataset / "labelsTr").glob("*.nii.gz")) + sorted((dataset / "labelsTs").glob("*.nii.gz"))
+    assert labels
+    for label_path in labels:
+        case = label_path.name.removesuffix(".nii.gz")
+        images = label_path.parent.parent / label_path.parent.name.replace("labels", "images")
+        first, second = images / f"{case}_0000.nii.gz", images / f"{case}_0001.nii.gz"
+        assert nib.load(first).shape == nib.load(second).shape == nib.load(label_path).shape
+        # the channels are different images (t2 is t1 halved in the fixture), not one written twice
+        assert first.read_bytes() != second.read_bytes()
+    with (bundle / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and all(
+        r["channels"] == "t1;t2" and r["extra_channel_paths"].endswith("_0001.nii.gz") for r in rows
+    )
+    sums = (bundle / "SHA256SUMS").read_text()
+    assert all(r["extra_channel_paths"] in sums for r in rows)

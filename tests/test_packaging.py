@@ -503,3 +503,62 @@ def test_prewritten_volumes_slice_like_arrays(tmp_path: Path) -> None:
     from_arrays = build(tmp_path / "arrays", spec, cases)
     from_files = build(tmp_path / "files", spec, _prewritten(cases, tmp_path / "cases"))
     assert (from_files.path / "SHA256SUMS").read_bytes() == (from_arrays.path / "SHA256SUMS").read_bytes()
+
+
+def test_multi_channel_cases_share_a_dataset_with_channel_names(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    base = next(c for c in make_cases() if c.case_id == "ct_000" and c.image is not None)
+    cases = [
+        replace(
+            base,
+            case_id=f"mc_{index}",
+            content_hash=f"{index:064x}",
+            modality="MR",
+            channel_names=("T1", "FLAIR"),
+            extra_channels=((base.image // 2).astype(base.image.dtype),),
+        )
+        for index in range(2)
+    ]
+    spec = BundleSpec(**{**SPEC.__dict__, "modalities": ("T1+FLAIR",), "parallelism": "none"})
+    from_arrays = build(tmp_path / "arrays", spec, cases)
+    (dataset,) = (from_arrays.path / "nnunet").iterdir()
+    meta = json.loads((dataset / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "T1", "1": "FLAIR"}
+    for case in cases:
+        second = sitk.GetArrayFromImage(
+            sitk.ReadImage(str(dataset / "imagesTr" / f"{case.case_id}_0001.nii.gz"))
+        )
+        np.testing.assert_array_equal(second, case.extra_channels[0])
+    assert verify_sha256sums(from_arrays.path) == []
+    from_files = build(tmp_path / "files", spec, _prewritten_multi(cases, tmp_path / "cases"))
+    assert (from_files.path / "SHA256SUMS").read_bytes() == (from_arrays.path / "SHA256SUMS").read_bytes()
+    # a case whose channels do not match any of the bundle's datasets is skipped, not mixed in
+    with pytest.raises(ValueError, match=r"channels MR are not one of the bundle's \['T1\+FLAIR'\]"):
+        build(tmp_path / "single", spec, [replace(cases[0], channel_names=(), extra_channels=())])
+
+
+def _prewritten_multi(cases: list[HarmonisedCase], folder: Path) -> list[HarmonisedCase]:
+    from dataclasses import replace
+
+    from workers.packaging.volumes import prewrite_volumes
+
+    return [
+        replace(
+            case,
+            image=None,
+            label=None,
+            extra_channels=(),
+            prewritten=prewrite_volumes(
+                folder,
+                case.case_id,
+                case.image,
+                case.label,
+                case.spacing,
+                case.origin,
+                case.direction,
+                extra_images=case.extra_channels,
+            ),
+        )
+        for case in cases
+    ]

@@ -84,3 +84,32 @@ def test_source_root_refuses_a_traversal_and_leaves_nothing(tmp_path: Path) -> N
     assert not (job / "sources" / "s").exists()
     assert not list(tmp_path.rglob("evil.txt"))
     assert not [p for p in (job / "sources").iterdir()], "no staging folder is left behind"
+
+
+def test_channel_names_come_from_the_source_then_file_names(tmp_path: Path) -> None:
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from workers.imaging.cases import Case
+    from workers.pipeline import channel_names
+
+    task = tmp_path / "Task01_BrainTumour"
+    (task / "imagesTr").mkdir(parents=True)
+    (task / "labelsTr").mkdir()
+    volume = np.zeros((4, 5, 6, 2), dtype=np.int16)  # one 4D NIfTI holding both channels, as MSD ships them
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), task / "imagesTr" / "BRATS_001.nii.gz")
+    nib.save(
+        nib.Nifti1Image(volume[..., 0].astype(np.uint8), np.eye(4)), task / "labelsTr" / "BRATS_001.nii.gz"
+    )
+    meta = {"modality": {"1": "T1w", "0": "FLAIR"}, "labels": {"0": "background", "1": "edema"}}
+    (task / "dataset.json").write_text(json.dumps(meta))
+    (case,) = detect_layout(task).cases
+    assert case.channel_names == ("FLAIR", "T1w")
+    assert channel_names(case, 2) == ("FLAIR", "T1w")
+
+    brats = Case("BraTS_001", "BraTS_001", (Path("BraTS_001_t1.nii.gz"), Path("BraTS_001_t2.nii.gz")))
+    assert channel_names(brats, 2) == ("t1", "t2")
+    unnamed = Case("c", "c", (Path("scan.nii.gz"),))
+    assert channel_names(unnamed, 3) == ("channel1", "channel2", "channel3")

@@ -36,7 +36,7 @@ from app.core.config import Settings
 from app.core.db import new_session
 from workers.imaging.cases import Case, Split
 from workers.imaging.errors import LayoutNotRecognisedError, UnreadableItemError
-from workers.imaging.layout import ExplicitLayout, detect_layout
+from workers.imaging.layout import ExplicitLayout, detect_layout, split_suffix
 from workers.packaging.manifest import MANIFEST_CSV
 from workers.safety import UnpackLimits, UnsafeArchiveError, UnsafeSourceError, is_archive, unpack_archive
 from workers.sources import resolve_source
@@ -98,6 +98,7 @@ def case_to_json(case: Case, job_dir: Path) -> dict[str, Any]:
         "label_table": {str(k): v for k, v in case.label_table.items()},
         "split": case.split.value if case.split is not None else None,
         "class_name": case.class_name,
+        "channel_names": list(case.channel_names),
     }
 
 
@@ -110,6 +111,7 @@ def case_from_json(data: dict[str, Any], job_dir: Path) -> Case:
         label_table={int(k): v for k, v in data["label_table"].items()},
         split=Split(data["split"]) if data["split"] else None,
         class_name=data["class_name"],
+        channel_names=tuple(data.get("channel_names") or ()),
     )
 
 
@@ -332,11 +334,10 @@ def harmonise_to_file(
     from workers.packaging.volumes import prewrite_volumes
 
     harmonised = harmonise_case(case, slug, unification)
-    if len(harmonised.channels) > 1:
+    names = channel_names(case, len(harmonised.channels))
+    if len(names) > 1 and harmonised.channels[0].GetDimension() != 3:
         raise UnreadableItemError(
-            case.images[0],
-            "multi_channel",
-            f"{len(harmonised.channels)} channels: this packager writes single-channel cases only so far",
+            case.images[0], "multi_channel", "several channels are packaged for 3D only"
         )
     image = harmonised.channels[0]
     # views, not copies: the images live until the arrays are on disk
@@ -353,9 +354,11 @@ def harmonise_to_file(
             image.GetSpacing(),
             image.GetOrigin(),
             image.GetDirection(),
+            extra_images=[sitk.GetArrayViewFromImage(channel) for channel in harmonised.channels[1:]],
         )
         volumes = {
             "image": [written.image.path.name, written.image.size, written.image.sha256],
+            "extra": [[f.path.name, f.size, f.sha256] for f in written.extra_images],
             "label": [written.label.path.name, written.label.size, written.label.sha256]
             if written.label
             else None,
@@ -369,6 +372,7 @@ def harmonise_to_file(
         _save_arrays(out, **arrays)
     return {
         "volumes": volumes,
+        "channels": list(names) if len(names) > 1 else [],
         "spacing": list(image.GetSpacing()),
         "origin": list(image.GetOrigin()),
         "direction": list(image.GetDirection()),
@@ -380,6 +384,24 @@ def harmonise_to_file(
         "source_checksum": _source_checksum(case.images[0]) if case.images else "",
         "original_orientation": harmonised.original.orientation if harmonised.original is not None else None,
     }
+
+
+def channel_names(case: Case, count: int) -> tuple[str, ...]:
+    """A name for each channel: the source's own (MSD's dataset.json), else the part of each file's name after
+    the case id (`BraTS_001_t1.nii.gz` -> `t1`), else `channel1`, `channel2`..."""
+    if len(case.channel_names) == count:
+        return case.channel_names
+    if count == 1:
+        return ("",)
+    if len(case.images) == count:
+        names = []
+        for path in case.images:
+            stem = split_suffix(path)[0]
+            rest = stem[len(case.case_id) :] if stem.startswith(case.case_id) else stem
+            names.append(rest.strip("_-.") or stem)
+        if len(set(names)) == count:
+            return tuple(names)
+    return tuple(f"channel{index}" for index in range(1, count + 1))
 
 
 def _harmonise(
@@ -516,7 +538,14 @@ def _bundle_inputs(session: Any, job: BundleJob, settings: Settings) -> dict[str
             if s in {f.slug for f in fetched}
         },
     )
-    modalities = sorted({i.harmonised["modality"] for i in items if i.harmonised["dims"] == 3})
+    # one nnU-Net dataset per set of channels: a single modality ("CT"), or a multi-channel set ("T1+T2")
+    modalities = sorted(
+        {
+            "+".join(i.harmonised.get("channels") or [i.harmonised["modality"]])
+            for i in items
+            if i.harmonised["dims"] == 3
+        }
+    )
     return {
         "items": [
             (i.item_id, i.slug, dict(i.case), dict(i.harmonised), splits[f"{i.slug}/{i.case['subject_id']}"])
@@ -558,6 +587,7 @@ def load_harmonised(items: list[HarmonisedItem], path_of: Callable[[str], Path])
                 label=_volume_file(folder, volumes["label"]) if volumes["label"] else None,
                 shape=tuple(volumes["shape"]),
                 label_range=tuple(volumes["label_range"]) if volumes["label_range"] else None,
+                extra_images=tuple(_volume_file(folder, entry) for entry in volumes.get("extra", [])),
             )
         else:
             with np.load(path_of(item_id)) as arrays:
@@ -581,6 +611,7 @@ def load_harmonised(items: list[HarmonisedItem], path_of: Callable[[str], Path])
             label=label,
             class_label=case.get("class_name") if dims == 2 else None,
             prewritten=prewritten,
+            channel_names=tuple(meta.get("channels") or ()),
         )
 
 

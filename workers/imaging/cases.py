@@ -38,6 +38,8 @@ class Case:
     label_table: dict[int, str] = field(default_factory=dict)
     split: Split | None = None
     class_name: str | None = None  # classification sets: the folder the image sat in
+    # what each channel is (e.g. "FLAIR", "T1w"), when the source says so (MSD's dataset.json); else empty
+    channel_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

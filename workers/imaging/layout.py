@@ -146,6 +146,7 @@ def _msd_cases(root: Path) -> list[Case]:
         return []
     meta = json.loads(meta_path.read_text())
     table = _msd_label_table(meta.get("labels", {}))
+    channel_names = _msd_channel_names(meta)
     file_ending = str(meta.get("file_ending", ""))
     cases: list[Case] = []
     for folder, split in (("imagesTr", None), ("imagesTs", Split.TEST)):
@@ -159,8 +160,24 @@ def _msd_cases(root: Path) -> list[Case]:
             channels[match["case"] if match else stem].append(path)
         for case_id, images in sorted(channels.items()):
             label = next((p for p in sorted(labels_dir.glob(f"{case_id}.*")) if is_image_file(p)), None)
-            cases.append(Case(case_id, case_id, tuple(images), label, dict(table), split))
+            cases.append(
+                Case(case_id, case_id, tuple(images), label, dict(table), split, channel_names=channel_names)
+            )
     return cases
+
+
+def _msd_channel_names(meta: dict[str, object]) -> tuple[str, ...]:
+    """MSD's `modality` or nnU-Net v2's `channel_names`: {"0": "FLAIR", "1": "T1w", ...} in channel order."""
+    names = meta.get("channel_names") or meta.get("modality")
+    if not isinstance(names, dict):
+        return ()
+    try:
+        ordered = sorted((int(k), str(v)) for k, v in names.items())
+    except (TypeError, ValueError):
+        return ()
+    if [index for index, _ in ordered] != list(range(len(ordered))):
+        return ()
+    return tuple(name for _, name in ordered)
 
 
 # --- BIDS ----------------------------------------------------------------------------------------------------

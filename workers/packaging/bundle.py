@@ -77,8 +77,8 @@ class BundleResult:
 
 
 def nnunet_folders(spec: BundleSpec) -> dict[str, str]:
-    """Channel name -> bundle-relative nnU-Net dataset folder."""
-    channels = [nnunet.channel_name(m) for m in spec.modalities]
+    """Channel key (`CT`, or `T1+T2` for a multi-channel set) -> bundle-relative nnU-Net dataset folder."""
+    channels = [nnunet.channel_key(tuple(m.split("+"))) for m in spec.modalities]
     if len(set(channels)) != len(channels):
         raise ValueError(f"modalities repeat: {spec.modalities}")
     if len(channels) == 1:
@@ -128,8 +128,11 @@ class _Packager:
             if low < 0 or high > self.max_label:
                 problem = f"label values {low}..{high} outside the global table 0..{self.max_label}"
         if problem is None and case.dims == 3:
-            if nnunet.channel_name(case.modality) not in self.folders:
-                problem = f"modality {case.modality} is not one of the bundle's {list(self.spec.modalities)}"
+            if nnunet.channel_key(case.channels) not in self.folders:
+                problem = (
+                    f"channels {nnunet.channel_key(case.channels)} are not one of the bundle's "
+                    f"{list(self.spec.modalities)}"
+                )
             elif not case.has_label and case.split != "test":
                 problem = "no label map: nnU-Net training cases need one"
         if problem is not None:
@@ -173,8 +176,9 @@ class _Packager:
             if case.dims == 2:
                 self.write_2d(case)
                 continue
-            folder = self.folders[nnunet.channel_name(case.modality)]
+            folder = self.folders[nnunet.channel_key(case.channels)]
             image_path, label_path = nnunet.case_paths(folder, case.case_id, case.split)
+            extra_paths = nnunet.channel_paths(folder, case.case_id, case.split, 1 + case.extra_count)[1:]
             for relative in (image_path, label_path):
                 (self.root / relative).parent.mkdir(parents=True, exist_ok=True)
             yield (
@@ -185,6 +189,8 @@ class _Packager:
                     label_path=self.root / label_path if case.has_label else None,
                     label=case.label,
                     prewritten=case.prewritten,
+                    extra_paths=tuple(self.root / relative for relative in extra_paths),
+                    extra_images=case.extra_channels,
                     spacing=tuple(case.spacing),
                     origin=tuple(case.origin),
                     direction=tuple(case.direction),
@@ -194,10 +200,16 @@ class _Packager:
             )
 
     def finish_volume(self, case: HarmonisedCase, result: VolumeResult) -> None:
-        folder = self.folders[nnunet.channel_name(case.modality)]
+        folder = self.folders[nnunet.channel_key(case.channels)]
         image_path, label_path = nnunet.case_paths(folder, case.case_id, case.split)
         self.known_hashes[image_path] = result.image.sha256
         paths: dict[str, Any] = {"image_path": image_path, "image_sha256": result.image.sha256}
+        extra_paths = nnunet.channel_paths(folder, case.case_id, case.split, 1 + len(result.extra))[1:]
+        for relative, written in zip(extra_paths, result.extra, strict=True):
+            self.known_hashes[relative] = written.sha256
+        if extra_paths:
+            paths["channels"] = ";".join(case.channels)
+            paths["extra_channel_paths"] = ";".join(extra_paths)
         if result.label is not None:
             self.known_hashes[label_path] = result.label.sha256
             paths.update(label_path=label_path, label_sha256=result.label.sha256)
@@ -299,7 +311,7 @@ class _Packager:
                 description=self.spec.description,
                 licence="; ".join(f"{p.slug}: {p.licence}" for p in parts) + f". {terms} See LICENSES.md.",
                 reference="; ".join(p.url for p in parts),
-                modality=channel,
+                channels=tuple(channel.split("+")),
                 labels=concepts,
                 num_training=sum(1 for split, _ in cases.values() if split != "test"),
                 num_test=sum(1 for split, _ in cases.values() if split == "test"),

@@ -93,6 +93,7 @@ class PrewrittenVolumes:
     label: VolumeFile | None
     shape: tuple[int, ...]  # (z, y, x)
     label_range: tuple[int, int] | None  # smallest and largest label value, for the global-table check
+    extra_images: tuple[VolumeFile, ...] = ()  # channels 1.. of a multi-channel case, in order
 
 
 @dataclass
@@ -119,6 +120,20 @@ class HarmonisedCase:
     label: np.ndarray | None = None  # global label values, same shape as image (spatial part)
     class_label: str | None = None  # 2D classification target
     prewritten: PrewrittenVolumes | None = None
+    # A multi-channel 3D case (e.g. MR T1, T1c, T2, FLAIR): the name of every channel, `image` being the first
+    # and `extra_channels` (or prewritten.extra_images) the others. Empty: one channel named by `modality`.
+    channel_names: tuple[str, ...] = ()
+    extra_channels: tuple[np.ndarray, ...] = ()
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return self.channel_names or (self.modality,)
+
+    @property
+    def extra_count(self) -> int:
+        if self.prewritten is not None and self.image is None:
+            return len(self.prewritten.extra_images)
+        return len(self.extra_channels)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -158,6 +173,12 @@ class HarmonisedCase:
         """Why this case cannot be packaged, or None. A reason goes to the report instead of an exception."""
         if not _CASE_ID.match(self.case_id):
             return f"case id {self.case_id!r} is not a portable file name"
+        if len(self.channels) != 1 + self.extra_count:
+            return f"{len(self.channels)} channel names for {1 + self.extra_count} channels"
+        if self.extra_count and self.dims != 3:
+            return "only 3D cases can have several channels"
+        if any(extra.shape != self.shape for extra in self.extra_channels):
+            return "the channels differ in shape: nnU-Net stacks them voxel by voxel"
         if self.split not in SPLITS:
             return f"unknown split {self.split!r}"
         if self.dims not in (2, 3):

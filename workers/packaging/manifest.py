@@ -42,6 +42,10 @@ class ItemRecord:
     label_sha256: str
     parent_case: str  # for a 2D slice, the 3D case it was cut from
     intensity_offset: int  # PNG only: true value = stored value + offset
+    # multi-channel 3D cases only: every channel's name and the image paths of channels 1.. (";"-separated;
+    # `image_path` is channel 0). Empty for single-channel items.
+    channels: str = ""
+    extra_channel_paths: str = ""
 
 
 _SCHEMA = pa.schema(
@@ -66,6 +70,8 @@ _SCHEMA = pa.schema(
         ("label_sha256", pa.string()),
         ("parent_case", pa.string()),
         ("intensity_offset", pa.int32()),
+        ("channels", pa.string()),
+        ("extra_channel_paths", pa.string()),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ItemRecord))

@@ -1,9 +1,10 @@
 """nnU-Net v2 raw-dataset layout: `DatasetNNN_Name/{imagesTr,labelsTr,imagesTs,labelsTs}`, `dataset.json`,
 `splits_final.json`.
 
-One single-channel dataset per modality: nnU-Net normalises per channel by its *name* ("CT" -> CT
-normalisation with the dataset's HU percentiles, anything else -> z-score per image), so CT and MR volumes in
-one channel would be normalised wrongly. Training and validation cases go to `imagesTr` and the bundle's
+One dataset per set of channels (a single-channel dataset per modality, and one per multi-channel set such
+as T1+T1c+T2+FLAIR): nnU-Net normalises per channel by its *name* ("CT" -> CT normalisation with the dataset's
+HU percentiles, anything else -> z-score per image), so CT and MR volumes in one channel would be normalised
+wrongly, and a case must bring exactly its dataset's channels. Training and validation cases go to `imagesTr` and the bundle's
 patient-level split becomes fold 0 of `splits_final.json`; official test cases go to `imagesTs`.
 """
 
@@ -37,6 +38,17 @@ def case_paths(dataset_relative: str, case_id: str, split: str) -> tuple[str, st
     )
 
 
+def channel_paths(dataset_relative: str, case_id: str, split: str, count: int) -> list[str]:
+    """The image path of each channel (`case_0000`, `case_0001`...), relative to the bundle root."""
+    suffix = "Ts" if split == "test" else "Tr"
+    return [f"{dataset_relative}/images{suffix}/{case_id}_{index:04d}{FILE_ENDING}" for index in range(count)]
+
+
+def channel_key(channels: tuple[str, ...]) -> str:
+    """Which nnU-Net dataset a case belongs to: cases share one only when their channels are the same."""
+    return "+".join(channel_name(c) for c in channels)
+
+
 def channel_name(modality: str) -> str:
     """The channel name nnU-Net reads: exactly "CT" for CT (its CT normalisation), the modality otherwise."""
     return "CT" if modality.strip().upper() == "CT" else modality.strip()
@@ -48,13 +60,13 @@ def dataset_json(
     description: str,
     licence: str,
     reference: str,
-    modality: str,
+    channels: tuple[str, ...],
     labels: dict[str, int],
     num_training: int,
     num_test: int,
 ) -> dict[str, Any]:
     return {
-        "channel_names": {"0": channel_name(modality)},
+        "channel_names": {str(index): channel_name(channel) for index, channel in enumerate(channels)},
         "labels": labels,
         "numTraining": num_training,
         "numTest": num_test,

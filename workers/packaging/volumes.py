@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +43,15 @@ class VolumeJob:
     level: int = DEFAULT_LEVEL
     compress_threads: int = 1
     prewritten: PrewrittenVolumes | None = None  # files to link into place instead of arrays to compress
+    extra_paths: tuple[Path, ...] = ()  # channels 1.. of a multi-channel case
+    extra_images: tuple[np.ndarray, ...] = ()
 
 
 @dataclass(frozen=True)
 class VolumeResult:
     image: WrittenFile
     label: WrittenFile | None
+    extra: tuple[WrittenFile, ...] = ()
 
 
 def label_dtype(label: np.ndarray) -> np.dtype:
@@ -76,7 +79,11 @@ def write_volume_job(job: VolumeJob) -> VolumeResult:
         if done.label is not None and job.label_path is not None:
             place_file(done.label.path, job.label_path)
             label_file = WrittenFile(path=job.label_path, size=done.label.size, sha256=done.label.sha256)
-        return VolumeResult(image=image_file, label=label_file)
+        extra = []
+        for written, target in zip(done.extra_images, job.extra_paths, strict=True):
+            place_file(written.path, target)
+            extra.append(WrittenFile(path=target, size=written.size, sha256=written.sha256))
+        return VolumeResult(image=image_file, label=label_file, extra=tuple(extra))
     assert job.image is not None
     image = write_nifti_gz(
         job.image_path, job.image, job.spacing, job.origin, job.direction, job.level, job.compress_threads
@@ -87,7 +94,11 @@ def write_volume_job(job: VolumeJob) -> VolumeResult:
         label = write_nifti_gz(
             job.label_path, values, job.spacing, job.origin, job.direction, job.level, job.compress_threads
         )
-    return VolumeResult(image=image, label=label)
+    extra = tuple(
+        write_nifti_gz(path, array, job.spacing, job.origin, job.direction, job.level, job.compress_threads)
+        for path, array in zip(job.extra_paths, job.extra_images, strict=True)
+    )
+    return VolumeResult(image=image, label=label, extra=extra)
 
 
 def _executor(parallelism: Parallelism, workers: int) -> Executor | None:
@@ -138,6 +149,7 @@ def prewrite_volumes(
     origin: tuple[float, ...],
     direction: tuple[float, ...],
     level: int = DEFAULT_LEVEL,
+    extra_images: Sequence[np.ndarray] = (),
 ) -> PrewrittenVolumes:
     """Compress one 3D case ahead of packaging, as `<name>.image.nii.gz` and `<name>.label.nii.gz` in `folder`
     (each under a temporary name, then renamed): the same bytes the packager would write, so a bundle built
@@ -160,6 +172,11 @@ def prewrite_volumes(
     if label is not None:
         label_file = write("label", label.astype(label_dtype(label), copy=False))
         label_range = (int(label.min()), int(label.max())) if label.size else None
+    extra = tuple(write(f"image{index}", array) for index, array in enumerate(extra_images, start=1))
     return PrewrittenVolumes(
-        image=image_file, label=label_file, shape=tuple(int(n) for n in image.shape), label_range=label_range
+        image=image_file,
+        label=label_file,
+        shape=tuple(int(n) for n in image.shape),
+        label_range=label_range,
+        extra_images=extra,
     )

@@ -1,4 +1,4 @@
-"""Units of workers/pipeline.py that need no worker: explicit layouts from descriptors, item ids, source roots."""
+"""Units of workers/pipeline/ that need no worker: explicit layouts from descriptors, item ids, source roots."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import imaging_fixtures as fx
 import pytest
 
 from workers.imaging.layout import detect_layout
-from workers.pipeline import _prepare_source_root, explicit_layout, item_id_for
+from workers.pipeline import explicit_layout, item_id_for, prepare_source_root
 from workers.safety import UnpackLimits, UnsafeArchiveError
 from workers.sources.descriptors import parse_source
 
@@ -66,11 +66,11 @@ def test_source_root_unpacks_archives_beside_plain_files(tmp_path: Path) -> None
     (downloads / "dataset.json").write_text("{}")
     (downloads / "scan.nii.gz").write_bytes(b"\x1f\x8b not an archive, a volume")
     files = sorted(downloads.iterdir())
-    root = _prepare_source_root(files, downloads, job / "sources" / "s", job, LIMITS)
+    root = prepare_source_root(files, downloads, job / "sources" / "s", job, LIMITS)
     assert (root / "images" / "imagesTr" / "a.nii.gz").read_bytes() == b"x"
     assert (root / "dataset.json").is_file() and (root / "scan.nii.gz").is_file()
     # a second call finds the finished folder and leaves it as it is
-    assert _prepare_source_root(files, downloads, job / "sources" / "s", job, LIMITS) == root
+    assert prepare_source_root(files, downloads, job / "sources" / "s", job, LIMITS) == root
 
 
 def test_source_root_refuses_a_traversal_and_leaves_nothing(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_source_root_refuses_a_traversal_and_leaves_nothing(tmp_path: Path) -> N
     (downloads / "evil.tar.gz").write_bytes(_tar({"../../evil.txt": b"x"}))
     (downloads / "notes.txt").write_text("hello")
     with pytest.raises(UnsafeArchiveError):
-        _prepare_source_root(sorted(downloads.iterdir()), downloads, job / "sources" / "s", job, LIMITS)
+        prepare_source_root(sorted(downloads.iterdir()), downloads, job / "sources" / "s", job, LIMITS)
     assert not (job / "sources" / "s").exists()
     assert not list(tmp_path.rglob("evil.txt"))
     assert not [p for p in (job / "sources").iterdir()], "no staging folder is left behind"

@@ -1,5 +1,5 @@
 """Celery tasks. Each is small and idempotent (see ARCHITECTURE.md, Principles): the work is in
-workers/pipeline.py, the bookkeeping in app/bundles/service.py; a task runs one unit, then sends the tasks the
+workers/pipeline/, the bookkeeping in app/bundles/service.py; a task runs one unit, then sends the tasks the
 job's state machine asks for next."""
 
 import logging

@@ -227,7 +227,7 @@ def _harmonise_unit(job: tuple[Case, Path]) -> dict[str, object]:
 
 
 def run_job_units(pairs: list[tuple[Path, Path]], out: Path, processes: int) -> float:
-    """What a bundle job does (workers/pipeline.py): one harmonise unit per case (read, RAS, labels by name,
+    """What a bundle job does (workers/pipeline/): one harmonise unit per case (read, RAS, labels by name,
     content hash, uncompressed .npz) run by `processes` worker processes, as Celery's prefork pool would,
     then the packaging unit over the .npz files (ISA-L, 2 writer threads)."""
     cases = [

@@ -1,0 +1,242 @@
+"""The fetch unit: download one source through the shared cache, unpack it safely, detect its layout, and record
+its items (one row each) for the harmonise units."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select
+
+from app.bundles import service
+from app.bundles.models import BundleItem, BundleJob, BundleSource
+from app.bundles.schemas import ItemState, JobState, SourceState
+from app.catalog.models import Dataset
+from app.core.config import Settings
+from app.core.db import new_session
+from workers.imaging.cases import Case
+from workers.imaging.errors import LayoutNotRecognisedError
+from workers.imaging.layout import ExplicitLayout, detect_layout
+from workers.pipeline.common import (
+    Messages,
+    case_to_json,
+    log,
+    reason_for,
+    source_dir,
+)
+from workers.safety import UnpackLimits, UnsafeArchiveError, UnsafeSourceError, is_archive, unpack_archive
+from workers.sources import resolve_source
+from workers.sources.base import SourceError
+from workers.sources.descriptors import ExplicitLayout as DescriptorLayout
+from workers.sources.descriptors import PairByRegex, PairBySuffix, parse_source
+from workers.sources.download import Downloader
+from workers.sources.net import new_client
+
+_PORTABLE = re.compile(r"[^A-Za-z0-9_.-]+")
+_VOLUME_EXTENSIONS = r"\.(?:nii\.gz|nii|nrrd|mha|mhd|png|jpe?g|dcm)$"
+
+
+class JobCapExceededError(Exception):
+    """The job needs more than IMAGINGX_BUNDLE_MAX_BYTES: fails the whole job, not one source."""
+
+
+def item_id_for(slug: str, case_id: str) -> str:
+    """The item's id inside the bundle: unique across sources, and a portable file name."""
+    return _PORTABLE.sub("-", f"{slug}_{case_id}").strip("-.")[:200]
+
+
+# -- source -> cases ---------------------------------------------------------------------------------------------
+def explicit_layout(layout: DescriptorLayout, root: Path, labels: dict[int, str]) -> ExplicitLayout:
+    """A descriptor's explicit layout in the terms layout detection uses (pairing as one regex)."""
+    if isinstance(layout.pairing, PairByRegex):
+        pairing = layout.pairing.pattern
+    elif isinstance(layout.pairing, PairBySuffix):
+        pairing = rf"(?P<case>[^/]+?)(?:{re.escape(layout.pairing.suffix)})?{_VOLUME_EXTENSIONS}"
+    else:
+        pairing = ExplicitLayout.__dataclass_fields__["pairing"].default
+    test_cases: set[str] = set()
+    compiled = re.compile(pairing)
+    for pattern in (layout.split or {}).get("test", []):
+        for path in root.glob(pattern):
+            if match := compiled.search(path.relative_to(root).as_posix()):
+                test_cases.add(match["case"])
+    return ExplicitLayout(
+        image_glob=layout.images,
+        label_glob=layout.labels,
+        pairing=pairing,
+        label_table=dict(labels),
+        test_cases=frozenset(test_cases),
+    )
+
+
+def prepare_source_root(
+    downloaded: list[Path], downloads: Path, target: Path, job_dir: Path, limits: UnpackLimits
+) -> Path:
+    """The source's files as one folder: archives unpacked (safely), other files linked. Built aside and
+    renamed, so an existing `target` is a finished earlier run."""
+    if target.exists():
+        return target
+    archives = [p for p in downloaded if is_archive(p) and not p.name.lower().endswith(".nii.gz")]
+    if len(downloaded) == 1 and archives:
+        return unpack_archive(archives[0], target, job_dir, limits)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        for path in downloaded:
+            relative = path.relative_to(downloads)
+            if path in archives:
+                stem = re.sub(r"(\.tar)?\.(zip|tar|tgz|gz|bz2|xz)$", "", relative.name, flags=re.IGNORECASE)
+                unpack_archive(path, staging / relative.parent / (stem or "archive"), job_dir, limits)
+                continue
+            place = staging / relative
+            place.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, place)
+            except OSError:
+                shutil.copyfile(path, place)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+@dataclass(frozen=True)
+class FetchedSource:
+    files: int
+    bytes: int
+    layout: str
+    cases: list[Case]
+    label_table: dict[int, str]
+    warnings: list[str]
+
+
+def _fetch(job_id: str, slug: str, descriptor: dict[str, Any], settings: Settings) -> FetchedSource:
+    job_dir = service.work_dir(settings, job_id)
+    source = parse_source(descriptor)
+    downloads = job_dir / "downloads" / slug
+    with new_client() as client:
+        remotes = resolve_source(source, settings, client)
+        need = sum(r.size or 0 for r in remotes)
+        with new_session() as session:
+            others = session.scalar(
+                select(func.coalesce(func.sum(BundleSource.bytes), 0)).where(
+                    BundleSource.job_id == job_id, BundleSource.slug != slug
+                )
+            )
+        if others + need > settings.bundle_max_bytes:
+            raise JobCapExceededError(
+                f"the sources need {others + need:,} bytes, more than this server's cap of "
+                f"{settings.bundle_max_bytes:,} per bundle (IMAGINGX_BUNDLE_MAX_BYTES)"
+            )
+        downloaded = Downloader(settings, client=client).fetch_into(remotes, downloads)
+    size = sum(p.stat().st_size for p in downloaded)
+    root = prepare_source_root(
+        downloaded, downloads, job_dir / "sources" / slug, job_dir, UnpackLimits.from_settings(settings)
+    )
+    explicit = None if source.layout == "auto" else explicit_layout(source.layout, root, source.labels)
+    layout = detect_layout(root, explicit, source.labels or None)
+    table: dict[int, str] = {}
+    warnings = []
+    for case in layout.cases:
+        for local, name in case.label_table.items():
+            if table.setdefault(local, name) != name:
+                warnings.append(
+                    f"{slug}: label {local} is {table[local]!r} in some cases, {name!r} in others"
+                )
+    return FetchedSource(len(downloaded), size, layout.kind.value, layout.cases, table, sorted(set(warnings)))
+
+
+def fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
+    """Download one source, unpack it, detect its layout and record its items. Failure of one source is
+    recorded on it (the job goes on with the others); only the job's size cap fails the whole job."""
+    with new_session() as session:
+        job = session.get(BundleJob, job_id)
+        source = session.get(BundleSource, (job_id, slug))
+        if job is None or job.state != JobState.fetching or source is None:
+            return []
+        if source.state not in (SourceState.pending, SourceState.fetching):
+            return service.advance(session, job_id, settings)
+        source.state = SourceState.fetching
+        descriptor = source.descriptor or {}
+        session.commit()
+    try:
+        fetched = _fetch(job_id, slug, descriptor, settings)
+    except JobCapExceededError as error:
+        with new_session() as session:
+            messages = service.fail_job(session, job_id, str(error))
+            _set_source(session, job_id, slug, SourceState.failed, str(error))
+            session.commit()
+        return messages
+    except Exception as error:  # one source's failure, expected (bad archive, HTTP error) or not, is reported
+        if isinstance(
+            error, SourceError | UnsafeSourceError | UnsafeArchiveError | LayoutNotRecognisedError | OSError
+        ):
+            log.warning("bundle %s: source %s failed: %s", job_id, slug, error)
+        else:
+            log.exception("bundle %s: source %s failed unexpectedly", job_id, slug)
+            error = RuntimeError(f"internal error ({type(error).__name__}): {error}")
+        with new_session() as session:
+            _set_source(
+                session,
+                job_id,
+                slug,
+                SourceState.failed,
+                reason_for(error, source_dir(settings, job_id, slug)),
+            )
+            session.commit()
+            return service.advance(session, job_id, settings)
+    job_dir = service.work_dir(settings, job_id)
+    with new_session() as session:
+        job = session.get(BundleJob, job_id, with_for_update=True)
+        if job is None or job.state != JobState.fetching:
+            return []
+        # replace, not add: a rerun after a crash between the insert and this commit finds no half list
+        session.execute(delete(BundleItem).where(BundleItem.job_id == job_id, BundleItem.slug == slug))
+        seen: set[str] = set()
+        for case in fetched.cases:
+            item_id = item_id_for(slug, case.case_id)
+            if item_id in seen:
+                job.warnings = [
+                    *job.warnings,
+                    f"{slug}: case id {case.case_id} appears twice; kept the first",
+                ]
+                continue
+            seen.add(item_id)
+            session.add(
+                BundleItem(
+                    job_id=job_id,
+                    item_id=item_id,
+                    slug=slug,
+                    state=ItemState.pending,
+                    case=case_to_json(case, job_dir),
+                )
+            )
+        modalities = session.scalar(select(Dataset.modalities).where(Dataset.slug == slug)) or []
+        if len(modalities) > 1:
+            # a case's channel name decides nnU-Net's normalisation: say which one was assumed
+            fetched.warnings.append(
+                f"{slug}: the catalog lists {', '.join(modalities)}; its cases are packaged as {modalities[0]}"
+            )
+        if fetched.warnings:
+            job.warnings = [*job.warnings, *fetched.warnings]
+        source = session.get(BundleSource, (job_id, slug))
+        assert source is not None
+        source.state = SourceState.fetched
+        source.detail = None
+        source.files, source.bytes, source.layout = fetched.files, fetched.bytes, fetched.layout
+        source.label_table = {str(k): v for k, v in sorted(fetched.label_table.items())}
+        source.items_total = len(seen)
+        session.commit()
+        return service.advance(session, job_id, settings)
+
+
+def _set_source(session: Any, job_id: str, slug: str, state: SourceState, detail: str) -> None:
+    source = session.get(BundleSource, (job_id, slug))
+    if source is not None and source.state in (SourceState.pending, SourceState.fetching):
+        source.state, source.detail = state, detail

@@ -10,7 +10,6 @@ continues after its worker was killed (units are idempotent; a duplicate only co
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import shutil
@@ -187,7 +186,7 @@ def get_job(session: Session, job_id: str, *, for_update: bool = False) -> Bundl
     return job
 
 
-def _sources(session: Session, job_id: str) -> list[BundleSource]:
+def job_sources(session: Session, job_id: str) -> list[BundleSource]:
     return list(
         session.scalars(
             select(BundleSource).where(BundleSource.job_id == job_id).order_by(BundleSource.position)
@@ -195,7 +194,7 @@ def _sources(session: Session, job_id: str) -> list[BundleSource]:
     )
 
 
-def _item_counts(session: Session, job_ids: Sequence[str]) -> dict[tuple[str, str, str], int]:
+def item_counts(session: Session, job_ids: Sequence[str]) -> dict[tuple[str, str, str], int]:
     """(job, source, state) -> number of items, in one query."""
     if not job_ids:
         return {}
@@ -237,8 +236,8 @@ def _urls(job_id: str) -> dict[str, str]:
 
 
 def job_status(session: Session, job: BundleJob) -> BundleJobOut:
-    sources = _sources(session, job.id)
-    counts = _item_counts(session, [job.id])
+    sources = job_sources(session, job.id)
+    counts = item_counts(session, [job.id])
     skipped_rows = session.execute(
         select(BundleItem.item_id, BundleItem.slug, BundleItem.reason)
         .where(BundleItem.job_id == job.id, BundleItem.state == ItemState.skipped)
@@ -299,7 +298,7 @@ def list_jobs(session: Session, owner: str | None, limit: int = 100) -> list[Bun
         )
     )
     ids = [j.id for j in jobs]
-    counts = _item_counts(session, ids)
+    counts = item_counts(session, ids)
     sources_by_job: dict[str, list[BundleSource]] = {}
     for source in session.scalars(select(BundleSource).where(BundleSource.job_id.in_(ids))):
         sources_by_job.setdefault(source.job_id, []).append(source)
@@ -372,14 +371,14 @@ def cancel_job(session: Session, job_id: str) -> tuple[BundleJob, list[Message]]
 
 
 # -- the state machine the workers drive ------------------------------------------------------------------------
-def _now() -> datetime:
+def now() -> datetime:
     return datetime.now(UTC)
 
 
 def _finish(session: Session, job: BundleJob, state: JobState, error: str | None = None) -> None:
     job.state = state
     job.error = error
-    job.finished_at = _now()
+    job.finished_at = now()
 
 
 def fail_job(session: Session, job_id: str, error: str) -> list[Message]:
@@ -408,7 +407,7 @@ def _start(session: Session, job: BundleJob, settings: Settings) -> bool:
     if running >= settings.bundle_max_running:
         return False
     job.state = JobState.fetching
-    job.started_at = _now()
+    job.started_at = now()
     return True
 
 
@@ -426,11 +425,11 @@ def advance(session: Session, job_id: str, settings: Settings | None = None) -> 
             return []
         messages += [
             Message("workers.tasks.fetch_bundle_source", (job.id, s.slug))
-            for s in _sources(session, job.id)
+            for s in job_sources(session, job.id)
             if s.state == SourceState.pending
         ]
     if job.state == JobState.fetching:
-        sources = _sources(session, job.id)
+        sources = job_sources(session, job.id)
         if any(s.state in (SourceState.pending, SourceState.fetching) for s in sources):
             session.commit()
             return messages
@@ -509,7 +508,7 @@ def resume_messages(session: Session) -> list[Message]:
         elif job.state == JobState.fetching:
             open_sources = [
                 s.slug
-                for s in _sources(session, job.id)
+                for s in job_sources(session, job.id)
                 if s.state in (SourceState.pending, SourceState.fetching)
             ]
             messages += [
@@ -533,11 +532,3 @@ def resume_messages(session: Session) -> list[Message]:
 
 def remove_work(settings: Settings, job_id: str) -> None:
     shutil.rmtree(work_dir(settings, job_id), ignore_errors=True)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

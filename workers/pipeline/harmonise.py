@@ -21,6 +21,7 @@ from app.core.db import new_session
 from workers.imaging.cases import Case
 from workers.imaging.errors import UnreadableItemError
 from workers.imaging.layout import split_suffix
+from workers.packaging.checksums import sha256_file
 from workers.pipeline.common import (
     Messages,
     case_from_json,
@@ -156,7 +157,7 @@ def _harmonise(
 def _source_checksum(path: Path) -> str:
     if path.is_dir():  # a DICOM series: its files, in name order
         return ""
-    return service.file_sha256(path)
+    return sha256_file(path)
 
 
 def harmonise_item(job_id: str, item_id: str, settings: Settings) -> Messages:

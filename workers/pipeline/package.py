@@ -19,6 +19,7 @@ from app.catalog.models import Dataset
 from app.core.config import Settings
 from app.core.db import new_session
 from workers.imaging.cases import Split
+from workers.packaging.checksums import sha256_file
 from workers.packaging.manifest import MANIFEST_CSV
 from workers.pipeline.common import (
     Messages,
@@ -34,7 +35,7 @@ def _bundle_inputs(session: Any, job: BundleJob, settings: Settings) -> dict[str
     from workers.imaging.splits import assign_splits
     from workers.packaging import LabelConcept, LabelTable, SourceDataset
 
-    sources = service._sources(session, job.id)
+    sources = service.job_sources(session, job.id)
     datasets = {
         d.slug: d for d in session.scalars(select(Dataset).where(Dataset.slug.in_([s.slug for s in sources])))
     }
@@ -46,7 +47,7 @@ def _bundle_inputs(session: Any, job: BundleJob, settings: Settings) -> dict[str
     # the order of the request decides which copy of a duplicate is kept: the first source listed wins
     position = {s.slug: s.position for s in sources}
     items.sort(key=lambda i: (position.get(i.slug, len(position)), i.item_id))
-    counts = service._item_counts(session, [job.id])
+    counts = service.item_counts(session, [job.id])
     options = BuildOptions.model_validate(job.request.get("options", {}))
     test_fraction = (
         options.test_fraction if options.test_fraction is not None else settings.bundle_test_fraction
@@ -252,12 +253,12 @@ def package(job_id: str, settings: Settings) -> Messages:
             + len(packaging_skipped),
             "files": files,
             "archive_bytes": archive.stat().st_size,
-            "archive_sha256": service.file_sha256(archive),
-            "sha256sums_sha256": service.file_sha256(sums_path),
+            "archive_sha256": sha256_file(archive),
+            "sha256sums_sha256": sha256_file(sums_path),
             "packaging_skipped": packaging_skipped,
         }
         job.state = JobState.done
-        job.finished_at = service._now()
+        job.finished_at = service.now()
         messages = [
             service.Message("workers.tasks.clean_bundle_work", (job_id,)),
             *service.queued_job_messages(session),

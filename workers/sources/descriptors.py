@@ -24,6 +24,7 @@ from urllib.parse import unquote
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -149,41 +150,44 @@ class HttpSource(_Source):
         return self
 
 
+# A host's numeric record id, kept as text; people write it as a JSON number as often as a string.
+NumericId = Annotated[
+    str,
+    BeforeValidator(lambda value: str(value) if isinstance(value, int) else value),
+    Field(pattern=r"^[0-9]+$"),
+]
+# `org/name` on the Hugging Face Hub and on GitHub alike
+RepoName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")]
+IncludeGlobs = Annotated[
+    list[str], Field(default_factory=list, description="globs of file names; empty: all")
+]
+
+
 class ZenodoSource(_Source):
     kind: Literal["zenodo"]
-    record: str = Field(pattern=r"^[0-9]+$", description="the record id, digits only")
-    include: list[str] = Field(default_factory=list, description="globs of file names to fetch; empty: all")
-
-    @field_validator("record", mode="before")
-    @classmethod
-    def _record_from_int(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) else value
+    record: NumericId = Field(description="the record id, digits only")
+    include: IncludeGlobs
 
 
 class HuggingFaceSource(_Source):
     kind: Literal["huggingface"]
-    repo: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", description="`org/name` of a dataset repo")
+    repo: RepoName = Field(description="`org/name` of a dataset repo")
     revision: str = Field(default="main", pattern=r"^[\w.-][\w./-]*$")
-    include: list[str] = Field(default_factory=list, description="globs of file paths to fetch; empty: all")
+    include: IncludeGlobs
 
 
 class FigshareSource(_Source):
     kind: Literal["figshare"]
-    article: str = Field(pattern=r"^[0-9]+$", description="the article id, digits only")
+    article: NumericId = Field(description="the article id, digits only")
     version: int | None = Field(default=None, ge=1, description="a published version; default the latest")
-    include: list[str] = Field(default_factory=list, description="globs of file names to fetch; empty: all")
-
-    @field_validator("article", mode="before")
-    @classmethod
-    def _article_from_int(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) else value
+    include: IncludeGlobs
 
 
 class GitHubReleaseSource(_Source):
     kind: Literal["github"]
-    repo: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", description="`owner/name`")
+    repo: RepoName = Field(description="`owner/name`")
     tag: str = Field(min_length=1, max_length=200, description="the release's tag, e.g. `v1.0`")
-    include: list[str] = Field(default_factory=list, description="globs of asset names to fetch; empty: all")
+    include: IncludeGlobs
 
 
 class LocalSource(_Source):

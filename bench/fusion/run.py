@@ -126,19 +126,22 @@ def run_naive(pairs: list[tuple[Path, Path]], out: Path) -> float:
     return time.perf_counter() - start
 
 
-def load_case(job: tuple[int, Path, Path]) -> HarmonisedCase:
-    """What the imaging stage hands over: arrays + geometry + content hash of the canonical voxels. Read with
-    the imaging stage's own reader (one ISA-L inflate, then SimpleITK on the plain file)."""
-    index, image_path, label_path = job
-    image = read_volume(image_path)
-    voxels = sitk.GetArrayFromImage(image)
+def bench_case(
+    index: int,
+    image_path: Path,
+    voxels: np.ndarray,
+    label: np.ndarray,
+    geometry: tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]],
+) -> HarmonisedCase:
+    """One input pair as the imaging stage hands it over: arrays, (spacing, origin, direction), content hash."""
+    spacing, origin, direction = geometry
     return HarmonisedCase(
         case_id=image_path.name.removesuffix(".nii.gz"),
         image=voxels,
-        label=sitk.GetArrayFromImage(read_volume(label_path)),
-        spacing=image.GetSpacing(),
-        origin=image.GetOrigin(),
-        direction=image.GetDirection(),
+        label=label,
+        spacing=spacing,
+        origin=origin,
+        direction=direction,
         source=SOURCE.slug,
         source_file=image_path.name,
         source_checksum="",
@@ -150,9 +153,20 @@ def load_case(job: tuple[int, Path, Path]) -> HarmonisedCase:
     )
 
 
+def load_case(job: tuple[int, Path, Path]) -> HarmonisedCase:
+    """What the imaging stage hands over: arrays + geometry + content hash of the canonical voxels. Read with
+    the imaging stage's own reader (one ISA-L inflate, then SimpleITK on the plain file)."""
+    index, image_path, label_path = job
+    image = read_volume(image_path)
+    voxels = sitk.GetArrayFromImage(image)
+    label = sitk.GetArrayFromImage(read_volume(label_path))
+    geometry = (image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+    return bench_case(index, image_path, voxels, label, geometry)
+
+
 def read_nifti_gz_fast(path: Path) -> tuple[np.ndarray, nib.Nifti1Header]:
     """ISA-L inflate + nibabel header, one buffer and no copy: (ITK-ordered array, header). Bench only: the
-    imaging stage reads with SimpleITK; this shows what packaging reaches when reading is cheaper."""
+    imaging stage lets SimpleITK read the inflated file; this shows what packaging reaches when reading is cheaper."""
     data = isal_zlib.decompress(path.read_bytes(), wbits=31)
     header = nib.Nifti1Header.from_fileobj(io.BytesIO(data[:348]))
     shape = tuple(int(n) for n in header.get_data_shape())[::-1]
@@ -166,22 +180,12 @@ def load_case_fast(job: tuple[int, Path, Path]) -> HarmonisedCase:
     label, _ = read_nifti_gz_fast(label_path)
     # The inputs are axis-aligned (identity direction), so the ITK geometry is the zooms and the LPS origin.
     sform = header.get_sform()
-    return HarmonisedCase(
-        case_id=image_path.name.removesuffix(".nii.gz"),
-        image=voxels,
-        label=label,
-        spacing=tuple(float(z) for z in header.get_zooms()),
-        origin=(-float(sform[0, 3]), -float(sform[1, 3]), float(sform[2, 3])),
-        direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
-        source=SOURCE.slug,
-        source_file=image_path.name,
-        source_checksum="",
-        subject_id=f"s{index}",
-        modality="CT",
-        annotated_labels=("kidney", "liver"),
-        content_hash=hashlib.sha256(memoryview(voxels).cast("B")).hexdigest(),
-        split="val" if index % 5 == 4 else "train",
+    geometry = (
+        tuple(float(z) for z in header.get_zooms()),
+        (-float(sform[0, 3]), -float(sform[1, 3]), float(sform[2, 3])),
+        (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
     )
+    return bench_case(index, image_path, voxels, label, geometry)
 
 
 def harmonised_cases(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 
 
@@ -47,3 +49,15 @@ class RemoteFile:
             if value:
                 return algorithm, value
         return None
+
+
+def included(name: str, include: Sequence[str]) -> bool:
+    """Whether a file passes a descriptor's `include` globs (no globs: every file does)."""
+    return not include or any(fnmatch(name, pattern) for pattern in include)
+
+
+def chosen(files: list[RemoteFile], include: Sequence[str], what: str) -> list[RemoteFile]:
+    """The files an adapter resolved, in name order; an error naming the source when none is left."""
+    if not files:
+        raise SourceError(f"{what}: no files" + (f" match include={list(include)}" if include else ""))
+    return sorted(files, key=lambda f: f.name)

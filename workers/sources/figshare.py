@@ -6,12 +6,10 @@ cannot be verified, so they are refused with the reason (describe that host's fi
 
 from __future__ import annotations
 
-from fnmatch import fnmatch
-
 import httpx
 
 from app.core.config import Settings
-from workers.sources.base import RemoteFile, SourceError
+from workers.sources.base import RemoteFile, SourceError, chosen, included
 from workers.sources.descriptors import FigshareSource
 from workers.sources.net import fetch_json
 
@@ -31,7 +29,7 @@ def resolve(source: FigshareSource, settings: Settings, client: httpx.Client) ->
         name, url = entry.get("name"), entry.get("download_url")
         if not name or not url:
             raise SourceError(f"{what}: a file entry has no name or download_url: {entry}")
-        if source.include and not any(fnmatch(name, pattern) for pattern in source.include):
+        if not included(name, source.include):
             continue
         md5 = str(entry.get("computed_md5") or entry.get("supplied_md5") or "").lower()
         if entry.get("is_link_only") or not md5:
@@ -40,6 +38,4 @@ def resolve(source: FigshareSource, settings: Settings, client: httpx.Client) ->
                 "as an `http` source with their sha256"
             )
         remote_files.append(RemoteFile(name=name, url=url, size=entry.get("size"), md5=md5))
-    if not remote_files:
-        raise SourceError(f"{what}: no file matches include={source.include}")
-    return sorted(remote_files, key=lambda f: f.name)
+    return chosen(remote_files, source.include, what)

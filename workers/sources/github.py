@@ -6,13 +6,12 @@ so it cannot be verified and is refused with the reason (give its sha256 in an `
 
 from __future__ import annotations
 
-from fnmatch import fnmatch
 from urllib.parse import quote
 
 import httpx
 
 from app.core.config import Settings
-from workers.sources.base import RemoteFile, SourceError
+from workers.sources.base import RemoteFile, SourceError, chosen, included
 from workers.sources.descriptors import GitHubReleaseSource
 from workers.sources.net import fetch_json
 
@@ -31,7 +30,7 @@ def resolve(source: GitHubReleaseSource, settings: Settings, client: httpx.Clien
         name, download = asset.get("name"), asset.get("browser_download_url")
         if not name or not download:
             raise SourceError(f"{what}: an asset has no name or browser_download_url: {asset}")
-        if source.include and not any(fnmatch(name, pattern) for pattern in source.include):
+        if not included(name, source.include):
             continue
         algorithm, _, digest = str(asset.get("digest") or "").partition(":")
         if algorithm != "sha256" or not digest:
@@ -42,6 +41,4 @@ def resolve(source: GitHubReleaseSource, settings: Settings, client: httpx.Clien
         remote_files.append(
             RemoteFile(name=name, url=download, size=asset.get("size"), sha256=digest.lower())
         )
-    if not remote_files:
-        raise SourceError(f"{what}: no asset matches include={source.include}")
-    return sorted(remote_files, key=lambda f: f.name)
+    return chosen(remote_files, source.include, what)

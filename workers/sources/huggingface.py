@@ -5,13 +5,12 @@ carry their sha256; the others are verified by their git blob id."""
 
 from __future__ import annotations
 
-from fnmatch import fnmatch
 from urllib.parse import quote
 
 import httpx
 
 from app.core.config import Settings
-from workers.sources.base import RemoteFile, SourceError
+from workers.sources.base import RemoteFile, SourceError, chosen, included
 from workers.sources.descriptors import HuggingFaceSource
 from workers.sources.net import fetch_json
 
@@ -43,7 +42,7 @@ def resolve(source: HuggingFaceSource, settings: Settings, client: httpx.Client)
             path = entry.get("path", "")
             if entry.get("type") != "file" or path == ".gitattributes":
                 continue
-            if source.include and not any(fnmatch(path, pattern) for pattern in source.include):
+            if not included(path, source.include):
                 continue
             lfs = entry.get("lfs") or {}
             remote_files.append(
@@ -56,8 +55,4 @@ def resolve(source: HuggingFaceSource, settings: Settings, client: httpx.Client)
                 )
             )
         url = response.links.get("next", {}).get("url")
-    if not remote_files:
-        raise SourceError(
-            f"{what}: no files" + (f" match include={source.include}" if source.include else "")
-        )
-    return sorted(remote_files, key=lambda f: f.name)
+    return chosen(remote_files, source.include, what)

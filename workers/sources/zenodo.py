@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from fnmatch import fnmatch
 from typing import Any
 
 import httpx
 
 from app.core.config import Settings
-from workers.sources.base import RemoteFile, SourceError
+from workers.sources.base import RemoteFile, SourceError, chosen, included
 from workers.sources.descriptors import ZenodoSource
 from workers.sources.net import fetch_json
 
@@ -42,11 +41,9 @@ def resolve(source: ZenodoSource, settings: Settings, client: httpx.Client) -> l
         algorithm, _, digest = checksum.rpartition(":")
         if not name or not url:
             raise SourceError(f"{what}: a file entry has no name or link: {entry}")
-        if source.include and not any(fnmatch(name, pattern) for pattern in source.include):
+        if not included(name, source.include):
             continue
         if (algorithm or "md5") != "md5" or not digest:
             raise SourceError(f"{what}: file {name} has no md5 checksum ({checksum or 'none'})")
         remote_files.append(RemoteFile(name=name, url=url, size=entry.get("size"), md5=digest.lower()))
-    if not remote_files:
-        raise SourceError(f"{what}: no file matches include={source.include}")
-    return sorted(remote_files, key=lambda f: f.name)
+    return chosen(remote_files, source.include, what)

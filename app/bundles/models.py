@@ -7,7 +7,7 @@ that was recorded: a resumed job re-dispatches exactly the rows that are not fin
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, func
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -62,6 +62,8 @@ class BundleSource(Base):
 
 class BundleItem(Base):
     __tablename__ = "bundle_item"
+    # after each item, `advance` asks whether any item of the job is still pending (migration 0005)
+    __table_args__ = (Index("ix_bundle_item_job_state", "job_id", "state"),)
 
     job_id: Mapped[str] = mapped_column(ForeignKey("bundle_job.id", ondelete="CASCADE"), primary_key=True)
     item_id: Mapped[str] = mapped_column(String(200), primary_key=True)  # the case id inside the bundle

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import exists, func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.bundles.models import BundleItem, BundleJob, BundleSource
@@ -411,6 +411,12 @@ def _start(session: Session, job: BundleJob, settings: Settings) -> bool:
     return True
 
 
+def _has_items(session: Session, job_id: str, state: ItemState) -> bool:
+    return bool(
+        session.scalar(select(exists().where(BundleItem.job_id == job_id, BundleItem.state == state)))
+    )
+
+
 def advance(session: Session, job_id: str, settings: Settings | None = None) -> list[Message]:
     """Move a job to its next stage if the current one is complete. Commits; returns the tasks to send."""
     settings = settings or get_settings()
@@ -446,7 +452,8 @@ def advance(session: Session, job_id: str, settings: Settings | None = None) -> 
                 )
             )
         )
-        if not pending and not session.scalar(select(func.count()).where(BundleItem.job_id == job.id)):
+        # no item is harmonised before this stage, so pending items are all the job's items
+        if not pending:
             messages = fail_job(session, job.id, "the fetched sources hold no item a layout could recognise")
             session.commit()
             return messages
@@ -456,17 +463,12 @@ def advance(session: Session, job_id: str, settings: Settings | None = None) -> 
             Message("workers.tasks.harmonise_bundle_item", (job.id, item)) for item in sorted(pending)
         ]
     if job.state == JobState.harmonising:
-        counts = dict(
-            session.execute(
-                select(BundleItem.state, func.count())
-                .where(BundleItem.job_id == job.id)
-                .group_by(BundleItem.state)
-            ).all()
-        )
-        if counts.get(ItemState.pending, 0):
+        # called after every item: an EXISTS on (job_id, state) stops at the first row, where counting all
+        # items each time would make a job of n items cost n^2 row reads
+        if _has_items(session, job.id, ItemState.pending):
             session.commit()
             return messages
-        if not counts.get(ItemState.done, 0):
+        if not _has_items(session, job.id, ItemState.done):
             messages = fail_job(
                 session, job.id, "every item was skipped: see the skipped list for the reasons"
             )

@@ -250,6 +250,16 @@ def test_two_spellings_get_one_global_id_and_partial_labels_are_unknown(tmp_path
     assert np.array_equal(sitk.GetArrayViewFromImage(full.label) == 1, labels == 1)
 
 
+def test_one_source_keeps_its_label_ids_and_later_sources_follow() -> None:
+    alone = unify_labels({"msd-liver": {1: "liver", 2: "liver tumour"}})
+    assert alone.table == {"background": 0, "liver": 1, "liver_tumour": 2}
+    assert alone.local_to_global["msd-liver"] == {0: 0, 1: 1, 2: 2}
+    pair = {"b-kits": {1: "kidney", 2: "tumour"}, "a-spleen": {1: "spleen", 2: "Hepatic"}}
+    unified = unify_labels(pair)
+    assert unified.table == {"background": 0, "spleen": 1, "liver": 2, "kidney": 3, "tumour": 4}
+    assert unify_labels(dict(reversed(list(pair.items())))).table == unified.table
+
+
 def test_label_value_missing_from_the_table_is_reported(tmp_path: Path) -> None:
     msd = detect_layout(fx.build_msd_source(tmp_path, cases=1))
     unified = unify_labels({"msd": {1: "liver"}})  # the table forgot label 2

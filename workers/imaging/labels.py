@@ -119,17 +119,22 @@ class LabelUnification:
 def unify_labels(sources: Mapping[str, Mapping[int, str]]) -> LabelUnification:
     """One global table from every source's local table.
 
-    Concepts are numbered in sorted order, not in the order sources arrive, so the same set of sources gives
-    the same ids whichever finished downloading first. Local id 0 is background in every source we know of;
-    a source naming another id "background" is honoured too.
+    Concepts are numbered source by source in slug order, each source's in the order of its local ids: the
+    first source keeps its own numbering wherever it is consecutive (a bundle of MSD Liver alone still has
+    1 = liver, 2 = tumour, and its label files need no rewriting), and later sources' new concepts follow.
+    Slug order, not arrival order, so the same set of sources gives the same ids whichever finished
+    downloading first. Local id 0 is background in every source we know of; a source naming another id
+    "background" is honoured too.
     """
     local_to_concept: dict[str, dict[int, str]] = {}
     for source, table in sorted(sources.items()):
         concepts = {0: BACKGROUND}
         concepts.update({int(local): normalise_concept(name) for local, name in table.items()})
         local_to_concept[source] = concepts
-    names = sorted({c for concepts in local_to_concept.values() for c in concepts.values()} - {BACKGROUND})
-    table = {BACKGROUND: 0} | {concept: index for index, concept in enumerate(names, start=1)}
+    table = {BACKGROUND: 0}
+    for concepts in local_to_concept.values():
+        for _local, concept in sorted(concepts.items()):
+            table.setdefault(concept, len(table))
     local_to_global = {
         source: {local: table[concept] for local, concept in concepts.items()}
         for source, concepts in local_to_concept.items()

@@ -115,7 +115,7 @@ class HarmonisedCase:
     annotated_labels: tuple[
         str, ...
     ]  # concepts annotated in this case; the others are unknown, not background
-    content_hash: str  # sha256 of the canonical voxel array (computed upstream, used for deduplication)
+    content_hash: str  # BLAKE3 of the canonical voxel array (computed upstream, used for deduplication)
     split: Split
     label: np.ndarray | None = None  # global label values, same shape as image (spatial part)
     class_label: str | None = None  # 2D classification target

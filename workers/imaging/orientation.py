@@ -45,7 +45,12 @@ def ras_affine(image: sitk.Image) -> np.ndarray:
 
 def axis_codes(image: sitk.Image) -> str:
     """Where each voxel axis points, in RAS letters (nibabel's convention, not ITK's)."""
-    direction = LPS_TO_RAS @ np.array(image.GetDirection()).reshape(3, 3)
+    return direction_codes(image.GetDirection())
+
+
+def direction_codes(itk_direction: tuple[float, ...]) -> str:
+    """`axis_codes` of a 3D ITK direction (row-major 3x3)."""
+    direction = LPS_TO_RAS @ np.array(itk_direction).reshape(3, 3)
     codes = []
     for column in direction.T:
         axis = int(np.argmax(np.abs(column)))

@@ -140,6 +140,11 @@ def map_bounded(
                 future.cancel()
 
 
+def prewritten_path(folder: Path, name: str, suffix: str) -> Path:
+    """Where a case's prewritten volume goes: `suffix` is `image`, `label` or `image<N>` (channel N)."""
+    return folder / f"{name}.{suffix}.nii.gz"
+
+
 def prewrite_volumes(
     folder: Path,
     name: str,
@@ -158,7 +163,7 @@ def prewrite_volumes(
     folder.mkdir(parents=True, exist_ok=True)
 
     def write(suffix: str, array: np.ndarray) -> VolumeFile:
-        final = folder / f"{name}.{suffix}.nii.gz"
+        final = prewritten_path(folder, name, suffix)
         temporary = folder / f".{name}.{suffix}.{os.getpid()}.tmp"
         try:
             written = write_nifti_gz(temporary, array, spacing, origin, direction, level)

@@ -1,0 +1,192 @@
+"""Cases already in the bundle's form are copied after one checked pass, and come out as the decoding way
+would make them; anything else is decoded (workers/imaging/passthrough.py)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+from typing import Any
+
+import imaging_fixtures as fx
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from workers.imaging.cases import Case
+from workers.imaging.dedup import content_hash
+from workers.imaging.errors import UnreadableItemError
+from workers.imaging.labels import unify_labels
+from workers.imaging.passthrough import copy_checked, stored_volume
+from workers.pipeline import harmonise as harmonise_unit
+
+
+def _ras_pair(folder: Path, label_dtype: str = "u1") -> tuple[Path, Path]:
+    """nibabel's anatomical MR made canonical (RAS), with a two-label map, as nibabel-based sets ship."""
+    volume, affine = fx.anatomical_volume()
+    canonical = nib.as_closest_canonical(nib.Nifti1Image(volume, affine))
+    scan = np.asarray(canonical.dataobj).astype("<i2")
+    folder.mkdir(parents=True, exist_ok=True)
+    image, label = folder / "case_1.nii.gz", folder / "case_1_seg.nii.gz"
+    nib.save(nib.Nifti1Image(scan, canonical.affine), image)
+    nib.save(nib.Nifti1Image(fx.two_label_map(scan).astype(label_dtype), canonical.affine), label)
+    return image, label
+
+
+def _case(image: Path, label: Path | None, table: dict[int, str] | None = None) -> Case:
+    return Case(
+        case_id="case_1",
+        subject_id="s1",
+        images=(image,),
+        label=label,
+        label_table=table or {1: "liver", 2: "spleen"},
+    )
+
+
+def _harmonise(case: Case, out: Path, table: dict[int, str] | None = None) -> dict[str, Any]:
+    unification = unify_labels({"src": table or {1: "liver", 2: "spleen"}})
+    return harmonise_unit.harmonise_to_file(case, "src", unification, "MR", out, case.images[0].parent)
+
+
+def _decoded(case: Case, out: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    with monkeypatch.context() as patched:
+        patched.setattr(harmonise_unit, "copy_stored_case", lambda *args: None)
+        return _harmonise(case, out)
+
+
+def test_a_ras_case_is_copied_and_matches_the_decoding_way(tmp_path: Path, monkeypatch) -> None:
+    image, label = _ras_pair(tmp_path / "src")
+    case = _case(image, label)
+    copied = _harmonise(case, tmp_path / "copy" / "case.npz")
+    decoded = _decoded(case, tmp_path / "decode" / "case.npz", monkeypatch)
+
+    # the copy is the source file byte for byte; the decoding way wrote its own
+    copy_image = tmp_path / "copy" / copied["volumes"]["image"][0]
+    assert copy_image.read_bytes() == image.read_bytes()
+    assert (tmp_path / "copy" / copied["volumes"]["label"][0]).read_bytes() == label.read_bytes()
+    assert copied["volumes"]["image"][2] == copied["source_checksum"] == decoded["source_checksum"]
+    assert copy_image.read_bytes() != (tmp_path / "decode" / decoded["volumes"]["image"][0]).read_bytes()
+
+    # everything packaging uses is the same, the content hash included (dedup works across both ways)
+    for key in ("content_hash", "annotated", "dims", "channels", "original_orientation", "source_file"):
+        assert copied[key] == decoded[key], key
+    for key in ("spacing", "origin", "direction"):
+        assert copied[key] == pytest.approx(decoded[key], abs=1e-6), key
+    for key in ("shape", "label_range"):
+        assert copied["volumes"][key] == decoded["volumes"][key], key
+
+    # and ITK reads the same voxels and grid from both
+    for part in ("image", "label"):
+        ours = sitk.ReadImage(str(tmp_path / "copy" / copied["volumes"][part][0]))
+        theirs = sitk.ReadImage(str(tmp_path / "decode" / decoded["volumes"][part][0]))
+        assert np.array_equal(sitk.GetArrayViewFromImage(ours), sitk.GetArrayViewFromImage(theirs))
+        assert ours.GetDirection() == pytest.approx(theirs.GetDirection(), abs=1e-6)
+        assert ours.GetOrigin() == pytest.approx(theirs.GetOrigin(), abs=1e-3)
+
+
+def test_a_copied_volume_has_the_decoded_volumes_content_hash(tmp_path: Path) -> None:
+    image, _ = _ras_pair(tmp_path)
+    volume = stored_volume(image)
+    assert volume is not None
+    copied = copy_checked(volume, tmp_path / "out.nii.gz")
+    assert copied is not None
+    assert copied.content_hash == content_hash(sitk.ReadImage(str(image)))
+
+
+@pytest.mark.parametrize("holder", ["job only", "read-only cache", "writable local folder"])
+def test_a_file_nobody_else_can_change_is_linked_others_are_copied(holder: str, tmp_path: Path) -> None:
+    image, _ = _ras_pair(tmp_path / "src")
+    if holder != "job only":
+        os.link(image, tmp_path / "other-name.nii.gz")  # the cache's or the user's own name for it
+    if holder == "read-only cache":
+        image.chmod(0o444)
+    volume = stored_volume(image)
+    assert volume is not None
+    copied = copy_checked(volume, tmp_path / "out" / "image.nii.gz")
+    assert copied is not None and copied.path.read_bytes() == image.read_bytes()
+    assert os.path.samefile(copied.path, image) == (holder != "writable local folder")
+    assert [p.name for p in copied.path.parent.iterdir()] == ["image.nii.gz"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        "lps",
+        "scaled",
+        "float_label",
+        "wide_label",
+        "renumbered",
+        "qform_disagrees",
+        "trailing_bytes",
+    ],
+)
+def test_anything_not_in_the_bundles_form_is_decoded_instead(
+    spoil: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image, label = _ras_pair(tmp_path / "src", label_dtype="f4" if spoil == "float_label" else "u1")
+    table: dict[int, str] = {1: "liver", 2: "spleen"}
+    if spoil == "lps":
+        volume, affine = fx.anatomical_volume()  # stored LAS: must be reoriented
+        nib.save(nib.Nifti1Image(volume, affine), image)
+        nib.save(nib.Nifti1Image(fx.two_label_map(volume), affine), label)
+    elif spoil == "scaled":
+        loaded = nib.load(image)
+        scaled = nib.Nifti1Image(np.asarray(loaded.dataobj).astype("<i2"), loaded.affine)
+        scaled.header.set_slope_inter(2.0, 0.0)
+        nib.save(scaled, image)
+    elif spoil == "wide_label":
+        loaded = nib.load(label)
+        nib.save(nib.Nifti1Image(np.asarray(loaded.dataobj).astype("<u2"), loaded.affine), label)
+    elif spoil == "qform_disagrees":
+        loaded = nib.load(image)
+        shifted = loaded.affine.copy()
+        shifted[0, 3] += 5.0
+        rewritten = nib.Nifti1Image(np.asarray(loaded.dataobj), loaded.affine)
+        rewritten.set_qform(shifted, code=1)
+        rewritten.set_sform(loaded.affine, code=2)
+        nib.save(rewritten, image)
+    elif spoil == "trailing_bytes":
+        with image.open("ab") as handle:
+            handle.write(gzip.compress(b"not part of the volume"))
+
+    calls: list[bool] = []
+    real = harmonise_unit.copy_stored_case
+
+    def spy(*args: Any) -> Any:
+        result = real(*args)
+        calls.append(result is not None)
+        return result
+
+    monkeypatch.setattr(harmonise_unit, "copy_stored_case", spy)
+    out = tmp_path / "out" / "case.npz"
+    sources: dict[str, dict[int, str]] = {"src": table}
+    if (
+        spoil == "renumbered"
+    ):  # a source sorting first takes ids 1, 2 the other way round: src's need rewriting
+        sources["another"] = {1: "spleen", 2: "liver"}
+    unification = unify_labels(sources)
+    try:
+        result = harmonise_unit.harmonise_to_file(
+            _case(image, label, table), "src", unification, "MR", out, image.parent
+        )
+    except UnreadableItemError:
+        result = None  # the decoding way may refuse what it reads (a float label it does accept)
+    assert calls == [False]
+    if result is not None:
+        # what the decoding way wrote, and nothing the copy attempt left behind
+        names = {p.name for p in out.parent.iterdir()}
+        assert names == {result["volumes"]["image"][0], result["volumes"]["label"][0]}
+
+
+def test_a_truncated_file_is_not_copied_and_the_reason_comes_from_the_reader(
+    tmp_path: Path,
+) -> None:
+    image, label = _ras_pair(tmp_path / "src")
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out" / "case.npz"
+    with pytest.raises(UnreadableItemError) as caught:
+        _harmonise(_case(image, label), out)
+    assert caught.value.code in {"truncated", "corrupt"}
+    assert not out.parent.exists() or not any(out.parent.iterdir())

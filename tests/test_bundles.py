@@ -202,11 +202,37 @@ def test_2d_part_loads_with_datasets(built: Built) -> None:
 
 
 # -- API behaviour ---------------------------------------------------------------------------------------------------
-def test_download_supports_range(built: Built, client: Any) -> None:
-    job_id = built.status["id"]
-    response = client.get(f"/api/v1/bundles/{job_id}/download", headers={"Range": "bytes=100-199"})
-    assert response.status_code == 206
-    assert response.content == built.archive[100:200]
+@pytest.mark.parametrize(
+    "headers, status, part",
+    [
+        ({"Range": "bytes=100-199"}, 206, slice(100, 200)),
+        ({"Range": "bytes=1000-"}, 206, slice(1000, None)),
+        ({"Range": "bytes=-300"}, 206, slice(-300, None)),
+        ({"Range": "bytes=100-199", "If-Range": "ETAG"}, 206, slice(100, 200)),
+        ({"Range": "bytes=100-199", "If-Range": '"another-version"'}, 200, slice(None)),
+        ({"Range": "bytes=0-1,5-9"}, 200, slice(None)),  # several ranges: the whole
+        ({"Range": "bytes=99999999999-"}, 416, None),
+    ],
+)
+def test_download_supports_range(
+    built: Built, client: Any, headers: dict[str, str], status: int, part: Any
+) -> None:
+    job_id, size = built.status["id"], len(built.archive)
+    etag = f'"{built.status["result"]["archive_sha256"]}"'
+    headers = {k: etag if v == "ETAG" else v for k, v in headers.items()}
+    response = client.get(f"/api/v1/bundles/{job_id}/download", headers=headers)
+    assert response.status_code == status
+    assert response.headers["etag"] == etag and response.headers["accept-ranges"] == "bytes"
+    if part is None:
+        assert response.headers["content-range"] == f"bytes */{size}"
+        return
+    assert response.content == built.archive[part]
+    assert int(response.headers["content-length"]) == len(response.content)
+    if status == 206:
+        start = part.start % size
+        assert (
+            response.headers["content-range"] == f"bytes {start}-{start + len(response.content) - 1}/{size}"
+        )
 
 
 def test_bad_requests_get_clear_errors(client: Any) -> None:

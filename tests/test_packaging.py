@@ -35,7 +35,8 @@ from workers.packaging import (
     SourceDataset,
     build_bundle,
 )
-from workers.packaging.checksums import verify_sha256sums
+from workers.packaging.archive import BundleArchive
+from workers.packaging.checksums import bundle_files, verify_sha256sums
 from workers.packaging.licences import combined_terms
 from workers.packaging.publish import PARTIAL_MARKER, BundleExistsError
 
@@ -449,16 +450,51 @@ def test_a_published_bundle_is_never_overwritten(bundle: Path) -> None:
     assert (bundle / "SHA256SUMS").read_bytes() == before
 
 
-def test_archive_is_deterministic_and_complete(tmp_path: Path) -> None:
-    spec = BundleSpec(**{**SPEC.__dict__, "write_archive": True})
+def test_archive_is_deterministic_complete_and_what_tarfile_writes(tmp_path: Path) -> None:
     cases = [c for c in make_cases() if c.case_id in ("ct_000", "xr_000")]
-    first = build(tmp_path / "a" / "bundle", spec, cases)
-    second = build(tmp_path / "b" / "bundle", spec, cases)
-    assert first.archive and second.archive
-    assert first.archive.read_bytes() == second.archive.read_bytes()
-    with tarfile.open(first.archive) as tar:
+    first = build(tmp_path / "a" / "bundle", cases=cases)
+    build(tmp_path / "b" / "bundle", cases=cases)
+    archive = b"".join(BundleArchive(first.path).read())
+    assert len(archive) == BundleArchive(first.path).size
+    assert archive == b"".join(BundleArchive(tmp_path / "b" / "bundle").read())
+    assert BundleArchive(first.path).sha256() == hashlib.sha256(archive).hexdigest()
+
+    # byte for byte what tarfile writes for the same members, so every tar reader takes it
+    def normalised(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = 0
+        info.mode = 0o755 if info.isdir() else 0o644
+        return info
+
+    written = tmp_path / "tarfile.tar"
+    with tarfile.open(written, "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(first.path, arcname="bundle", recursive=False, filter=normalised)
+        folders: set[str] = set()
+        for relative in bundle_files(first.path):
+            parents = relative.split("/")[:-1]
+            for depth in range(1, len(parents) + 1):
+                folder = "/".join(parents[:depth])
+                if folder not in folders:
+                    folders.add(folder)
+                    tar.add(
+                        first.path / folder, arcname=f"bundle/{folder}", recursive=False, filter=normalised
+                    )
+            tar.add(first.path / relative, arcname=f"bundle/{relative}", filter=normalised)
+    assert archive == written.read_bytes()
+    with tarfile.open(written) as tar:
         names = set(tar.getnames())
     assert "bundle/SHA256SUMS" in names and "bundle/croissant.json" in names
+
+
+@pytest.mark.parametrize("start, end", [(0, 1), (0, 512), (100, 5000), (511, 513), (1000, None), (-1, None)])
+def test_any_range_of_the_archive_is_the_same_bytes_as_that_slice_of_the_whole(
+    start: int, end: int | None, bundle: Path
+) -> None:
+    archive = BundleArchive(bundle)
+    whole = b"".join(archive.read())
+    start = archive.size - 1 if start < 0 else start
+    assert b"".join(archive.read(start, end)) == whole[start:end]
 
 
 def test_a_killed_build_leaves_only_a_partial_folder_that_the_next_run_removes(tmp_path: Path) -> None:

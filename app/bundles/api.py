@@ -3,14 +3,16 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 
 from app.api.deps import SessionDep
 from app.bundles import service
 from app.bundles.schemas import BundleItemsPage, BundleJobOut, BundleJobSummary, BundleRequest, ItemState
+from app.core.ranges import RangeNotSatisfiable, attachment, requested_range
 
 router = APIRouter()
 API = "/api/v1"
+TAR = "application/x-tar"
 OWNER_COOKIE = "imagingx_bundles"
 
 JobId = Annotated[str, Path(description="The job id returned when the bundle was requested", max_length=64)]
@@ -105,11 +107,28 @@ def cancel_bundle(session: SessionDep, job_id: JobId) -> BundleJobOut:
     "/bundles/{job_id}/download",
     operation_id="download_bundle",
     tags=["bundles"],
-    response_class=FileResponse,
-    responses={200: {"content": {"application/x-tar": {}}, "description": "The bundle as one tar archive"}},
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/x-tar": {}}, "description": "The bundle as one tar archive"},
+        206: {"content": {"application/x-tar": {}}, "description": "The byte range asked for with `Range`"},
+        416: {"description": "The range starts past the end of the archive"},
+    },
 )
-def download_bundle(session: SessionDep, job_id: JobId) -> FileResponse:
-    """The finished bundle as one uncompressed tar (its volumes are gzip already). Supports `Range`, so an
-    interrupted download resumes; 409 while the job is still running."""
-    path, filename = service.download_file(session, job_id)
-    return FileResponse(path, media_type="application/x-tar", filename=filename)
+def download_bundle(session: SessionDep, job_id: JobId, request: Request) -> Response:
+    """The finished bundle as one uncompressed tar (its volumes are gzip already), identical on every request.
+    Supports `Range` (one range) and `If-Range` with the ETag (the archive's sha256), so an interrupted
+    download resumes; 409 while the job is still running."""
+    found = service.download(session, job_id)
+    size, etag = found.archive.size, f'"{found.sha256}"'
+    headers = {"Accept-Ranges": "bytes", "ETag": etag, "Content-Disposition": attachment(found.filename)}
+    try:
+        span = requested_range(request.headers.get("range"), request.headers.get("if-range"), etag, size)
+    except RangeNotSatisfiable:
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+    if span is None:
+        return StreamingResponse(
+            found.archive.read(), media_type=TAR, headers={**headers, "Content-Length": str(size)}
+        )
+    start, end = span
+    headers |= {"Content-Range": f"bytes {start}-{end - 1}/{size}", "Content-Length": str(end - start)}
+    return StreamingResponse(found.archive.read(start, end), status_code=206, media_type=TAR, headers=headers)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import exists, func, select, text, update
@@ -45,6 +45,9 @@ from app.catalog.service import access_next_step
 from app.core.config import Settings, get_settings
 from app.core.errors import ApiError, InvalidInput, NotFound
 from app.selections.service import checked_slugs, plan_slugs
+
+if TYPE_CHECKING:
+    from workers.packaging.archive import BundleArchive
 
 API = "/api/v1"
 ID_LENGTH = 32
@@ -78,11 +81,6 @@ def bundle_folder_name(name: str) -> str:
 
 def bundle_dir(settings: Settings, job: BundleJob) -> Path:
     return store_root(settings) / job.id / bundle_folder_name(job.name)
-
-
-def archive_path(settings: Settings, job: BundleJob) -> Path:
-    folder = bundle_dir(settings, job)
-    return folder.with_name(folder.name + ".tar")
 
 
 # -- messages: the tasks a state change asks for --------------------------------------------------------------------
@@ -335,16 +333,28 @@ def list_items(
     return BundleItemsPage(items=items, total=total, next_url=next_url)
 
 
-def download_file(session: Session, job_id: str, settings: Settings | None = None) -> tuple[Path, str]:
-    """(archive path, file name to offer) of a finished bundle; 409 while the job is not done."""
+@dataclass(frozen=True)
+class Download:
+    archive: BundleArchive
+    filename: str
+    sha256: str  # recorded when the bundle was published: the archive's ETag
+
+
+def download(session: Session, job_id: str, settings: Settings | None = None) -> Download:
+    """The archive of a finished bundle; 409 while the job is not done, 410 once its bundle is gone."""
+    from workers.packaging.archive import BundleArchive
+
     settings = settings or get_settings()
     job = get_job(session, job_id)
-    if job.state != JobState.done:
+    if job.state != JobState.done or not job.result:
         raise ApiError(409, f"bundle {job_id} is {job.state}: it can be downloaded once it is done")
-    path = archive_path(settings, job)
-    if not path.is_file():
-        raise ApiError(410, f"bundle {job_id}: its archive is no longer in the store")
-    return path, path.name
+    folder = bundle_dir(settings, job)
+    if not (folder / "SHA256SUMS").is_file():
+        raise ApiError(410, f"bundle {job_id} is no longer in the store")
+    archive = BundleArchive(folder)
+    if archive.size != job.result["archive_bytes"]:
+        raise ApiError(410, f"bundle {job_id} has changed in the store since it was published")
+    return Download(archive, f"{folder.name}.tar", job.result["archive_sha256"])
 
 
 # -- cancelling ---------------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from workers.packaging import images2d, nnunet
-from workers.packaging.archive import write_bundle_tar
 from workers.packaging.cases import HarmonisedCase, LabelTable, SkippedItem, SourceDataset
 from workers.packaging.checksums import bundle_files, sha256_file, write_sha256sums
 from workers.packaging.croissant import croissant_document, write_croissant
@@ -63,7 +62,6 @@ class BundleSpec:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     gzip_level: int = DEFAULT_LEVEL
     compress_threads: int = 1  # per volume, on top of `workers` cases at once; output identical for any value
-    write_archive: bool = False
     report_extra: dict[str, Any] = field(default_factory=dict)  # e.g. the plan's MDFP summary rows
 
 
@@ -73,7 +71,6 @@ class BundleResult:
     items: int
     skipped: tuple[SkippedItem, ...]
     sha256sums: dict[str, str]
-    archive: Path | None
 
 
 def nnunet_folders(spec: BundleSpec) -> dict[str, str]:
@@ -394,11 +391,9 @@ def build_bundle(
             root,
         )
         sums = write_sha256sums(root, packager.known_hashes)
-    archive = write_bundle_tar(dest, dest.with_name(dest.name + ".tar")) if spec.write_archive else None
     return BundleResult(
         path=dest,
         items=len(packager.records),
         skipped=tuple(packager.skipped),
         sha256sums=sums,
-        archive=archive,
     )

@@ -1,5 +1,5 @@
 """The packaging unit: every harmonised item into one bundle (workers/packaging), published atomically, its
-archive written and its checksums recorded; and the clean-up of a finished job's work folder."""
+checksums and its download archive's recorded; and the clean-up of a finished job's work folder."""
 
 from __future__ import annotations
 
@@ -180,10 +180,10 @@ def load_harmonised(items: list[HarmonisedItem], path_of: Callable[[str], Path])
 
 
 def package(job_id: str, settings: Settings) -> Messages:
-    """Build and publish the bundle and its archive; record checksums. A rerun after a crash either finds the
+    """Build and publish the bundle; record its checksums and its archive's. A rerun after a crash either finds the
     published bundle (and only records it) or rebuilds it from the same inputs, byte for byte."""
     from workers.packaging import BundleSpec, SkippedItem, build_bundle
-    from workers.packaging.archive import write_bundle_tar
+    from workers.packaging.archive import BundleArchive
     from workers.packaging.publish import remove_stale_partials
 
     with new_session() as session:
@@ -191,7 +191,6 @@ def package(job_id: str, settings: Settings) -> Messages:
         if job is None or job.state != JobState.packaging:
             return []
         dest = service.bundle_dir(settings, job)
-        archive = service.archive_path(settings, job)
         inputs = _bundle_inputs(session, job, settings)
         name = job.name
         plan_id = job.plan_id
@@ -236,8 +235,8 @@ def package(job_id: str, settings: Settings) -> Messages:
             for s in result.skipped
             if s.item != "(whole source)"
         ]
-    if not archive.is_file():
-        write_bundle_tar(dest, archive)
+    archive = BundleArchive(dest)  # served from the bundle folder; only its size and checksum are recorded
+    archive_sha256 = archive.sha256()
     sums_path = dest / "SHA256SUMS"
     files = sum(1 for line in sums_path.read_text().splitlines() if line.strip())
     with new_session() as session:
@@ -252,8 +251,8 @@ def package(job_id: str, settings: Settings) -> Messages:
             )
             + len(packaging_skipped),
             "files": files,
-            "archive_bytes": archive.stat().st_size,
-            "archive_sha256": sha256_file(archive),
+            "archive_bytes": archive.size,
+            "archive_sha256": archive_sha256,
             "sha256sums_sha256": sha256_file(sums_path),
             "packaging_skipped": packaging_skipped,
         }

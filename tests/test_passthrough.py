@@ -1,5 +1,6 @@
 """Cases already in the bundle's form are copied after one checked pass, and come out as the decoding way
-would make them; anything else is decoded (workers/imaging/passthrough.py)."""
+would make them; anything else is decoded (workers/imaging/passthrough.py). Plain NIfTI files are read
+straight from their gzip stream, as ITK would read them (workers/imaging/nifti.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from workers.imaging.cases import Case
 from workers.imaging.dedup import content_hash
 from workers.imaging.errors import UnreadableItemError
 from workers.imaging.labels import unify_labels
+from workers.imaging.nifti import plain_nifti
 from workers.imaging.passthrough import copy_checked, stored_volume
+from workers.imaging.readers import read_volume
 from workers.pipeline import harmonise as harmonise_unit
 
 
@@ -190,3 +193,36 @@ def test_a_truncated_file_is_not_copied_and_the_reason_comes_from_the_reader(
         _harmonise(_case(image, label), out)
     assert caught.value.code in {"truncated", "corrupt"}
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+@pytest.mark.parametrize(
+    "kind", ["las_int16", "ras_uint8", "float32", "scaled", "scaled_uncompressed", "four_d", "qform_only"]
+)
+def test_reading_a_nifti_straight_from_its_stream_gives_what_itk_reads(kind: str, tmp_path: Path) -> None:
+    """read_volume takes plain files straight from the gzip stream and the rest through ITK: either way the
+    same image as SimpleITK's own ReadImage (voxels, pixel type, geometry)."""
+    volume, affine = fx.anatomical_volume()
+    path = tmp_path / (f"{kind}.nii" if kind == "scaled_uncompressed" else f"{kind}.nii.gz")
+    if kind == "las_int16":
+        image = nib.Nifti1Image(volume, affine)
+    elif kind == "ras_uint8":
+        canonical = nib.as_closest_canonical(nib.Nifti1Image(volume, affine))
+        image = nib.Nifti1Image(fx.two_label_map(np.asarray(canonical.dataobj)), canonical.affine)
+    elif kind == "float32":
+        image = nib.Nifti1Image(volume.astype(np.float32) / 7, affine)
+    elif kind.startswith("scaled"):  # read as float32 by ITK: twice the stored bytes
+        image = nib.Nifti1Image(volume, affine)
+        image.header.set_slope_inter(0.5, -10.0)
+    elif kind == "four_d":
+        image = nib.Nifti1Image(np.stack([volume, volume // 2], axis=-1), affine)
+    else:
+        image = nib.Nifti1Image(volume, None)
+        image.set_qform(affine, code=1)
+        image.set_sform(None, code=0)
+    nib.save(image, path)
+    assert (plain_nifti(path) is not None) == (kind in ("las_int16", "ras_uint8", "float32", "qform_only"))
+    ours, itk = read_volume(path), sitk.ReadImage(str(path))
+    assert ours.GetPixelID() == itk.GetPixelID()
+    assert np.array_equal(sitk.GetArrayViewFromImage(ours), sitk.GetArrayViewFromImage(itk))
+    for get in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+        assert getattr(ours, get)() == getattr(itk, get)(), get

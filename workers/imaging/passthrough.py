@@ -20,65 +20,27 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO
 
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
-from isal import igzip, isal_zlib
 
 from workers.imaging.dedup import content_digest
+from workers.imaging.nifti import CorruptStreamError, PlainNifti, inflate, plain_nifti
 from workers.imaging.orientation import direction_codes
 
-NIFTI1_VOXEL_OFFSET = 352  # 348 header bytes + the 4-byte extension flag: no extensions
-CHUNK_BYTES = 1 << 20
-# What ITK's NIfTI reader gives for each stored type, so "same dtype" means the same as the decoding way.
-_ITK_DTYPES = {
-    sitk.sitkUInt8: np.uint8,
-    sitk.sitkInt8: np.int8,
-    sitk.sitkUInt16: np.uint16,
-    sitk.sitkInt16: np.int16,
-    sitk.sitkUInt32: np.uint32,
-    sitk.sitkInt32: np.int32,
-    sitk.sitkUInt64: np.uint64,
-    sitk.sitkInt64: np.int64,
-    sitk.sitkFloat32: np.float32,
-    sitk.sitkFloat64: np.float64,
-}
 # Header affines are float32: agreement to a micrometre means ITK and any other reader see the same grid.
 AFFINE_TOLERANCE_MM = 1e-3
-_UNITS_UNKNOWN, _UNITS_MM = 0, 2
 
 
-@dataclass(frozen=True)
-class StoredVolume:
-    """A `.nii.gz` whose bytes can go into the bundle as they are, with its geometry as ITK reads it."""
-
-    path: Path
-    size: tuple[int, ...]  # ITK (x, y, z)
-    spacing: tuple[float, ...]
-    origin: tuple[float, ...]
-    direction: tuple[float, ...]
-    dtype: np.dtype  # little-endian
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """numpy's (z, y, x), the order of the voxel bytes."""
-        return tuple(reversed(self.size))
-
-    @property
-    def voxel_bytes(self) -> int:
-        return int(np.prod(self.size)) * self.dtype.itemsize
-
-    def same_grid(self, other: StoredVolume) -> bool:
-        return (
-            self.size == other.size
-            and np.allclose(self.spacing, other.spacing, rtol=0, atol=1e-5)
-            and np.allclose(self.origin, other.origin, rtol=0, atol=AFFINE_TOLERANCE_MM)
-            and np.allclose(self.direction, other.direction, rtol=0, atol=1e-6)
-        )
+def same_grid(one: PlainNifti, other: PlainNifti) -> bool:
+    return (
+        one.size == other.size
+        and np.allclose(one.spacing, other.spacing, rtol=0, atol=1e-5)
+        and np.allclose(one.origin, other.origin, rtol=0, atol=AFFINE_TOLERANCE_MM)
+        and np.allclose(one.direction, other.direction, rtol=0, atol=1e-6)
+    )
 
 
 @dataclass(frozen=True)
@@ -92,67 +54,17 @@ class CopiedVolume:
     value_range: tuple[float, float] | None  # a label's smallest and largest value (None for an image)
 
 
-def stored_volume(path: Path) -> StoredVolume | None:
-    """`path` if its bytes are already what the bundle would write for it, else None (the caller decodes it).
-
-    That is: a gzipped single-file NIfTI-1, little-endian, 3D, one component, no extensions, no intensity
-    scaling, millimetres, voxel axes toward R, A, S as ITK reads them, and qform/sform agreeing with ITK's
-    geometry (a reader preferring the other transform must see the same grid)."""
-    if not path.name.lower().endswith(".nii.gz") or not path.is_file():
+def stored_volume(path: Path) -> PlainNifti | None:
+    """`path` if its bytes are already what the bundle would write for it, else None (the caller decodes it):
+    a plain NIfTI (workers/imaging/nifti.py) whose voxel axes point toward R, A, S as ITK reads them, and
+    whose qform/sform agree with ITK's geometry (a reader preferring the other transform sees the same grid)."""
+    volume = plain_nifti(path)
+    if volume is None or direction_codes(volume.direction) != "RAS":
         return None
-    try:
-        with igzip.open(path, "rb") as stream:
-            head = stream.read(NIFTI1_VOXEL_OFFSET)
-        header = nib.Nifti1Header.from_fileobj(BytesIO(head), check=False)
-    except (OSError, EOFError, ValueError, isal_zlib.error, nib.spatialimages.HeaderDataError):
-        return None
-    if (
-        len(head) < NIFTI1_VOXEL_OFFSET
-        or head[344:348] != b"n+1\x00"
-        or head[348:352] != b"\x00\x00\x00\x00"
-        or header.endianness != "<"
-        or int(header["dim"][0]) != 3
-        or float(header["vox_offset"]) != NIFTI1_VOXEL_OFFSET
-        or float(header["scl_slope"]) not in (0.0, 1.0)
-        or float(header["scl_inter"]) != 0.0
-        or int(header["xyzt_units"]) & 0x07 not in (_UNITS_UNKNOWN, _UNITS_MM)
-    ):
-        return None
-    itk = _itk_information(head)
-    if itk is None:
-        return None
-    size, spacing, origin, direction, dtype = itk
-    if dtype != header.get_data_dtype().newbyteorder("<") or direction_codes(direction) != "RAS":
-        return None
-    volume = StoredVolume(path, size, spacing, origin, direction, dtype)
-    return volume if _header_forms_agree(header, volume) else None
+    return volume if _header_forms_agree(volume.header, volume) else None
 
 
-def _itk_information(head: bytes) -> tuple[tuple[int, ...], tuple[float, ...], ...] | None:
-    """Size, spacing, origin, direction and dtype as SimpleITK reads this header (not re-derived here: the
-    decoding way reads the file with ITK, and both ways must see one geometry)."""
-    with tempfile.NamedTemporaryFile(suffix=".nii", prefix="imagingx-header-") as plain:
-        plain.write(head)
-        plain.flush()
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(plain.name)
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError:
-            return None
-    dtype = _ITK_DTYPES.get(reader.GetPixelID())
-    if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1 or dtype is None:
-        return None
-    return (
-        tuple(reader.GetSize()),
-        tuple(reader.GetSpacing()),
-        tuple(reader.GetOrigin()),
-        tuple(reader.GetDirection()),
-        np.dtype(dtype).newbyteorder("<"),
-    )
-
-
-def _header_forms_agree(header: nib.Nifti1Header, volume: StoredVolume) -> bool:
+def _header_forms_agree(header: nib.Nifti1Header, volume: PlainNifti) -> bool:
     from workers.packaging.nifti_gz import itk_geometry_to_affine
 
     expected = itk_geometry_to_affine(volume.spacing, volume.origin, volume.direction)
@@ -166,7 +78,7 @@ def _header_forms_agree(header: nib.Nifti1Header, volume: StoredVolume) -> bool:
     return all(np.allclose(form, expected, rtol=0, atol=AFFINE_TOLERANCE_MM) for form in forms)
 
 
-def copy_checked(volume: StoredVolume, target: Path, label: bool = False) -> CopiedVolume | None:
+def copy_checked(volume: PlainNifti, target: Path, label: bool = False) -> CopiedVolume | None:
     """Inflate `volume` once, checking the gzip stream and that it holds exactly the voxels its header
     promises, while hashing its file bytes (sha256); then put those bytes at `target` (temporary name,
     rename). An image's voxels are hashed too (content hash); a `label`'s smallest and largest value are
@@ -208,45 +120,41 @@ def _unchangeable(path: Path) -> bool:
 
 
 def _scan_into(
-    volume: StoredVolume, sink: BinaryIO | None, label: bool
+    volume: PlainNifti, sink: BinaryIO | None, label: bool
 ) -> tuple[int, str, str, tuple[float, float] | None] | None:
     file_digest = hashlib.sha256()
     voxel_digest = None if label else content_digest(volume.dtype, volume.shape, volume.spacing)
-    decompressor = isal_zlib.decompressobj(wbits=16 + isal_zlib.MAX_WBITS)
-    skip, voxels, size = NIFTI1_VOXEL_OFFSET, 0, 0
     itemsize = volume.dtype.itemsize
     carry = b""  # the start of a voxel split across two inflated chunks
     low = high = None
-    with volume.path.open("rb") as source:
-        while chunk := source.read(CHUNK_BYTES):
-            if decompressor.eof:
-                return None  # bytes after the gzip member: not a plain single-member file
-            try:
-                data = memoryview(decompressor.decompress(chunk))
-            except isal_zlib.error:
-                return None
-            if decompressor.unused_data:
-                return None
-            if sink is not None:
-                sink.write(chunk)
-            file_digest.update(chunk)
-            size += len(chunk)
-            if skip:
-                dropped = min(skip, len(data))
-                data, skip = data[dropped:], skip - dropped
-            voxels += len(data)
-            if voxel_digest is not None:
-                voxel_digest.update(data)
-            elif data:
-                if carry:
-                    data = memoryview(carry + bytes(data))
-                usable = len(data) - len(data) % itemsize
-                carry = bytes(data[usable:])
-                if usable:
-                    values = np.frombuffer(data[:usable], dtype=volume.dtype)
-                    low = values.min() if low is None else min(low, values.min())
-                    high = values.max() if high is None else max(high, values.max())
-    if not decompressor.eof or voxels != volume.voxel_bytes:
+    size = 0
+
+    def take_compressed(chunk: bytes) -> None:
+        nonlocal size
+        if sink is not None:
+            sink.write(chunk)
+        file_digest.update(chunk)
+        size += len(chunk)
+
+    def take_voxels(data: memoryview) -> None:
+        nonlocal carry, low, high
+        if voxel_digest is not None:
+            voxel_digest.update(data)
+            return
+        if carry:
+            data = memoryview(carry + bytes(data))
+        usable = len(data) - len(data) % itemsize
+        carry = bytes(data[usable:])
+        if usable:
+            values = np.frombuffer(data[:usable], dtype=volume.dtype)
+            low = values.min() if low is None else min(low, values.min())
+            high = values.max() if high is None else max(high, values.max())
+
+    try:
+        inflated = inflate(volume.path, take_voxels, take_compressed, stop_at_end=False)
+    except CorruptStreamError:
+        return None
+    if not inflated.complete or inflated.trailing or inflated.voxel_bytes != volume.voxel_bytes:
         return None
     found = (low.item(), high.item()) if low is not None and high is not None else None
     content = voxel_digest.hexdigest() if voxel_digest is not None else ""

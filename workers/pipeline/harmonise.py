@@ -132,7 +132,7 @@ def copy_stored_case(
     RAS NIfTI, unscaled, labels already in the bundle's ids), made by copying its compressed bytes after one
     checked pass; None when any file needs decoding, with nothing left behind."""
     from workers.imaging.labels import annotated_concepts
-    from workers.imaging.passthrough import copy_checked, identity_labels, stored_volume
+    from workers.imaging.passthrough import copy_checked, identity_labels, same_grid, stored_volume
     from workers.packaging.volumes import prewritten_path
 
     if not case.images:
@@ -142,8 +142,8 @@ def copy_stored_case(
     first = images[0]
     if (
         first is None
-        or any(image is None or not image.same_grid(first) for image in images)
-        or (case.label is not None and (label is None or not label.same_grid(first)))
+        or any(image is None or not same_grid(image, first) for image in images)
+        or (case.label is not None and (label is None or not same_grid(label, first)))
     ):
         return None
     names = channel_names(case, len(images))

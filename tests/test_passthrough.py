@@ -23,6 +23,7 @@ from workers.imaging.nifti import plain_nifti
 from workers.imaging.passthrough import copy_checked, stored_volume
 from workers.imaging.readers import read_volume
 from workers.pipeline import harmonise as harmonise_unit
+from workers.pipeline import plain
 
 
 def _ras_pair(folder: Path, label_dtype: str = "u1") -> tuple[Path, Path]:
@@ -54,7 +55,8 @@ def _harmonise(case: Case, out: Path, table: dict[int, str] | None = None) -> di
 
 def _decoded(case: Case, out: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     with monkeypatch.context() as patched:
-        patched.setattr(harmonise_unit, "copy_stored_case", lambda *args: None)
+        patched.setattr(plain, "copy_stored_case", lambda *args: None)
+        patched.setattr(plain, "decode_plain_case", lambda *args: None)
         return _harmonise(case, out)
 
 
@@ -154,14 +156,14 @@ def test_anything_not_in_the_bundles_form_is_decoded_instead(
             handle.write(gzip.compress(b"not part of the volume"))
 
     calls: list[bool] = []
-    real = harmonise_unit.copy_stored_case
+    real = plain.copy_stored_case
 
     def spy(*args: Any) -> Any:
         result = real(*args)
         calls.append(result is not None)
         return result
 
-    monkeypatch.setattr(harmonise_unit, "copy_stored_case", spy)
+    monkeypatch.setattr(plain, "copy_stored_case", spy)
     out = tmp_path / "out" / "case.npz"
     sources: dict[str, dict[int, str]] = {"src": table}
     if (
@@ -226,3 +228,85 @@ def test_reading_a_nifti_straight_from_its_stream_gives_what_itk_reads(kind: str
     assert np.array_equal(sitk.GetArrayViewFromImage(ours), sitk.GetArrayViewFromImage(itk))
     for get in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
         assert getattr(ours, get)() == getattr(itk, get)(), get
+
+
+def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, affine), path)
+    return path
+
+
+@pytest.mark.parametrize("layout", ["las", "ras_renumbered", "axes_swapped", "two_channels", "label_float"])
+def test_plain_cases_decoded_with_numpy_match_the_general_way(
+    layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    volume, affine = fx.anatomical_volume()  # stored LAS
+    table: dict[int, str] = {1: "liver", 2: "spleen"}
+    sources = {"src": table}
+    if layout == "ras_renumbered":
+        canonical = nib.as_closest_canonical(nib.Nifti1Image(volume, affine))
+        volume, affine = np.asarray(canonical.dataobj).astype("<i2"), canonical.affine
+        sources["another"] = {1: "spleen", 2: "liver"}  # takes ids 1, 2 the other way round
+    elif layout == "axes_swapped":  # stored with x and z exchanged, as some sagittal sets are
+        volume = np.ascontiguousarray(np.swapaxes(volume, 0, 2))
+        affine = affine[:, [2, 1, 0, 3]]
+    label = fx.two_label_map(volume)
+    images = [_save(volume, affine, tmp_path / "src" / "case_1_t1.nii.gz")]
+    if layout == "two_channels":
+        images.append(_save((volume // 2).astype("<i2"), affine, tmp_path / "src" / "case_1_t2.nii.gz"))
+    label_path = _save(
+        label.astype("f4" if layout == "label_float" else "u1"), affine, tmp_path / "src" / "seg.nii.gz"
+    )
+    case = Case(case_id="case_1", subject_id="s1", images=tuple(images), label=label_path, label_table=table)
+    unification = unify_labels(sources)
+    assert (
+        plain.copy_stored_case(case, "src", unification, "MR", tmp_path / "x" / "c.npz", images[0].parent)
+        is None
+    )
+
+    fast = plain.decode_plain_case(
+        case, "src", unification, "MR", tmp_path / "fast" / "c.npz", images[0].parent
+    )
+    assert fast is not None
+    with monkeypatch.context() as patched:
+        patched.setattr(plain, "copy_stored_case", lambda *args: None)
+        patched.setattr(plain, "decode_plain_case", lambda *args: None)
+        general = harmonise_unit.harmonise_to_file(
+            case, "src", unification, "MR", tmp_path / "general" / "c.npz", images[0].parent
+        )
+    for key in (
+        "content_hash",
+        "annotated",
+        "dims",
+        "channels",
+        "original_orientation",
+        "source_file",
+        "source_checksum",
+    ):
+        assert fast[key] == general[key], key
+    for key in ("spacing", "origin", "direction"):
+        assert fast[key] == pytest.approx(general[key], abs=1e-6), key
+    for key in ("shape", "label_range"):
+        assert fast["volumes"][key] == general["volumes"][key], key
+    for entry in ("image", "label"):
+        ours = sitk.ReadImage(str(tmp_path / "fast" / fast["volumes"][entry][0]))
+        theirs = sitk.ReadImage(str(tmp_path / "general" / general["volumes"][entry][0]))
+        assert ours.GetPixelID() == theirs.GetPixelID()
+        assert np.array_equal(sitk.GetArrayViewFromImage(ours), sitk.GetArrayViewFromImage(theirs)), entry
+        assert ours.GetDirection() == pytest.approx(theirs.GetDirection(), abs=1e-6)
+        assert ours.GetOrigin() == pytest.approx(theirs.GetOrigin(), abs=1e-4)
+    assert [e[0] for e in fast["volumes"]["extra"]] == [e[0] for e in general["volumes"]["extra"]]
+    if layout == "ras_renumbered":  # the label map really was rewritten: liver is 2 in this bundle
+        written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "fast" / fast["volumes"]["label"][0])))
+        assert set(np.unique(written[label.T == 1])) == {2}  # nibabel (x, y, z) vs ITK (z, y, x)
+
+
+def test_a_plain_case_with_an_unnamed_label_value_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    volume, affine = fx.anatomical_volume()
+    image = _save(volume, affine, tmp_path / "src" / "case_1.nii.gz")
+    label = _save(fx.two_label_map(volume), affine, tmp_path / "src" / "case_1_seg.nii.gz")
+    unification = unify_labels({"src": {1: "liver"}})  # the table forgot label 2
+    case = Case(case_id="case_1", subject_id="s1", images=(image,), label=label, label_table={1: "liver"})
+    with pytest.raises(UnreadableItemError) as caught:
+        plain.decode_plain_case(case, "src", unification, "MR", tmp_path / "out" / "c.npz", image.parent)
+    assert caught.value.code == "unknown_label_value" and "[2]" in caught.value.reason

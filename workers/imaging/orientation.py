@@ -93,3 +93,54 @@ def reorient_like(label: sitk.Image, image: sitk.Image) -> sitk.Image:
         label.CopyInformation(image)
         return label
     return sitk.Resample(label, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
+
+
+@dataclass(frozen=True)
+class Reorientation:
+    """What `reorient_to_ras` does to a 3D image, as axis swaps and flips of its (z, y, x) array plus the new
+    geometry, so a volume that is already an array need not become an ITK image to be reoriented."""
+
+    permutation: tuple[int, ...]  # output ITK axis w takes input ITK axis permutation[w]
+    flips: tuple[bool, ...]  # per output ITK axis: run backwards
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        """The C-contiguous RAS array of an ITK-ordered (z, y, x) array (the array itself when nothing moves)."""
+        # numpy axis a is ITK axis 2 - a
+        moved = np.transpose(array, [2 - self.permutation[2 - a] for a in range(3)])
+        flipped = [2 - w for w in range(3) if self.flips[w]]
+        if flipped:
+            moved = np.flip(moved, axis=flipped)
+        return np.ascontiguousarray(moved)
+
+
+def ras_reorientation(
+    size: tuple[int, ...], spacing: tuple[float, ...], origin: tuple[float, ...], direction: tuple[float, ...]
+) -> Reorientation | None:
+    """The `Reorientation` that `sitk.DICOMOrient(image, "RAS")` performs on an image of this geometry: each
+    voxel axis goes to the patient axis it is closest to, pointing toward R, A or S. None when two voxel axes
+    are closest to one patient axis (strongly oblique), which only DICOMOrient itself may decide."""
+    matrix = np.array(direction, dtype=np.float64).reshape(3, 3)
+    ras = LPS_TO_RAS @ matrix
+    closest = [int(np.argmax(np.abs(ras[:, axis]))) for axis in range(3)]
+    if sorted(closest) != [0, 1, 2]:
+        return None
+    permutation = tuple(closest.index(w) for w in range(3))
+    flips = tuple(bool(ras[w, permutation[w]] < 0) for w in range(3))
+    new_origin = np.array(origin, dtype=np.float64)
+    for w in range(3):
+        if flips[w]:
+            axis = permutation[w]
+            new_origin += matrix[:, axis] * spacing[axis] * (size[axis] - 1)
+    new_direction = np.stack(
+        [matrix[:, permutation[w]] * (-1.0 if flips[w] else 1.0) for w in range(3)], axis=1
+    )
+    return Reorientation(
+        permutation=permutation,
+        flips=flips,
+        spacing=tuple(float(spacing[permutation[w]]) for w in range(3)),
+        origin=tuple(float(v) for v in new_origin),
+        direction=tuple(float(v) for v in new_direction.reshape(-1)),
+    )

@@ -12,8 +12,9 @@ Layout of a job's work folder (`<home>/jobs/<job id>/`, removed when the job end
     cases/<item>.npz       one harmonised 2D item's arrays (packaging writes the PNG)
 """
 
+from workers.pipeline.common import channel_names
 from workers.pipeline.fetch import explicit_layout, fetch_source, item_id_for, prepare_source_root
-from workers.pipeline.harmonise import channel_names, harmonise_item, harmonise_to_file
+from workers.pipeline.harmonise import harmonise_item, harmonise_to_file
 from workers.pipeline.package import clean_work, load_harmonised, package
 
 __all__ = [

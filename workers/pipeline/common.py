@@ -9,6 +9,7 @@ from typing import Any
 from app.bundles import service
 from app.core.config import Settings
 from workers.imaging.cases import Case, Split
+from workers.imaging.layout import split_suffix
 
 log = logging.getLogger("imagingx.jobs")
 Messages = list[service.Message]
@@ -57,3 +58,35 @@ def reason_for(error: BaseException, folder: Path | None = None) -> str:
     if folder is not None:
         text = text.replace(f"{folder}/", "").replace(str(folder), ".")
     return text[:2000]
+
+
+def annotated_list(annotations: dict[str, Any]) -> list[str]:
+    """The concepts a case's source annotated, sorted: what the item records for packaging."""
+    from workers.imaging.labels import Annotation
+
+    return sorted(concept for concept, status in annotations.items() if status == Annotation.ANNOTATED)
+
+
+def channel_names(case: Case, count: int) -> tuple[str, ...]:
+    """A name for each channel: the source's own (MSD's dataset.json), else the part of each file's name after
+    the case id (`BraTS_001_t1.nii.gz` -> `t1`), else `channel1`, `channel2`..."""
+    if len(case.channel_names) == count:
+        return case.channel_names
+    if count == 1:
+        return ("",)
+    if len(case.images) == count:
+        names = []
+        for path in case.images:
+            stem = split_suffix(path)[0]
+            rest = stem[len(case.case_id) :] if stem.startswith(case.case_id) else stem
+            names.append(rest.strip("_-.") or stem)
+        if len(set(names)) == count:
+            return tuple(names)
+    return tuple(f"channel{index}" for index in range(1, count + 1))
+
+
+def source_checksum(path: Path) -> str:
+    """sha256 of an item's source file, for provenance ("" for a DICOM series: a folder of files)."""
+    from workers.packaging.checksums import sha256_file
+
+    return "" if path.is_dir() else sha256_file(path)

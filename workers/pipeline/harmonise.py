@@ -20,14 +20,16 @@ from app.core.config import Settings
 from app.core.db import new_session
 from workers.imaging.cases import Case
 from workers.imaging.errors import UnreadableItemError
-from workers.imaging.layout import split_suffix
-from workers.packaging.checksums import sha256_file
+from workers.pipeline import plain
 from workers.pipeline.common import (
     Messages,
+    annotated_list,
     case_from_json,
     case_path,
+    channel_names,
     log,
     reason_for,
+    source_checksum,
     source_dir,
 )
 
@@ -69,9 +71,11 @@ def harmonise_to_file(
     from workers.imaging.harmonise import harmonise_case
     from workers.packaging.volumes import prewrite_volumes
 
-    copied = copy_stored_case(case, slug, unification, modality, out, source_root)
-    if copied is not None:
-        return copied
+    # plain NIfTI cases first: copied when already in the bundle's form, else decoded without ITK images
+    for fast_way in (plain.copy_stored_case, plain.decode_plain_case):
+        result = fast_way(case, slug, unification, modality, out, source_root)
+        if result is not None:
+            return result
     harmonised = harmonise_case(case, slug, unification)
     names = channel_names(case, len(harmonised.channels))
     if len(names) > 1 and harmonised.channels[0].GetDimension() != 3:
@@ -117,114 +121,12 @@ def harmonise_to_file(
         "direction": list(image.GetDirection()),
         "dims": image.GetDimension(),
         "content_hash": harmonised.content_hash,
-        "annotated": _annotated(harmonised.annotations),
+        "annotated": annotated_list(harmonised.annotations),
         "modality": modality,
         "source_file": case.images[0].relative_to(source_root).as_posix() if case.images else "",
-        "source_checksum": _source_checksum(case.images[0]) if case.images else "",
+        "source_checksum": source_checksum(case.images[0]) if case.images else "",
         "original_orientation": harmonised.original.orientation if harmonised.original is not None else None,
     }
-
-
-def copy_stored_case(
-    case: Case, slug: str, unification: Any, modality: str, out: Path, source_root: Path
-) -> dict[str, Any] | None:
-    """`harmonise_to_file`'s result for a 3D case whose files need no change (workers/imaging/passthrough.py:
-    RAS NIfTI, unscaled, labels already in the bundle's ids), made by copying its compressed bytes after one
-    checked pass; None when any file needs decoding, with nothing left behind."""
-    from workers.imaging.labels import annotated_concepts
-    from workers.imaging.passthrough import copy_checked, identity_labels, same_grid, stored_volume
-    from workers.packaging.volumes import prewritten_path
-
-    if not case.images:
-        return None
-    images = [stored_volume(path) for path in case.images]
-    label = stored_volume(case.label) if case.label is not None else None
-    first = images[0]
-    if (
-        first is None
-        or any(image is None or not same_grid(image, first) for image in images)
-        or (case.label is not None and (label is None or not same_grid(label, first)))
-    ):
-        return None
-    names = channel_names(case, len(images))
-    folder, name = out.parent, out.stem
-    written: list[Path] = []
-
-    def copy(volume: Any, suffix: str, is_label: bool = False) -> Any:
-        copied = copy_checked(volume, prewritten_path(folder, name, suffix), is_label)
-        if copied is not None:
-            written.append(copied.path)
-        return copied
-
-    try:
-        label_file = None
-        if label is not None:
-            # the label first: it is small, and it decides whether the big image can be copied at all
-            if label.dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
-                return None
-            label_file = copy(label, "label", is_label=True)
-            if label_file is None:
-                return None
-            low, high = label_file.value_range or (0, 0)
-            # what prewrite_volumes would store: uint8 unless a value needs 16 bits
-            needed = np.dtype(np.uint8) if high < 256 else np.dtype(np.uint16)
-            if label.dtype != needed or not identity_labels(unification.local_to_global[slug], int(high)):
-                return None
-        image_files = [
-            copy(image, "image" if index == 0 else f"image{index}") for index, image in enumerate(images)
-        ]
-        if any(image_file is None for image_file in image_files):
-            return None
-    finally:
-        if len(written) != len(images) + (label is not None):
-            for path in written:
-                path.unlink(missing_ok=True)
-    image_file = image_files[0]
-    annotated = annotated_concepts(case.label_table) if case.label is not None else frozenset()
-    return {
-        "volumes": {
-            "image": [image_file.path.name, image_file.size, image_file.sha256],
-            "extra": [[f.path.name, f.size, f.sha256] for f in image_files[1:]],
-            "label": [label_file.path.name, label_file.size, label_file.sha256] if label_file else None,
-            "shape": list(first.shape),
-            "label_range": [int(low), int(high)] if label_file and label_file.value_range else None,
-        },
-        "channels": list(names) if len(names) > 1 else [],
-        "spacing": list(first.spacing),
-        "origin": list(first.origin),
-        "direction": list(first.direction),
-        "dims": 3,
-        "content_hash": image_file.content_hash,
-        "annotated": _annotated(unification.annotation_status(annotated)),
-        "modality": modality,
-        "source_file": case.images[0].relative_to(source_root).as_posix(),
-        "source_checksum": image_file.sha256,  # the copy is the source file, byte for byte
-        "original_orientation": "RAS",
-    }
-
-
-def _annotated(annotations: dict[str, Any]) -> list[str]:
-    from workers.imaging.labels import Annotation
-
-    return sorted(concept for concept, status in annotations.items() if status == Annotation.ANNOTATED)
-
-
-def channel_names(case: Case, count: int) -> tuple[str, ...]:
-    """A name for each channel: the source's own (MSD's dataset.json), else the part of each file's name after
-    the case id (`BraTS_001_t1.nii.gz` -> `t1`), else `channel1`, `channel2`..."""
-    if len(case.channel_names) == count:
-        return case.channel_names
-    if count == 1:
-        return ("",)
-    if len(case.images) == count:
-        names = []
-        for path in case.images:
-            stem = split_suffix(path)[0]
-            rest = stem[len(case.case_id) :] if stem.startswith(case.case_id) else stem
-            names.append(rest.strip("_-.") or stem)
-        if len(set(names)) == count:
-            return tuple(names)
-    return tuple(f"channel{index}" for index in range(1, count + 1))
 
 
 def _harmonise(
@@ -239,12 +141,6 @@ def _harmonise(
         case_path(settings, job_id, item.item_id),
         job_dir / "sources" / item.slug,
     )
-
-
-def _source_checksum(path: Path) -> str:
-    if path.is_dir():  # a DICOM series: its files, in name order
-        return ""
-    return sha256_file(path)
 
 
 def harmonise_item(job_id: str, item_id: str, settings: Settings) -> Messages:

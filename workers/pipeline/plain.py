@@ -1,0 +1,197 @@
+"""The harmonise unit's ways for 3D cases stored as plain NIfTI (workers/imaging/nifti.py), most of them:
+copied as they are when already in the bundle's form, else decoded into arrays and reoriented with numpy,
+without the ITK images (and their allocations and copies) that the general way needs for DICOM, 4D or scaled
+files. Each returns what `harmonise_to_file` returns, or None to hand the case to the next way; tests compare
+every way's result with the general one's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.imaging.cases import Case
+from workers.imaging.dedup import content_digest
+from workers.imaging.errors import UnreadableItemError
+from workers.imaging.labels import UnknownLabelValueError, annotated_concepts, remap_labels
+from workers.imaging.nifti import PlainNifti, plain_nifti
+from workers.imaging.orientation import Reorientation, direction_codes, ras_reorientation
+from workers.imaging.passthrough import copy_checked, identity_labels, same_grid, stored_volume
+from workers.imaging.readers import read_plain_voxels
+from workers.packaging.volumes import prewrite_volumes, prewritten_path
+from workers.pipeline.common import annotated_list, channel_names, source_checksum
+
+
+def copy_stored_case(
+    case: Case, slug: str, unification: Any, modality: str, out: Path, source_root: Path
+) -> dict[str, Any] | None:
+    """`harmonise_to_file`'s result for a 3D case whose files need no change (workers/imaging/passthrough.py:
+    RAS NIfTI, unscaled, labels already in the bundle's ids), made by copying its compressed bytes after one
+    checked pass; None when any file needs decoding, with nothing left behind."""
+    if not case.images:
+        return None
+    images = [stored_volume(path) for path in case.images]
+    label = stored_volume(case.label) if case.label is not None else None
+    first = images[0]
+    if (
+        first is None
+        or any(image is None or not same_grid(image, first) for image in images)
+        or (case.label is not None and (label is None or not same_grid(label, first)))
+    ):
+        return None
+    names = channel_names(case, len(images))
+    folder, name = out.parent, out.stem
+    written: list[Path] = []
+
+    def copy(volume: Any, suffix: str, is_label: bool = False) -> Any:
+        copied = copy_checked(volume, prewritten_path(folder, name, suffix), is_label)
+        if copied is not None:
+            written.append(copied.path)
+        return copied
+
+    try:
+        label_file = None
+        if label is not None:
+            # the label first: it is small, and it decides whether the big image can be copied at all
+            if label.dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+                return None
+            label_file = copy(label, "label", is_label=True)
+            if label_file is None:
+                return None
+            low, high = label_file.value_range or (0, 0)
+            # what prewrite_volumes would store: uint8 unless a value needs 16 bits
+            needed = np.dtype(np.uint8) if high < 256 else np.dtype(np.uint16)
+            if label.dtype != needed or not identity_labels(unification.local_to_global[slug], int(high)):
+                return None
+        image_files = [
+            copy(image, "image" if index == 0 else f"image{index}") for index, image in enumerate(images)
+        ]
+        if any(image_file is None for image_file in image_files):
+            return None
+    finally:
+        if len(written) != len(images) + (label is not None):
+            for path in written:
+                path.unlink(missing_ok=True)
+    image_file = image_files[0]
+    annotated = annotated_concepts(case.label_table) if case.label is not None else frozenset()
+    return {
+        "volumes": {
+            "image": [image_file.path.name, image_file.size, image_file.sha256],
+            "extra": [[f.path.name, f.size, f.sha256] for f in image_files[1:]],
+            "label": [label_file.path.name, label_file.size, label_file.sha256] if label_file else None,
+            "shape": list(first.shape),
+            "label_range": [int(low), int(high)] if label_file and label_file.value_range else None,
+        },
+        "channels": list(names) if len(names) > 1 else [],
+        "spacing": list(first.spacing),
+        "origin": list(first.origin),
+        "direction": list(first.direction),
+        "dims": 3,
+        "content_hash": image_file.content_hash,
+        "annotated": annotated_list(unification.annotation_status(annotated)),
+        "modality": modality,
+        "source_file": case.images[0].relative_to(source_root).as_posix(),
+        "source_checksum": image_file.sha256,  # the copy is the source file, byte for byte
+        "original_orientation": "RAS",
+    }
+
+
+def decode_plain_case(
+    case: Case, slug: str, unification: Any, modality: str, out: Path, source_root: Path
+) -> dict[str, Any] | None:
+    """`harmonise_to_file`'s result for a 3D case of plain NIfTI files: voxels inflated into arrays, labels
+    remapped, reoriented to RAS as `sitk.DICOMOrient` would (workers/imaging/orientation.py), compressed into
+    the job folder. None when the general way must decide (a strongly oblique scan, a label on another grid,
+    channels reoriented differently)."""
+    if not case.images:
+        return None
+    images = [plain_nifti(path) for path in case.images]
+    label = plain_nifti(case.label) if case.label is not None else None
+    first = images[0]
+    if first is None or any(image is None for image in images) or (case.label is not None and label is None):
+        return None
+    reorientation = _reorientation(first)
+    if reorientation is None:
+        return None
+    for image in images[1:]:
+        assert image is not None
+        other = _reorientation(image)
+        if other is None or (other.permutation, other.flips) != (
+            reorientation.permutation,
+            reorientation.flips,
+        ):
+            return None  # the general way reorients each channel on its own
+        if image.size != first.size:
+            # nnU-Net stacks channels voxel by voxel: a T2 on another grid than the T1 cannot go in as is
+            raise UnreadableItemError(
+                case.images[0], "channel_mismatch", f"channels of case {case.case_id} differ in size"
+            )
+    label_array = None
+    if label is not None:
+        label_reorientation = _reorientation(label)
+        if label_reorientation is None or not _same_ras_grid(
+            label, label_reorientation, first, reorientation
+        ):
+            return None  # the general way resamples it onto the image's grid
+        try:
+            remapped = remap_labels(read_plain_voxels(label), unification.local_to_global[slug])
+        except UnknownLabelValueError as error:
+            raise UnreadableItemError(case.label, "unknown_label_value", str(error)) from error
+        label_array = label_reorientation.apply(remapped)
+    arrays = [reorientation.apply(read_plain_voxels(image)) for image in images if image is not None]
+    digest = content_digest(arrays[0].dtype, arrays[0].shape, reorientation.spacing)
+    digest.update(memoryview(arrays[0]).cast("B"))
+    # compressed here, on whichever worker runs this item, so packaging only links files
+    written = prewrite_volumes(
+        out.parent,
+        out.stem,
+        arrays[0],
+        label_array,
+        reorientation.spacing,
+        reorientation.origin,
+        reorientation.direction,
+        extra_images=arrays[1:],
+    )
+    names = channel_names(case, len(images))
+    annotated = annotated_concepts(case.label_table) if case.label is not None else frozenset()
+    return {
+        "volumes": {
+            "image": [written.image.path.name, written.image.size, written.image.sha256],
+            "extra": [[f.path.name, f.size, f.sha256] for f in written.extra_images],
+            "label": [written.label.path.name, written.label.size, written.label.sha256]
+            if written.label
+            else None,
+            "shape": list(written.shape),
+            "label_range": list(written.label_range) if written.label_range else None,
+        },
+        "channels": list(names) if len(names) > 1 else [],
+        "spacing": list(reorientation.spacing),
+        "origin": list(reorientation.origin),
+        "direction": list(reorientation.direction),
+        "dims": 3,
+        "content_hash": digest.hexdigest(),
+        "annotated": annotated_list(unification.annotation_status(annotated)),
+        "modality": modality,
+        "source_file": case.images[0].relative_to(source_root).as_posix(),
+        "source_checksum": source_checksum(case.images[0]),
+        "original_orientation": direction_codes(first.direction),
+    }
+
+
+def _reorientation(volume: PlainNifti) -> Reorientation | None:
+    return ras_reorientation(volume.size, volume.spacing, volume.origin, volume.direction)
+
+
+def _same_ras_grid(
+    label: PlainNifti, label_ras: Reorientation, image: PlainNifti, image_ras: Reorientation
+) -> bool:
+    """The tolerances of `reorient_like`: within them the general way gives the label the image's geometry."""
+    return (
+        tuple(label.size[axis] for axis in label_ras.permutation)
+        == tuple(image.size[axis] for axis in image_ras.permutation)
+        and np.allclose(label_ras.spacing, image_ras.spacing, atol=1e-3)
+        and np.allclose(label_ras.origin, image_ras.origin, atol=1e-2)
+        and np.allclose(label_ras.direction, image_ras.direction, atol=1e-4)
+    )

@@ -393,6 +393,10 @@ def test_remap_labels_maps_every_voxel_and_names_unknown_values(dtype: type) -> 
     with pytest.raises(UnknownLabelValueError, match=r"\[2\]"):
         remap_labels(local, {0: 0, 1: 1})
     assert remap_labels(local, {0: 0, 1: 300, 2: 1}).dtype == np.uint16
+    # ids that all stay: the same array back for uint8 (no copy), a uint8 copy for wider types
+    same = remap_labels(local, {0: 0, 1: 1, 2: 2, 5: 3})
+    assert same.tolist() == local.tolist() and same.dtype == np.uint8
+    assert (same is local) == (np.dtype(dtype) == np.uint8)
 
 
 def test_remap_labels_refuses_negative_fractional_and_handles_large_ids() -> None:

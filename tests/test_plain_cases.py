@@ -310,3 +310,25 @@ def test_a_plain_case_with_an_unnamed_label_value_is_skipped_with_the_reason(tmp
     with pytest.raises(UnreadableItemError) as caught:
         plain.decode_plain_case(case, "src", unification, "MR", tmp_path / "out" / "c.npz", image.parent)
     assert caught.value.code == "unknown_label_value" and "[2]" in caught.value.reason
+
+
+@pytest.mark.parametrize("damage, code", [("bit_flip", "corrupt"), ("cut", "truncated"), ("trailing", None)])
+def test_a_damaged_plain_nifti_is_refused_with_the_reason(
+    damage: str, code: str | None, tmp_path: Path
+) -> None:
+    image, _ = _ras_pair(tmp_path)
+    data = bytearray(image.read_bytes())
+    if damage == "bit_flip":  # still inflates, but the CRC32 no longer matches
+        data[len(data) // 2] ^= 0x01
+    elif damage == "cut":
+        data = data[: len(data) * 2 // 3]
+    else:  # bytes after the gzip member are not part of the volume: read, but never copied as is
+        data += gzip.compress(b"not part of the volume")
+    image.write_bytes(bytes(data))
+    assert plain_nifti(image) is not None
+    if code is None:
+        assert read_volume(image).GetSize() == nib.load(image).shape
+        return
+    with pytest.raises(UnreadableItemError) as caught:
+        read_volume(image)
+    assert caught.value.code == code

@@ -22,7 +22,14 @@ from PIL import Image, UnidentifiedImageError
 
 from workers.imaging.errors import SeriesRejectedError, UnreadableItemError
 from workers.imaging.layout import RASTER_SUFFIXES
-from workers.imaging.nifti import CorruptStreamError, image_from_voxels, inflate, plain_nifti, read_voxels
+from workers.imaging.nifti import (
+    CorruptStreamError,
+    PlainNifti,
+    image_from_voxels,
+    inflate,
+    plain_nifti,
+    read_voxels,
+)
 
 # Direction cosines of one series may differ by float noise in the last printed digit; a real change of plane
 # differs by ~1.
@@ -200,19 +207,25 @@ def _read_nifti_gz(path: Path) -> sitk.Image:
     plain = plain_nifti(path)
     if plain is None:
         return _read_nifti_gz_with_itk(path)
+    return image_from_voxels(plain, read_plain_voxels(plain))
+
+
+def read_plain_voxels(volume: PlainNifti) -> np.ndarray:
+    """A plain NIfTI's (z, y, x) voxels, or UnreadableItemError saying why the file cannot give them all."""
+    path = volume.path
     try:
-        array, inflated = read_voxels(plain)
+        array, inflated = read_voxels(volume)
     except CorruptStreamError as error:
         raise UnreadableItemError(path, "corrupt", f"corrupt gzip data ({error})") from error
     if not inflated.complete:
         raise UnreadableItemError(path, "truncated", "gzip stream ends early: the file is truncated")
-    if inflated.voxel_bytes < plain.voxel_bytes:
+    if inflated.voxel_bytes < volume.voxel_bytes:
         raise UnreadableItemError(
             path,
             "truncated",
-            f"holds {inflated.voxel_bytes} bytes of voxels, its header promises {plain.voxel_bytes}",
+            f"holds {inflated.voxel_bytes} bytes of voxels, its header promises {volume.voxel_bytes}",
         )
-    return image_from_voxels(plain, array)
+    return array
 
 
 def _read_nifti_gz_with_itk(path: Path) -> sitk.Image:

@@ -90,3 +90,50 @@ def source_checksum(path: Path) -> str:
     from workers.packaging.checksums import sha256_file
 
     return "" if path.is_dir() else sha256_file(path)
+
+
+def item_result(
+    case: Case,
+    source_root: Path,
+    *,
+    volumes: Any,
+    channels: int,
+    geometry: tuple[Any, Any, Any],
+    dims: int,
+    content_hash: str,
+    annotations: dict[str, Any],
+    modality: str,
+    source_checksum: str,
+    original_orientation: str | None,
+) -> dict[str, Any]:
+    """What a harmonised item records for packaging (BundleItem.harmonised), whichever way made it.
+    `volumes`: a 3D case's PrewrittenVolumes (None for 2D: its arrays are in the .npz); `geometry`: ITK's
+    (spacing, origin, direction) after reorientation; `annotations`: the source's annotation status per
+    concept."""
+    names = channel_names(case, channels)
+    return {
+        "volumes": None
+        if volumes is None
+        else {
+            "image": _file_entry(volumes.image),
+            "extra": [_file_entry(f) for f in volumes.extra_images],
+            "label": _file_entry(volumes.label) if volumes.label else None,
+            "shape": list(volumes.shape),
+            "label_range": list(volumes.label_range) if volumes.label_range else None,
+        },
+        "channels": list(names) if len(names) > 1 else [],
+        "spacing": list(geometry[0]),
+        "origin": list(geometry[1]),
+        "direction": list(geometry[2]),
+        "dims": dims,
+        "content_hash": content_hash,
+        "annotated": annotated_list(annotations),
+        "modality": modality,
+        "source_file": case.images[0].relative_to(source_root).as_posix() if case.images else "",
+        "source_checksum": source_checksum,
+        "original_orientation": original_orientation,
+    }
+
+
+def _file_entry(written: Any) -> list[Any]:
+    return [written.path.name, written.size, written.sha256]

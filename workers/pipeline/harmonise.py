@@ -23,10 +23,9 @@ from workers.imaging.errors import UnreadableItemError
 from workers.pipeline import plain
 from workers.pipeline.common import (
     Messages,
-    annotated_list,
     case_from_json,
     case_path,
-    channel_names,
+    item_result,
     log,
     reason_for,
     source_checksum,
@@ -77,8 +76,7 @@ def harmonise_to_file(
         if result is not None:
             return result
     harmonised = harmonise_case(case, slug, unification)
-    names = channel_names(case, len(harmonised.channels))
-    if len(names) > 1 and harmonised.channels[0].GetDimension() != 3:
+    if len(harmonised.channels) > 1 and harmonised.channels[0].GetDimension() != 3:
         raise UnreadableItemError(
             case.images[0], "multi_channel", "several channels are packaged for 3D only"
         )
@@ -86,7 +84,7 @@ def harmonise_to_file(
     # views, not copies: the images live until the arrays are on disk
     image_array = sitk.GetArrayViewFromImage(image)
     label_array = sitk.GetArrayViewFromImage(harmonised.label) if harmonised.label is not None else None
-    volumes = None
+    written = None
     if image.GetDimension() == 3:
         # compressed here, on whichever worker runs this item, so packaging only links files
         written = prewrite_volumes(
@@ -99,34 +97,24 @@ def harmonise_to_file(
             image.GetDirection(),
             extra_images=[sitk.GetArrayViewFromImage(channel) for channel in harmonised.channels[1:]],
         )
-        volumes = {
-            "image": [written.image.path.name, written.image.size, written.image.sha256],
-            "extra": [[f.path.name, f.size, f.sha256] for f in written.extra_images],
-            "label": [written.label.path.name, written.label.size, written.label.sha256]
-            if written.label
-            else None,
-            "shape": list(written.shape),
-            "label_range": list(written.label_range) if written.label_range else None,
-        }
     else:
         arrays = {"image": image_array}
         if label_array is not None:
             arrays["label"] = label_array
         _save_arrays(out, **arrays)
-    return {
-        "volumes": volumes,
-        "channels": list(names) if len(names) > 1 else [],
-        "spacing": list(image.GetSpacing()),
-        "origin": list(image.GetOrigin()),
-        "direction": list(image.GetDirection()),
-        "dims": image.GetDimension(),
-        "content_hash": harmonised.content_hash,
-        "annotated": annotated_list(harmonised.annotations),
-        "modality": modality,
-        "source_file": case.images[0].relative_to(source_root).as_posix() if case.images else "",
-        "source_checksum": source_checksum(case.images[0]) if case.images else "",
-        "original_orientation": harmonised.original.orientation if harmonised.original is not None else None,
-    }
+    return item_result(
+        case,
+        source_root,
+        volumes=written,
+        channels=len(harmonised.channels),
+        geometry=(image.GetSpacing(), image.GetOrigin(), image.GetDirection()),
+        dims=image.GetDimension(),
+        content_hash=harmonised.content_hash,
+        annotations=harmonised.annotations,
+        modality=modality,
+        source_checksum=source_checksum(case.images[0]) if case.images else "",
+        original_orientation=harmonised.original.orientation if harmonised.original is not None else None,
+    )
 
 
 def _harmonise(

@@ -20,8 +20,9 @@ from workers.imaging.nifti import PlainNifti, plain_nifti
 from workers.imaging.orientation import Reorientation, direction_codes, ras_reorientation
 from workers.imaging.passthrough import copy_checked, identity_labels, same_grid, stored_volume
 from workers.imaging.readers import read_plain_voxels
+from workers.packaging.cases import PrewrittenVolumes, VolumeFile
 from workers.packaging.volumes import prewrite_volumes, prewritten_path
-from workers.pipeline.common import annotated_list, channel_names, source_checksum
+from workers.pipeline.common import item_result, source_checksum
 
 
 def copy_stored_case(
@@ -41,7 +42,6 @@ def copy_stored_case(
         or (case.label is not None and (label is None or not same_grid(label, first)))
     ):
         return None
-    names = channel_names(case, len(images))
     folder, name = out.parent, out.stem
     written: list[Path] = []
 
@@ -76,26 +76,30 @@ def copy_stored_case(
                 path.unlink(missing_ok=True)
     image_file = image_files[0]
     annotated = annotated_concepts(case.label_table) if case.label is not None else frozenset()
-    return {
-        "volumes": {
-            "image": [image_file.path.name, image_file.size, image_file.sha256],
-            "extra": [[f.path.name, f.size, f.sha256] for f in image_files[1:]],
-            "label": [label_file.path.name, label_file.size, label_file.sha256] if label_file else None,
-            "shape": list(first.shape),
-            "label_range": [int(low), int(high)] if label_file and label_file.value_range else None,
-        },
-        "channels": list(names) if len(names) > 1 else [],
-        "spacing": list(first.spacing),
-        "origin": list(first.origin),
-        "direction": list(first.direction),
-        "dims": 3,
-        "content_hash": image_file.content_hash,
-        "annotated": annotated_list(unification.annotation_status(annotated)),
-        "modality": modality,
-        "source_file": case.images[0].relative_to(source_root).as_posix(),
-        "source_checksum": image_file.sha256,  # the copy is the source file, byte for byte
-        "original_orientation": "RAS",
-    }
+    volumes = PrewrittenVolumes(
+        image=_volume_file(image_file),
+        label=_volume_file(label_file) if label_file else None,
+        shape=first.shape,
+        label_range=(int(low), int(high)) if label_file and label_file.value_range else None,
+        extra_images=tuple(_volume_file(f) for f in image_files[1:]),
+    )
+    return item_result(
+        case,
+        source_root,
+        volumes=volumes,
+        channels=len(images),
+        geometry=(first.spacing, first.origin, first.direction),
+        dims=3,
+        content_hash=image_file.content_hash,
+        annotations=unification.annotation_status(annotated),
+        modality=modality,
+        source_checksum=image_file.sha256,  # the copy is the source file, byte for byte
+        original_orientation="RAS",
+    )
+
+
+def _volume_file(copied: Any) -> VolumeFile:
+    return VolumeFile(path=copied.path, size=copied.size, sha256=copied.sha256)
 
 
 def decode_plain_case(
@@ -154,30 +158,20 @@ def decode_plain_case(
         reorientation.direction,
         extra_images=arrays[1:],
     )
-    names = channel_names(case, len(images))
     annotated = annotated_concepts(case.label_table) if case.label is not None else frozenset()
-    return {
-        "volumes": {
-            "image": [written.image.path.name, written.image.size, written.image.sha256],
-            "extra": [[f.path.name, f.size, f.sha256] for f in written.extra_images],
-            "label": [written.label.path.name, written.label.size, written.label.sha256]
-            if written.label
-            else None,
-            "shape": list(written.shape),
-            "label_range": list(written.label_range) if written.label_range else None,
-        },
-        "channels": list(names) if len(names) > 1 else [],
-        "spacing": list(reorientation.spacing),
-        "origin": list(reorientation.origin),
-        "direction": list(reorientation.direction),
-        "dims": 3,
-        "content_hash": digest.hexdigest(),
-        "annotated": annotated_list(unification.annotation_status(annotated)),
-        "modality": modality,
-        "source_file": case.images[0].relative_to(source_root).as_posix(),
-        "source_checksum": source_checksum(case.images[0]),
-        "original_orientation": direction_codes(first.direction),
-    }
+    return item_result(
+        case,
+        source_root,
+        volumes=written,
+        channels=len(images),
+        geometry=(reorientation.spacing, reorientation.origin, reorientation.direction),
+        dims=3,
+        content_hash=digest.hexdigest(),
+        annotations=unification.annotation_status(annotated),
+        modality=modality,
+        source_checksum=source_checksum(case.images[0]),
+        original_orientation=direction_codes(first.direction),
+    )
 
 
 def _reorientation(volume: PlainNifti) -> Reorientation | None:

@@ -332,3 +332,20 @@ def test_a_damaged_plain_nifti_is_refused_with_the_reason(
     with pytest.raises(UnreadableItemError) as caught:
         read_volume(image)
     assert caught.value.code == code
+
+
+def test_a_label_whose_header_differs_slightly_is_decoded_onto_the_images_grid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image, label = _ras_pair(tmp_path / "src")
+    loaded = nib.load(label)
+    shifted = loaded.affine.copy()
+    shifted[0, 3] += 0.0005  # header rounding: within reorient_like's tolerance, not equal
+    nib.save(nib.Nifti1Image(np.asarray(loaded.dataobj), shifted), label)
+    result = _harmonise(_case(image, label), tmp_path / "out" / "case.npz")
+    written = sitk.ReadImage(str(tmp_path / "out" / result["volumes"]["label"][0]))
+    assert (
+        written.GetOrigin()
+        == sitk.ReadImage(str(tmp_path / "out" / result["volumes"]["image"][0])).GetOrigin()
+    )
+    assert (tmp_path / "out" / result["volumes"]["image"][0]).read_bytes() != image.read_bytes()

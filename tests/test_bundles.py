@@ -211,6 +211,8 @@ def test_2d_part_loads_with_datasets(built: Built) -> None:
         ({"Range": "bytes=100-199", "If-Range": "ETAG"}, 206, slice(100, 200)),
         ({"Range": "bytes=100-199", "If-Range": '"another-version"'}, 200, slice(None)),
         ({"Range": "bytes=0-1,5-9"}, 200, slice(None)),  # several ranges: the whole
+        ({"Range": "bytes=9-5"}, 200, slice(None)),  # an invalid range: ignored
+        ({"Range": "bytes=0-99999999999"}, 206, slice(0, None)),  # past the end: up to the end
         ({"Range": "bytes=99999999999-"}, 416, None),
     ],
 )

@@ -33,10 +33,11 @@ def requested_range(
             raise RangeNotSatisfiable
         return max(size - suffix, 0), size
     start = int(first)
-    end = size if last == "" else min(int(last) + 1, size)
-    if start >= size or end <= start:
+    if last != "" and int(last) < start:
+        return None  # an invalid range: the header is ignored
+    if start >= size:
         raise RangeNotSatisfiable
-    return start, end
+    return start, size if last == "" else min(int(last) + 1, size)
 
 
 def attachment(filename: str) -> str:

@@ -13,6 +13,7 @@ come from `TarInfo.tobuf`; tests/test_packaging.py compares the two), so any tar
 from __future__ import annotations
 
 import hashlib
+import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ class BundleArchive:
                     directories.add(folder)
                     parts.append(_header(f"{bundle.name}/{folder}", directory=True))
             path = bundle / relative
-            size = path.stat().st_size
+            size = os.stat(path).st_size
             parts.append(_header(f"{bundle.name}/{relative}", directory=False, size=size))
             parts.append(_Part(size=size, path=path))
             if size % tarfile.BLOCKSIZE:

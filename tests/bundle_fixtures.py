@@ -112,15 +112,16 @@ def build_archives(root: Path, salt: str = "") -> dict[str, tuple[str, bytes, di
 
 @contextmanager
 def served_sources(
-    root: Path, delays: dict[str, float] | None = None, salt: str = ""
+    root: Path, delays: dict[str, float] | None = None, salt: str = "", rates: dict[str, int] | None = None
 ) -> Iterator[ServedSources]:
-    """`delays`: seconds the server waits before answering each request for a slug's file."""
+    """`delays`: seconds the server waits before answering each request for a slug's file; `rates`: bytes
+    per second it sends a slug's file at."""
     archives = build_archives(root, salt)
     with LocalHTTPServer() as server:
         descriptors, paths = {}, {}
         for slug, (name, body, extra) in archives.items():
             path = f"/{slug}/{name}"
-            server.add_file(path, body, delay=(delays or {}).get(slug, 0.0))
+            server.add_file(path, body, delay=(delays or {}).get(slug, 0.0), rate=(rates or {}).get(slug))
             descriptors[slug] = {
                 "kind": "http",
                 "files": [

@@ -39,6 +39,7 @@ class Route:
     cut_at: int | None = None  # bytes sent before the connection drops...
     cuts_left: int = 0  # ...for this many responses
     delay: float = 0.0  # seconds before answering
+    rate: int | None = None  # bytes per second of body (a slow host), else as fast as possible
 
 
 @dataclass
@@ -76,13 +77,21 @@ class LocalHTTPServer:
         cut_at: int | None = None,
         cuts: int = 0,
         delay: float = 0.0,
+        rate: int | None = None,
     ) -> Route:
         """Serve `body` at `path`. `etag="auto"` derives a strong ETag from the content; None sends none.
-        With `cut_at` and `cuts`, the next `cuts` responses stop after `cut_at` bytes of the body."""
+        With `cut_at` and `cuts`, the next `cuts` responses stop after `cut_at` bytes of the body. With
+        `rate`, the body trickles out at that many bytes per second, and `bytes_sent` grows as it goes."""
         if etag == "auto":
             etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
         route = Route(
-            body=body, content_type=content_type, etag=etag, cut_at=cut_at, cuts_left=cuts, delay=delay
+            body=body,
+            content_type=content_type,
+            etag=etag,
+            cut_at=cut_at,
+            cuts_left=cuts,
+            delay=delay,
+            rate=rate,
         )
         self.routes[path] = route
         return route
@@ -251,9 +260,21 @@ def _handler_for(server: LocalHTTPServer) -> type[BaseHTTPRequestHandler]:
                 if cut is not None:
                     route.cuts_left -= 1
             payload = body if cut is None else body[:cut]
-            self.wfile.write(payload)
-            self.wfile.flush()
-            record.bytes_sent = len(payload)
+            if route.rate is None:
+                self.wfile.write(payload)
+                self.wfile.flush()
+                record.bytes_sent = len(payload)
+            else:
+                piece = max(1, route.rate // 10)
+                try:
+                    for start in range(0, len(payload), piece):
+                        self.wfile.write(payload[start : start + piece])
+                        self.wfile.flush()
+                        record.bytes_sent += len(payload[start : start + piece])
+                        time.sleep(0.1)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client hung up: what it got is in bytes_sent
+                    return
             if cut is not None:
                 self.close_connection = True
 

@@ -155,6 +155,35 @@ def test_cancel_stops_a_running_job(
     assert api.post(f"/api/v1/bundles/{job['id']}/cancel").status_code == 409
 
 
+def test_cancel_ends_a_download_in_flight(
+    api: Any, tmp_path: Path, celery_worker_process: Any, imagingx_home: Path
+) -> None:
+    """A slow host: the source (131 KB) would take ~16 s at 8 KB/s. Cancelling ends the transfer within
+    seconds, and the partial file stays in the cache for a later job to resume."""
+    with (
+        served_sources(tmp_path / "sources", rates={"ct-org": 8_000}, salt=secrets.token_hex(4)) as served,
+        sources_attached(served.descriptors),
+    ):
+        path = served.paths["ct-org"]
+        size = len(served.server.routes[path].body)
+        assert size > 8_000 * 10, "the fixture is big enough to still be in flight after the cancel"
+        job = api.post("/api/v1/bundles", json={"datasets": ["ct-org"]}).json()
+        deadline = time.monotonic() + 60
+        while not (served.server.requests_to(path) and served.server.requests_to(path)[-1].bytes_sent > 0):
+            assert time.monotonic() < deadline, "the download never started"
+            time.sleep(0.1)
+        assert api.post(f"/api/v1/bundles/{job['id']}/cancel").status_code == 200
+        cancelled_at = time.monotonic()
+        while served.server.in_flight:
+            assert time.monotonic() - cancelled_at < 6, "the transfer went on after the cancel"
+            time.sleep(0.1)
+        sent = served.server.requests_to(path)[-1].bytes_sent
+    assert sent < size / 2
+    partials = list((imagingx_home / "cache" / "partial").glob("*.part"))
+    assert any(0 < p.stat().st_size <= sent for p in partials), "the bytes received stay for a resume"
+    assert _status(api, job["id"])["state"] == "cancelled"
+
+
 def test_multi_channel_cases_become_one_nnunet_dataset_with_named_channels(
     api: Any, tmp_path: Path, celery_worker_process: Any
 ) -> None:

@@ -97,7 +97,8 @@ def list_bundle_items(
     "/bundles/{job_id}/cancel", operation_id="cancel_bundle", response_model=BundleJobOut, tags=["bundles"]
 )
 def cancel_bundle(session: SessionDep, job_id: JobId) -> BundleJobOut:
-    """Cancel a job that has not finished (409 otherwise). Units already running finish their item and stop."""
+    """Cancel a job that has not finished (409 otherwise). Downloads in flight stop within about a second
+    (what they received stays in the cache for a later job); a case being harmonised finishes first."""
     job, messages = service.cancel_job(session, job_id)
     service.send(messages)
     return service.job_status(session, job)

@@ -369,8 +369,9 @@ def download(session: Session, job_id: str, settings: Settings | None = None) ->
 
 # -- cancelling ---------------------------------------------------------------------------------------------------
 def cancel_job(session: Session, job_id: str) -> tuple[BundleJob, list[Message]]:
-    """Stop a job: no new unit starts (each checks the state first); units already running finish their
-    item and stop there. 409 for a finished job."""
+    """Stop a job: no new unit starts (each checks the state first); a download in flight asks about once a
+    second and stops (workers/sources/download.py); a case being harmonised finishes. 409 for a finished
+    job."""
     job = get_job(session, job_id, for_update=True)
     if job.state in FINISHED:
         raise ApiError(409, f"bundle {job_id} is already {job.state}")

@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, select
 
 from app.bundles import service
 from app.bundles.models import BundleItem, BundleJob, BundleSource
-from app.bundles.schemas import ItemState, JobState, SourceState
+from app.bundles.schemas import FINISHED, ItemState, JobState, SourceState
 from app.catalog.models import Dataset
 from app.core.config import Settings
 from app.core.db import new_session
@@ -34,7 +34,7 @@ from workers.sources import resolve_source
 from workers.sources.base import SourceError
 from workers.sources.descriptors import ExplicitLayout as DescriptorLayout
 from workers.sources.descriptors import PairByRegex, PairBySuffix, parse_source
-from workers.sources.download import Downloader
+from workers.sources.download import Downloader, DownloadStopped
 from workers.sources.net import new_client
 
 _PORTABLE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -134,7 +134,9 @@ def _fetch(job_id: str, slug: str, descriptor: dict[str, Any], settings: Setting
                 f"the sources need {others + need:,} bytes, more than this server's cap of "
                 f"{settings.bundle_max_bytes:,} per bundle (IMAGINGX_BUNDLE_MAX_BYTES)"
             )
-        downloaded = Downloader(settings, client=client).fetch_into(remotes, downloads)
+        downloaded = Downloader(settings, client=client, should_stop=lambda: _job_stopped(job_id)).fetch_into(
+            remotes, downloads
+        )
     size = sum(p.stat().st_size for p in downloaded)
     root = prepare_source_root(
         downloaded, downloads, job_dir / "sources" / slug, job_dir, UnpackLimits.from_settings(settings)
@@ -152,6 +154,12 @@ def _fetch(job_id: str, slug: str, descriptor: dict[str, Any], settings: Setting
     return FetchedSource(len(downloaded), size, layout.kind.value, layout.cases, table, sorted(set(warnings)))
 
 
+def _job_stopped(job_id: str) -> bool:
+    with new_session() as session:
+        state = session.scalar(select(BundleJob.state).where(BundleJob.id == job_id))
+    return state is None or state in FINISHED
+
+
 def fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
     """Download one source, unpack it, detect its layout and record its items. Failure of one source is
     recorded on it (the job goes on with the others); only the job's size cap fails the whole job."""
@@ -167,6 +175,9 @@ def fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
         session.commit()
     try:
         fetched = _fetch(job_id, slug, descriptor, settings)
+    except DownloadStopped:
+        log.info("bundle %s: source %s stopped downloading, the job has ended", job_id, slug)
+        return []
     except JobCapExceededError as error:
         with new_session() as session:
             messages = service.fail_job(session, job_id, str(error))

@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,16 @@ from workers.sources.net import new_client, open_response
 
 CHUNK = 1024 * 1024
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+STOP_CHECK_SECONDS = 1.0  # how often a transfer asks whether its job still wants it
 
 
 class ChecksumMismatchError(SourceError):
     pass
+
+
+class DownloadStopped(Exception):
+    """The job a download was for has stopped (cancelled or failed). Not a SourceError: nothing is wrong with
+    the source. The partial file stays in the cache, so another job resumes it."""
 
 
 class SizeMismatchError(SourceError):
@@ -80,8 +86,12 @@ class Downloader:
         client: httpx.Client | None = None,
         attempts: int = 3,
         retry_delay: float = 1.0,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
+        """`should_stop`: asked about once a second while bytes flow (and before each file); True ends the
+        transfer with DownloadStopped, so cancelling a job does not wait for gigabytes it no longer wants."""
         self.settings = settings
+        self.should_stop = should_stop
         self.cache_dir = cache_dir or settings.home / "cache"
         self._owns_client = client is None
         self.client = client or new_client()
@@ -111,6 +121,7 @@ class Downloader:
             raise SourceError(f"{remote.name}: no checksum known, so it cannot be verified nor cached")
         if final.exists():
             return final
+        self._check_stop(remote)
         algorithm, digest = remote.cache_key  # type: ignore[misc]
         partial = self.cache_dir / "partial" / f"{algorithm}-{digest}.part"
         with _locked(self.cache_dir / "locks" / f"{algorithm}-{digest}.lock"):
@@ -177,7 +188,11 @@ class Downloader:
                 try:
                     # iter_raw without a chunk size hands over bytes as they arrive, so a transfer that breaks
                     # off keeps everything received for the resume
+                    next_check = time.monotonic() + STOP_CHECK_SECONDS
                     for chunk in response.iter_raw():
+                        if time.monotonic() >= next_check:
+                            self._check_stop(remote)
+                            next_check = time.monotonic() + STOP_CHECK_SECONDS
                         have += len(chunk)
                         if have > limit:
                             sink.close()
@@ -188,6 +203,10 @@ class Downloader:
                         sink.write(chunk)
                 except httpx.TransportError as exc:
                     raise _Retry(f"GET {url} broke off after {have} bytes: {exc}") from exc
+
+    def _check_stop(self, remote: RemoteFile) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise DownloadStopped(f"{remote.name}: the job stopped")
 
     def _verify(self, remote: RemoteFile, partial: Path) -> None:
         size = partial.stat().st_size

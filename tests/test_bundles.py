@@ -252,6 +252,24 @@ def test_bad_requests_get_clear_errors(client: Any) -> None:
     assert client.get("/api/v1/bundles/" + "x" * 300).status_code in (404, 422)
 
 
+def test_a_plan_naming_a_dataset_the_catalog_lost_is_refused_by_name(client: Any, monkeypatch) -> None:
+    from app.bundles import service
+
+    # a plan saved before a catalog re-import that removed one of its datasets
+    monkeypatch.setattr(service, "plan_slugs", lambda session, plan_id: ["lits", "gone-since-the-plan"])
+    answer = client.post("/api/v1/bundles", json={"plan_id": "an-old-plan"})
+    assert answer.status_code == 422 and "gone-since-the-plan" in answer.json()["error"]
+
+
+def test_the_servers_default_test_share_is_checked_with_the_request(client: Any, monkeypatch) -> None:
+    from app.core.config import get_settings
+
+    monkeypatch.setattr(get_settings(), "bundle_test_fraction", 0.5)
+    answer = client.post("/api/v1/bundles", json={"datasets": ["lits"], "options": {"val_fraction": 0.5}})
+    assert answer.status_code == 422, answer.text
+    assert "0.5" in answer.json()["error"] and "training" in answer.json()["error"]
+
+
 def test_items_endpoint_pages_every_item(built: Built, client: Any) -> None:
     job_id = built.status["id"]
     first = client.get(f"/api/v1/bundles/{job_id}/items?limit=3").json()

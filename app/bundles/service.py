@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
 from sqlalchemy import exists, func, select, text, update
 from sqlalchemy.orm import Session
 
@@ -28,6 +29,7 @@ from app.bundles.models import BundleItem, BundleJob, BundleSource
 from app.bundles.schemas import (
     FINISHED,
     MAX_DATASETS,
+    BuildOptions,
     BundleItemOut,
     BundleItemsPage,
     BundleJobOut,
@@ -41,11 +43,10 @@ from app.bundles.schemas import (
     SourceProgress,
     SourceState,
 )
-from app.catalog.models import Dataset
 from app.catalog.service import access_next_step
 from app.core.config import Settings, get_settings
 from app.core.errors import ApiError, InvalidInput, NotFound
-from app.selections.service import checked_slugs, plan_slugs
+from app.selections.service import checked_slugs, datasets_by_slug, plan_slugs
 
 if TYPE_CHECKING:
     from workers.packaging.archive import BundleArchive
@@ -118,9 +119,20 @@ def _default_name(session: Session, request: BundleRequest, slugs: Sequence[str]
 
 
 def _resolved(request: BundleRequest, settings: Settings) -> BundleRequest:
+    """The request with the server's default test share filled in, validated again: the default plus the
+    request's validation share must still leave room for training, or the stored job could not be read."""
     if request.options.test_fraction is not None:
         return request
-    options = request.options.model_copy(update={"test_fraction": settings.bundle_test_fraction})
+    try:
+        options = BuildOptions.model_validate(
+            {**request.options.model_dump(), "test_fraction": settings.bundle_test_fraction}
+        )
+    except ValidationError as error:
+        raise InvalidInput(
+            ["body", "options", "val_fraction"],
+            f"with this server's default test share of {settings.bundle_test_fraction}: "
+            + "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors()),
+        ) from None
     return request.model_copy(update={"options": options})
 
 
@@ -140,9 +152,11 @@ def create_job(
                 ["body", "plan_id"],
                 f"a bundle fuses at most {MAX_DATASETS:,} datasets; this plan's final list has {len(slugs):,}",
             )
+        # a plan saved before a catalog re-import may name datasets the catalog no longer has
+        slugs = checked_slugs(session, slugs, ["body", "plan_id"])
     else:
         slugs = checked_slugs(session, request.datasets or [], ["body", "datasets"])
-    datasets = {d.slug: d for d in session.scalars(select(Dataset).where(Dataset.slug.in_(slugs)))}
+    datasets = {d.slug: d for d in datasets_by_slug(session, slugs)}
     job = BundleJob(
         id=secrets.token_urlsafe(24),
         state=JobState.queued,

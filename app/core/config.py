@@ -83,7 +83,7 @@ class Settings(BaseSettings):
         default="imagingx", min_length=1, description="Celery queue the web and the workers use for jobs."
     )
     bundle_test_fraction: float = Field(
-        default=0.2, ge=0, le=1, description="Share of subjects a bundle puts in its test split by default."
+        default=0.2, ge=0, le=0.9, description="Share of subjects a bundle puts in its test split by default."
     )
 
     @property

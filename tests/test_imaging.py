@@ -382,6 +382,11 @@ def test_nifti_named_gz_but_stored_plain_is_read(tmp_path: Path) -> None:
     image = read_volume(misnamed)
     assert image.GetSize() == (4, 5, 6)
     assert sitk.GetArrayFromImage(image).sum() == volume.sum()
+    # cut short, it is refused like a cut .nii (ITK alone would pad it with zeros)
+    misnamed.write_bytes(plain.read_bytes()[:-100])
+    with pytest.raises(UnreadableItemError) as caught:
+        read_volume(misnamed)
+    assert caught.value.code == "truncated"
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.int32, np.float32])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import tempfile
 import zlib
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import nibabel as nib
@@ -262,14 +263,20 @@ GZIP_CHUNK = 1 << 20
 
 def _stored_size(nifti: Path) -> tuple[int, int] | None:
     """(voxel offset, voxel bytes) a plain NIfTI file's header promises, in its stored type: ITK's pixel type
-    may differ (a scaled int16 file reads as float32, twice the bytes). None if nibabel cannot parse it."""
-    try:
-        header = nib.load(nifti).header
-        return int(header["vox_offset"]), int(
-            np.prod(header.get_data_shape())
-        ) * header.get_data_dtype().itemsize
-    except Exception:  # ITK read the file; nibabel's stricter parsing only sizes this check
-        return None
+    may differ (a scaled int16 file reads as float32, twice the bytes). The header is parsed from the bytes
+    themselves: nib.load picks a gzip opener from a `.gz` name, and some hosts publish plain files under one.
+    None if neither NIfTI header parses."""
+    with nifti.open("rb") as handle:
+        head = handle.read(540)
+    for header_class in (nib.Nifti1Header, nib.Nifti2Header):
+        try:
+            header = header_class.from_fileobj(BytesIO(head))
+            return int(header["vox_offset"]), int(
+                np.prod(header.get_data_shape())
+            ) * header.get_data_dtype().itemsize
+        except Exception:  # ITK read the file; nibabel's stricter parsing only sizes this check
+            continue
+    return None
 
 
 def _check_complete(path: Path, image: sitk.Image) -> None:

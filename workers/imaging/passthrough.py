@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import numpy as np
 from workers.imaging.dedup import content_digest
 from workers.imaging.nifti import CorruptStreamError, PlainNifti, inflate, plain_nifti
 from workers.imaging.orientation import direction_codes
+from workers.packaging.volumes import place_file
 
 # Header affines are float32: agreement to a micrometre means ITK and any other reader see the same grid.
 AFFINE_TOLERANCE_MM = 1e-3
@@ -98,11 +98,7 @@ def copy_checked(volume: PlainNifti, target: Path, label: bool = False) -> Copie
             scanned = _scan_into(volume, None, label)
             if scanned is None:
                 return None
-            os.unlink(temporary)
-            try:
-                os.link(volume.path, temporary)
-            except OSError:  # another file system
-                shutil.copyfile(volume.path, temporary)
+            place_file(volume.path, Path(temporary))  # a link, or a synced copy across file systems
         else:
             with os.fdopen(handle, "wb") as sink:
                 scanned = _scan_into(volume, sink, label)

@@ -113,3 +113,30 @@ def test_channel_names_come_from_the_source_then_file_names(tmp_path: Path) -> N
     assert channel_names(brats, 2) == ("t1", "t2")
     unnamed = Case("c", "c", (Path("scan.nii.gz"),))
     assert channel_names(unnamed, 3) == ("channel1", "channel2", "channel3")
+
+
+def test_a_unit_already_running_elsewhere_is_left_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two copies of a fetch or package unit (a worker's start-up resend, a broker redelivery): the second
+    finds the claim taken and leaves, without touching the job; once released, the unit can be claimed."""
+    import importlib
+
+    from app.core.config import get_settings
+    from workers.pipeline.common import claimed
+
+    # the modules (workers.pipeline re-exports a function named `package`)
+    fetch = importlib.import_module("workers.pipeline.fetch")
+    package = importlib.import_module("workers.pipeline.package")
+
+    ran: list[str] = []
+    monkeypatch.setattr(fetch, "_fetch_source", lambda *args: ran.append("fetch") or [])
+    monkeypatch.setattr(package, "_package", lambda *args: ran.append("package") or [])
+    settings = get_settings()
+    with claimed("fetch:job-1:lits") as first, claimed("package:job-1") as other:
+        assert first and other
+        with claimed("fetch:job-1:lits") as second:
+            assert not second
+        assert fetch.fetch_source("job-1", "lits", settings) == []
+        assert package.package("job-1", settings) == []
+        assert ran == []
+    assert fetch.fetch_source("job-1", "lits", settings) == [] and package.package("job-1", settings) == []
+    assert ran == ["fetch", "package"]

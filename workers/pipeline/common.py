@@ -3,16 +3,38 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from app.bundles import service
 from app.core.config import Settings
+from app.core.db import get_engine
 from workers.imaging.cases import Case, Split
 from workers.imaging.layout import split_suffix
 
 log = logging.getLogger("imagingx.jobs")
 Messages = list[service.Message]
+
+
+@contextmanager
+def claimed(unit: str) -> Iterator[bool]:
+    """Whether this process may run `unit` (e.g. `fetch:<job>:<slug>`): a PostgreSQL advisory lock held on a
+    connection of its own while the unit runs. Copies of one unit can run at once: every worker that starts
+    re-sends the unfinished units, and the broker redelivers a unit whose worker outlives its visibility
+    timeout. A copy that finds the lock taken leaves the work to the holder; a worker that dies loses its
+    connection and so its lock, and the copy sent on its behalf takes over."""
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        key = {"unit": unit}
+        mine = bool(connection.scalar(text("SELECT pg_try_advisory_lock(hashtextextended(:unit, 0))"), key))
+        try:
+            yield mine
+        finally:
+            if mine:
+                connection.execute(text("SELECT pg_advisory_unlock(hashtextextended(:unit, 0))"), key)
 
 
 def case_to_json(case: Case, job_dir: Path) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from workers.imaging.layout import ExplicitLayout, detect_layout
 from workers.pipeline.common import (
     Messages,
     case_to_json,
+    claimed,
     log,
     reason_for,
     source_dir,
@@ -162,7 +163,13 @@ def _job_stopped(job_id: str) -> bool:
 
 def fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
     """Download one source, unpack it, detect its layout and record its items. Failure of one source is
-    recorded on it (the job goes on with the others); only the job's size cap fails the whole job."""
+    recorded on it (the job goes on with the others); only the job's size cap fails the whole job. A copy of
+    this unit already running elsewhere is left to finish (common.claimed)."""
+    with claimed(f"fetch:{job_id}:{slug}") as mine:
+        return _fetch_source(job_id, slug, settings) if mine else []
+
+
+def _fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
     with new_session() as session:
         job = session.get(BundleJob, job_id)
         source = session.get(BundleSource, (job_id, slug))

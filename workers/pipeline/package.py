@@ -24,6 +24,7 @@ from workers.packaging.manifest import MANIFEST_CSV
 from workers.pipeline.common import (
     Messages,
     case_path,
+    claimed,
     log,
     reason_for,
 )
@@ -181,7 +182,14 @@ def load_harmonised(items: list[HarmonisedItem], path_of: Callable[[str], Path])
 
 def package(job_id: str, settings: Settings) -> Messages:
     """Build and publish the bundle; record its checksums and its archive's. A rerun after a crash either finds the
-    published bundle (and only records it) or rebuilds it from the same inputs, byte for byte."""
+    published bundle (and only records it) or rebuilds it from the same inputs, byte for byte. A copy of this
+    unit already running elsewhere is left to finish (common.claimed): it would find its staging folder
+    removed as stale."""
+    with claimed(f"package:{job_id}") as mine:
+        return _package(job_id, settings) if mine else []
+
+
+def _package(job_id: str, settings: Settings) -> Messages:
     from workers.packaging import BundleSpec, SkippedItem, build_bundle
     from workers.packaging.archive import BundleArchive
     from workers.packaging.publish import remove_stale_partials

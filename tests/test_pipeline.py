@@ -140,3 +140,37 @@ def test_a_unit_already_running_elsewhere_is_left_to_it(monkeypatch: pytest.Monk
         assert ran == []
     assert fetch.fetch_source("job-1", "lits", settings) == [] and package.package("job-1", settings) == []
     assert ran == ["fetch", "package"]
+
+
+def test_sources_fetched_in_parallel_share_the_size_cap_as_they_reserve() -> None:
+    """Each source reserves its expected bytes before downloading: a second source sees the first's
+    reservation, not only finished downloads (parallel fetches used to see each other as 0 bytes)."""
+    import secrets
+
+    from app.bundles.models import BundleJob, BundleSource
+    from app.core.config import get_settings
+    from app.core.db import new_session
+    from workers.pipeline.fetch import JobCapExceededError, reserve_bytes
+
+    settings = get_settings().model_copy(update={"bundle_max_bytes": 100})
+    job_id = secrets.token_urlsafe(12)
+    with new_session() as session:
+        session.add(BundleJob(id=job_id, state="fetching", name="cap", request={}, warnings=[]))
+        session.flush()
+        for position, slug in enumerate(("a", "b")):
+            session.add(
+                BundleSource(job_id=job_id, slug=slug, position=position, name=slug, state="fetching")
+            )
+        session.commit()
+    try:
+        reserve_bytes(job_id, "a", 60, settings)
+        with pytest.raises(JobCapExceededError, match="110"):
+            reserve_bytes(job_id, "b", 50, settings)
+        reserve_bytes(job_id, "b", 40, settings)
+        reserve_bytes(job_id, "a", 55, settings)  # a's real size replaces its reservation
+        with new_session() as session:
+            assert session.get(BundleSource, (job_id, "b")).bytes == 40
+    finally:
+        with new_session() as session:
+            session.delete(session.get(BundleJob, job_id))
+            session.commit()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from app.bundles import service
 from app.bundles.models import BundleItem, BundleJob, BundleSource
@@ -123,22 +123,12 @@ def _fetch(job_id: str, slug: str, descriptor: dict[str, Any], settings: Setting
     downloads = job_dir / "downloads" / slug
     with new_client() as client:
         remotes = resolve_source(source, settings, client)
-        need = sum(r.size or 0 for r in remotes)
-        with new_session() as session:
-            others = session.scalar(
-                select(func.coalesce(func.sum(BundleSource.bytes), 0)).where(
-                    BundleSource.job_id == job_id, BundleSource.slug != slug
-                )
-            )
-        if others + need > settings.bundle_max_bytes:
-            raise JobCapExceededError(
-                f"the sources need {others + need:,} bytes, more than this server's cap of "
-                f"{settings.bundle_max_bytes:,} per bundle (IMAGINGX_BUNDLE_MAX_BYTES)"
-            )
+        reserve_bytes(job_id, slug, sum(r.size or 0 for r in remotes), settings)
         downloaded = Downloader(settings, client=client, should_stop=lambda: _job_stopped(job_id)).fetch_into(
             remotes, downloads
         )
     size = sum(p.stat().st_size for p in downloaded)
+    reserve_bytes(job_id, slug, size, settings)  # files that stated no size count from now on
     root = prepare_source_root(
         downloaded, downloads, job_dir / "sources" / slug, job_dir, UnpackLimits.from_settings(settings)
     )
@@ -153,6 +143,30 @@ def _fetch(job_id: str, slug: str, descriptor: dict[str, Any], settings: Setting
                     f"{slug}: label {local} is {table[local]!r} in some cases, {name!r} in others"
                 )
     return FetchedSource(len(downloaded), size, layout.kind.value, layout.cases, table, sorted(set(warnings)))
+
+
+def reserve_bytes(job_id: str, slug: str, size: int, settings: Settings) -> None:
+    """Record that `slug` takes `size` bytes of the job's cap (IMAGINGX_BUNDLE_MAX_BYTES), or raise
+    JobCapExceededError. The job row is locked, so sources fetched in parallel reserve one after another:
+    each sees what the others reserved before it, not only what they finished."""
+    with new_session() as session:
+        session.get(BundleJob, job_id, with_for_update=True)
+        others = session.scalar(
+            select(func.coalesce(func.sum(BundleSource.bytes), 0)).where(
+                BundleSource.job_id == job_id, BundleSource.slug != slug
+            )
+        )
+        if others + size > settings.bundle_max_bytes:
+            raise JobCapExceededError(
+                f"the sources need {others + size:,} bytes, more than this server's cap of "
+                f"{settings.bundle_max_bytes:,} per bundle (IMAGINGX_BUNDLE_MAX_BYTES)"
+            )
+        session.execute(
+            update(BundleSource)
+            .where(BundleSource.job_id == job_id, BundleSource.slug == slug)
+            .values(bytes=size)
+        )
+        session.commit()
 
 
 def _job_stopped(job_id: str) -> bool:

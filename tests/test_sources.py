@@ -555,6 +555,23 @@ def test_figshare_article_files_are_fetched_with_md5(
     ] == ["a.zip"]
 
 
+def test_figshare_files_are_listed_page_by_page(
+    server: LocalHTTPServer, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.sources import figshare
+
+    monkeypatch.setattr(figshare, "PAGE_SIZE", 2)
+    entries = figshare_files(server, "55", {"a.zip": DATA, "b.zip": DATA, "c.zip": DATA})
+    base = "/figshare/v2/articles/55/files"
+    server.add_json(f"{base}?page=1&page_size=2", entries[:2])
+    server.add_json(f"{base}?page=2&page_size=2", entries[2:])
+    assert [r.name for r in resolve_source({"kind": "figshare", "article": 55}, settings)] == [
+        "a.zip",
+        "b.zip",
+        "c.zip",
+    ]
+
+
 def test_figshare_link_only_files_are_refused(server: LocalHTTPServer, settings: Settings) -> None:
     entries = figshare_files(server, "77", {"data.zip": DATA})
     entries[0].update(is_link_only=True, computed_md5="")

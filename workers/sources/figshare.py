@@ -14,6 +14,7 @@ from workers.sources.descriptors import FigshareSource
 from workers.sources.net import fetch_json
 
 PAGE_SIZE = 1000  # figshare's largest page: one request for all but the largest articles
+MAX_PAGES = 100  # 100,000 files: beyond that a listing that never ends is an error, not a loop
 
 
 def resolve(source: FigshareSource, settings: Settings, client: httpx.Client) -> list[RemoteFile]:
@@ -21,8 +22,8 @@ def resolve(source: FigshareSource, settings: Settings, client: httpx.Client) ->
     base = f"{settings.figshare_api_url.rstrip('/')}/articles/{source.article}"
     if source.version is not None:
         base += f"/versions/{source.version}"
-    entries, _ = fetch_json(client, f"{base}/files?page_size={PAGE_SIZE}", settings, what)
-    if not isinstance(entries, list) or not entries:
+    entries = _all_files(client, f"{base}/files", settings, what)
+    if not entries:
         raise SourceError(f"{what} lists no files")
     remote_files = []
     for entry in entries:
@@ -39,3 +40,16 @@ def resolve(source: FigshareSource, settings: Settings, client: httpx.Client) ->
             )
         remote_files.append(RemoteFile(name=name, url=url, size=entry.get("size"), md5=md5))
     return chosen(remote_files, source.include, what)
+
+
+def _all_files(client: httpx.Client, url: str, settings: Settings, what: str) -> list[dict]:
+    """Every file entry, page by page: a full page means there may be another."""
+    entries: list[dict] = []
+    for page in range(1, MAX_PAGES + 1):
+        batch, _ = fetch_json(client, f"{url}?page={page}&page_size={PAGE_SIZE}", settings, what)
+        if not isinstance(batch, list):
+            raise SourceError(f"{what}: the file list is not a list")
+        entries.extend(batch)
+        if len(batch) < PAGE_SIZE:
+            return entries
+    raise SourceError(f"{what} lists more than {MAX_PAGES * PAGE_SIZE:,} files")

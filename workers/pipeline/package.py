@@ -4,6 +4,7 @@ checksums and its download archive's recorded; and the clean-up of a finished jo
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from app.core.db import new_session
 from workers.imaging.cases import Split
 from workers.packaging.checksums import sha256_file
 from workers.packaging.manifest import MANIFEST_CSV
+from workers.packaging.report import REPORT_JSON
 from workers.pipeline.common import (
     Messages,
     case_path,
@@ -135,6 +137,7 @@ def _volume_file(folder: Path, entry: list[Any]) -> Any:
     return VolumeFile(path=folder / name, size=int(size), sha256=sha256)
 
 
+WHOLE_SOURCE = "(whole source)"  # the item named in the report for a source that could not be fetched
 HarmonisedItem = tuple[str, str, dict[str, Any], dict[str, Any], Split]  # item id, slug, case, result, split
 
 
@@ -203,7 +206,6 @@ def _package(job_id: str, settings: Settings) -> Messages:
         name = job.name
         plan_id = job.plan_id
     options: BuildOptions = inputs["options"]
-    packaging_skipped: list[dict[str, str]] = []
     if not (dest / "SHA256SUMS").is_file():
         remove_stale_partials(dest)
         spec = BundleSpec(
@@ -221,15 +223,13 @@ def _package(job_id: str, settings: Settings) -> Messages:
             },
         )
         try:
-            result = build_bundle(
+            build_bundle(
                 load_harmonised(inputs["items"], lambda item_id: case_path(settings, job_id, item_id)),
                 sources=inputs["sources"],
                 labels=inputs["labels"],
                 dest=dest,
                 spec=spec,
-                skipped=[
-                    SkippedItem(source=s, item="(whole source)", reason=r) for s, r in inputs["unfetched"]
-                ],
+                skipped=[SkippedItem(source=s, item=WHOLE_SOURCE, reason=r) for s, r in inputs["unfetched"]],
             )
         except Exception as error:  # e.g. no case left, a full disk: the job fails with the reason
             log.exception("bundle %s: packaging failed", job_id)
@@ -237,12 +237,7 @@ def _package(job_id: str, settings: Settings) -> Messages:
                 messages = service.fail_job(session, job_id, f"packaging failed: {reason_for(error)}")
                 session.commit()
             return messages
-        by_file = {(slug, meta["source_file"]): item_id for item_id, slug, _, meta, _ in inputs["items"]}
-        packaging_skipped = [
-            {"item_id": by_file.get((s.source, s.item), s.item), "source": s.source, "reason": s.reason}
-            for s in result.skipped
-            if s.item != "(whole source)"
-        ]
+    packaging_skipped = _packaging_skipped(dest, inputs["items"])
     archive = BundleArchive(dest)  # served from the bundle folder; only its size and checksum are recorded
     archive_sha256 = archive.sha256()
     sums_path = dest / "SHA256SUMS"
@@ -272,6 +267,22 @@ def _package(job_id: str, settings: Settings) -> Messages:
         ]
         session.commit()
     return messages
+
+
+def _packaging_skipped(dest: Path, items: list[HarmonisedItem]) -> list[dict[str, str]]:
+    """The items packaging itself left out, with reasons, read from the published report.json: the same list
+    whether this run built the bundle or found it built by a run that crashed before recording it."""
+    by_file = {(slug, meta["source_file"]): item_id for item_id, slug, _, meta, _ in items}
+    report = json.loads((dest / REPORT_JSON).read_text())
+    return [
+        {
+            "item_id": by_file.get((s["source"], s["item"]), s["item"]),
+            "source": s["source"],
+            "reason": s["reason"],
+        }
+        for s in report["skipped"]
+        if s["item"] != WHOLE_SOURCE
+    ]
 
 
 def _manifest_rows(dest: Path) -> int:

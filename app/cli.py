@@ -89,7 +89,9 @@ def web(
 @main.command()
 def worker(
     concurrency: int | None = typer.Option(None, help="Worker processes (default: one per CPU)."),
-    queues: str | None = typer.Option(None, help="Comma-separated queues to consume (default: imagingx)."),
+    queues: str | None = typer.Option(
+        None, help="Comma-separated queues to consume (default: IMAGINGX_CELERY_QUEUE, imagingx)."
+    ),
 ) -> None:
     """Run only a Celery worker, against the configured REDIS_URL and DATABASE_URL."""
     from app.core.config import get_settings
@@ -146,7 +148,11 @@ def catalog_seed() -> None:
 def catalog_set_source(
     slug: str = typer.Argument(..., help="The dataset's slug (as in its URL)."),
     file: Path | None = typer.Argument(
-        None, exists=True, dir_okay=False, readable=True, help="The source descriptor as JSON (BUNDLES.md)."
+        None,
+        exists=True,
+        dir_okay=False,
+        readable=True,
+        help="The source descriptor as JSON (formats: workers/sources/descriptors.py).",
     ),
     clear: bool = typer.Option(False, "--clear", help="Remove the dataset's source instead."),
 ) -> None:

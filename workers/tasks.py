@@ -2,14 +2,10 @@
 workers/pipeline/, the bookkeeping in app/bundles/service.py; a task runs one unit, then sends the tasks the
 job's state machine asks for next."""
 
-import logging
-
 from celery import shared_task
 from celery.signals import worker_ready
 
 from app.core.config import get_settings
-
-log = logging.getLogger("imagingx.jobs")
 
 
 @shared_task(name="workers.tasks.ping")

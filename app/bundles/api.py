@@ -112,6 +112,8 @@ def cancel_bundle(session: SessionDep, job_id: JobId) -> BundleJobOut:
     responses={
         200: {"content": {"application/x-tar": {}}, "description": "The bundle as one tar archive"},
         206: {"content": {"application/x-tar": {}}, "description": "The byte range asked for with `Range`"},
+        409: {"description": "The job has not finished"},
+        410: {"description": "The bundle is no longer in the store"},
         416: {"description": "The range starts past the end of the archive"},
     },
 )

@@ -219,7 +219,7 @@ def get(
 
 
 def _download(client: httpx.Client, status: dict[str, Any], folder: Path) -> Path:
-    """Stream the archive to `<name>.tar.part`, resuming from its size with Range, then verify and rename."""
+    """Stream the archive to `<job id>.tar.part`, resuming from its size with Range, then verify and rename."""
     result = status["result"]
     folder.mkdir(parents=True, exist_ok=True)
     response_name = None

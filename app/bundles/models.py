@@ -24,7 +24,8 @@ class BundleJob(Base):
     request: Mapped[dict[str, Any]] = mapped_column(JSONB)  # the validated BundleRequest, as submitted
     plan_id: Mapped[str | None] = mapped_column(String(32))
     owner: Mapped[str | None] = mapped_column(String(64), index=True)
-    # the global label table, fixed once every source is fetched: {"table": {concept: id}, "sources": {...}}
+    # the global label table, fixed once every source is fetched:
+    # {"table": {concept: id}, "local_to_concept": {slug: {local: concept}}, "local_to_global": {slug: {local: id}}}
     labels: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     warnings: Mapped[list[str]] = mapped_column(JSONB, default=list)
     error: Mapped[str | None] = mapped_column(Text)

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_DATASETS = 1000  # as many as a selection holds
+SKIPPED_SHOWN = 100  # skipped items a job's status lists (all of them: GET .../items?state=skipped)
 
 
 class JobState(StrEnum):
@@ -150,7 +151,7 @@ class BundleJobOut(BaseModel):
     request: BundleRequest
     progress: Progress
     sources: list[SourceProgress]
-    skipped: list[SkippedItemOut] = Field(description=f"Items left out and why (first {100})")
+    skipped: list[SkippedItemOut] = Field(description=f"Items left out and why (first {SKIPPED_SHOWN})")
     warnings: list[str]
     error: str | None
     result: BundleResult | None

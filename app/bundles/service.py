@@ -29,6 +29,7 @@ from app.bundles.models import BundleItem, BundleJob, BundleSource
 from app.bundles.schemas import (
     FINISHED,
     MAX_DATASETS,
+    SKIPPED_SHOWN,
     BuildOptions,
     BundleItemOut,
     BundleItemsPage,
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 
 API = "/api/v1"
 ID_LENGTH = 32
-SKIPPED_SHOWN = 100
 RUNNING = (JobState.fetching, JobState.harmonising, JobState.packaging)
 # One transaction at a time decides which queued jobs may start, so two finishing jobs cannot both hand
 # their slot to different queued jobs beyond the limit.

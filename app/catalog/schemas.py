@@ -48,7 +48,8 @@ class DatasetDetail(DatasetSummary):
     flags: list[QualityFlag]
     access_next_step: str
     automated_source: str | None = Field(
-        description="The kind of source descriptor (http, zenodo, huggingface, local) that lets workers fetch "
+        description="The kind of source descriptor (http, zenodo, huggingface, figshare, github, local) that lets "
+        "workers fetch "
         "this dataset into a bundle; null when a bundle can only list it as a manual step"
     )
     description: str

@@ -4,7 +4,8 @@ Re-encoding costs most of a case's time: a 512x512x200 CT is inflated (~0.2 CPU-
 (~0.3 CPU-s with ISA-L) only to come out with the same voxels. Many sources already ship what the bundle
 needs: a NIfTI-1 `.nii.gz` in RAS, unscaled, with a label map that uses the bundle's ids. For such a case the
 harmonise unit inflates each file once, to check it (gzip CRC, exact voxel length) and to compute the content
-hash for deduplication, and writes the compressed bytes it read straight into the job folder.
+hash for deduplication, then hard-links the file into the job folder (or copies it while reading, when its
+owner may still change it: see copy_checked).
 
 Only what would come out of `harmonise_case` + `prewrite_volumes` unchanged is copied: the same voxels, dtype
 and geometry as ITK reads them. The file keeps the source's header (and so its byte-level form), which is why

@@ -77,7 +77,8 @@ class LabelTable:
 
 @dataclass(frozen=True)
 class VolumeFile:
-    """A `.nii.gz` written earlier (by write_nifti_gz, with the bundle's settings) and its sha256."""
+    """A `.nii.gz` ready before packaging, and its sha256: written by write_nifti_gz with the bundle's settings,
+    or a source's own file copied as it is (workers/imaging/passthrough.py, at the source's gzip level)."""
 
     path: Path
     size: int
@@ -86,8 +87,8 @@ class VolumeFile:
 
 @dataclass(frozen=True)
 class PrewrittenVolumes:
-    """A 3D case whose image and label files the harmonising stage already compressed (in parallel, on
-    whichever worker harmonised it): the packager links them into place instead of compressing again."""
+    """A 3D case whose image and label files the harmonising stage already wrote (compressed, or copied when
+    already in the bundle's form, on whichever worker harmonised it): the packager links them into place."""
 
     image: VolumeFile
     label: VolumeFile | None

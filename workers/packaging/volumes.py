@@ -1,6 +1,8 @@
-"""Write the 3D cases' image and label volumes in parallel, holding only a few cases in memory at once.
+"""The 3D cases' image and label volumes: written ahead by the harmonise unit (`prewrite_volumes`, so a job's
+compression runs on all its workers) and placed into the bundle by link; or, for arrays handed straight to
+`build_bundle`, written in parallel holding only a few cases in memory at once.
 
-Compression dominates packaging time, so cases are spread over workers. Threads are the default: the ISA-L
+Compression dominates that time, so cases are spread over workers. Threads are the default: the ISA-L
 block compressor and hashlib release the GIL and threads need no copy of the arrays. Processes pickle every
 array to the worker, which bench/fusion measured as slower than a single thread, so they are only an option.
 At most `max_in_flight` cases are submitted and not yet written, so a generator of cases streams through in

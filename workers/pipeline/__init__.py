@@ -8,9 +8,9 @@ the same bytes), and the job's outcome does not depend on which worker ran what,
 Layout of a job's work folder (`<home>/jobs/<job id>/`, removed when the job ends):
     downloads/<slug>/...   the source's files, hard links into the shared download cache
     sources/<slug>/        the source ready for layout detection (archives unpacked safely)
-    cases/<item>.*.nii.gz  one harmonised 3D item, compressed by its unit, or a hard link to its source file
-                           when that is already in the bundle's form (plain.py); packaging links it into
-                           the bundle
+    cases/<item>.*.nii.gz  one harmonised 3D item, compressed by its unit, or its source file (a hard link, or a
+                           copy of a local source's file) when already in the bundle's form (plain.py);
+                           packaging links it into the bundle
     cases/<item>.npz       one harmonised 2D item's arrays (packaging writes the PNG)
 """
 

@@ -132,8 +132,8 @@ def _harmonise(
 
 
 def harmonise_item(job_id: str, item_id: str, settings: Settings) -> Messages:
-    """Read, reorient and relabel one item into `cases/<item>.npz`; an unreadable item is skipped with its
-    reason and the job goes on."""
+    """Read, reorient and relabel one item into the job's `cases/` folder (a 3D item's compressed volumes, a
+    2D item's `.npz`); an unreadable item is skipped with its reason and the job goes on."""
     with new_session() as session:
         job = session.get(BundleJob, job_id)
         item = session.get(BundleItem, (job_id, item_id))

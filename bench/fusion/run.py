@@ -37,7 +37,7 @@ import SimpleITK as sitk
 from isal import isal_zlib
 
 from workers.imaging.cases import Case, Split
-from workers.imaging.dedup import content_digest
+from workers.imaging.dedup import array_content_hash
 from workers.imaging.labels import unify_labels
 from workers.imaging.orientation import RAS_DIRECTION_ITK
 from workers.imaging.readers import read_volume
@@ -159,15 +159,9 @@ def bench_case(
         subject_id=f"s{index}",
         modality="CT",
         annotated_labels=("kidney", "liver"),
-        content_hash=_content_hash(voxels, spacing),
+        content_hash=array_content_hash(voxels, spacing),
         split="val" if index % 5 == 4 else "train",
     )
-
-
-def _content_hash(voxels: np.ndarray, spacing: tuple[float, ...]) -> str:
-    digest = content_digest(voxels.dtype, voxels.shape, spacing)
-    digest.update(memoryview(np.ascontiguousarray(voxels)).cast("B"))
-    return digest.hexdigest()
 
 
 def load_case(job: tuple[int, Path, Path]) -> HarmonisedCase:

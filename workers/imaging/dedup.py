@@ -27,11 +27,16 @@ def content_hash(image: sitk.Image) -> str:
 
     BLAKE3, not sha256: every voxel of every case is hashed, and BLAKE3 is ~2.5x faster per core here (4.6 vs
     1.8 GB/s) while staying collision-resistant, so a crafted scan cannot pass for another source's case."""
-    array = np.ascontiguousarray(sitk.GetArrayViewFromImage(image))
-    array = array.astype(array.dtype.newbyteorder("<"), copy=False)  # one byte order on every platform
-    digest = content_digest(
-        array.dtype, array.shape, image.GetSpacing(), image.GetNumberOfComponentsPerPixel()
+    return array_content_hash(
+        sitk.GetArrayViewFromImage(image), image.GetSpacing(), image.GetNumberOfComponentsPerPixel()
     )
+
+
+def array_content_hash(array: np.ndarray, spacing: tuple[float, ...], components: int = 1) -> str:
+    """content_hash of a canonical (RAS, ITK-ordered) voxel array with its spacing."""
+    array = np.ascontiguousarray(array)
+    array = array.astype(array.dtype.newbyteorder("<"), copy=False)  # one byte order on every platform
+    digest = content_digest(array.dtype, array.shape, spacing, components)
     digest.update(memoryview(array).cast("B"))
     return digest.hexdigest()
 

@@ -78,18 +78,32 @@ def reorient_to_ras(image: sitk.Image) -> tuple[sitk.Image, OriginalGeometry | N
     return sitk.DICOMOrient(image, "RAS"), original
 
 
+Grid = tuple[
+    tuple[int, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...]
+]  # size, spacing, origin, direction
+
+
+def grid_of(image: sitk.Image) -> Grid:
+    return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
+
+
+def grids_match(one: Grid, other: Grid) -> bool:
+    """The same grid but for header rounding (spacing to 1 um, origin to 10 um, direction cosines to 1e-4):
+    within this a label takes its image's geometry as it is; beyond it, it is resampled."""
+    return (
+        tuple(one[0]) == tuple(other[0])
+        and np.allclose(one[1], other[1], atol=1e-3)
+        and np.allclose(one[2], other[2], atol=1e-2)
+        and np.allclose(one[3], other[3], atol=1e-4)
+    )
+
+
 def reorient_like(label: sitk.Image, image: sitk.Image) -> sitk.Image:
     """A label volume on its image's grid. Both are reoriented the same way, so they normally match voxel for
     voxel; when a source's label sits on a slightly different grid (header rounding), it is resampled onto the
     image with nearest neighbour only, since any other interpolator invents label values between classes."""
     label, _ = reorient_to_ras(label)
-    same_grid = (
-        label.GetSize() == image.GetSize()
-        and np.allclose(label.GetSpacing(), image.GetSpacing(), atol=1e-3)
-        and np.allclose(label.GetOrigin(), image.GetOrigin(), atol=1e-2)
-        and np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-4)
-    )
-    if same_grid:
+    if grids_match(grid_of(label), grid_of(image)):
         label.CopyInformation(image)
         return label
     return sitk.Resample(label, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())

@@ -58,7 +58,12 @@ class VolumeResult:
 
 def label_dtype(label: np.ndarray) -> np.dtype:
     """The smallest unsigned type that holds the label values (uint8 for up to 255 concepts)."""
-    return np.dtype(np.uint8) if label.size == 0 or int(label.max()) < 256 else np.dtype(np.uint16)
+    return label_dtype_for(int(label.max()) if label.size else 0)
+
+
+def label_dtype_for(largest: int) -> np.dtype:
+    """What a label map whose largest value is `largest` is stored as (a copied label must match it)."""
+    return np.dtype(np.uint8) if largest < 256 else np.dtype(np.uint16)
 
 
 def place_file(source: Path, target: Path) -> None:

@@ -21,7 +21,7 @@ from app.core.config import Settings
 from app.core.db import new_session
 from workers.imaging.cases import Case
 from workers.imaging.errors import LayoutNotRecognisedError
-from workers.imaging.layout import ExplicitLayout, detect_layout
+from workers.imaging.layout import IMAGE_SUFFIXES, ExplicitLayout, detect_layout
 from workers.pipeline.common import (
     Messages,
     case_to_json,
@@ -39,7 +39,7 @@ from workers.sources.download import Downloader, DownloadStopped
 from workers.sources.net import new_client
 
 _PORTABLE = re.compile(r"[^A-Za-z0-9_.-]+")
-_VOLUME_EXTENSIONS = r"\.(?:nii\.gz|nii|nrrd|mha|mhd|png|jpe?g|dcm)$"
+_VOLUME_EXTENSIONS = "(?:" + "|".join(re.escape(s) for s in (*IMAGE_SUFFIXES, ".dcm")) + ")$"
 
 
 class JobCapExceededError(Exception):
@@ -130,7 +130,11 @@ def _fetch(job_id: str, slug: str, descriptor: dict[str, Any], settings: Setting
     size = sum(p.stat().st_size for p in downloaded)
     reserve_bytes(job_id, slug, size, settings)  # files that stated no size count from now on
     root = prepare_source_root(
-        downloaded, downloads, job_dir / "sources" / slug, job_dir, UnpackLimits.from_settings(settings)
+        downloaded,
+        downloads,
+        source_dir(settings, job_id, slug),
+        job_dir,
+        UnpackLimits.from_settings(settings),
     )
     explicit = None if source.layout == "auto" else explicit_layout(source.layout, root, source.labels)
     layout = detect_layout(root, explicit, source.labels or None)

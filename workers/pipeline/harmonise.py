@@ -127,7 +127,7 @@ def _harmonise(
         _labels_unification(labels),
         modality,
         case_path(settings, job_id, item.item_id),
-        job_dir / "sources" / item.slug,
+        source_dir(settings, job_id, item.slug),
     )
 
 

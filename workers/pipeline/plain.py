@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 
 from workers.imaging.cases import Case
-from workers.imaging.dedup import content_digest
+from workers.imaging.dedup import array_content_hash
 from workers.imaging.errors import UnreadableItemError
 from workers.imaging.labels import UnknownLabelValueError, annotated_concepts, remap_labels
 from workers.imaging.nifti import PlainNifti, plain_nifti
-from workers.imaging.orientation import Reorientation, direction_codes, ras_reorientation
+from workers.imaging.orientation import Grid, Reorientation, direction_codes, grids_match, ras_reorientation
 from workers.imaging.passthrough import copy_checked, identity_labels, same_grid, stored_volume
 from workers.imaging.readers import read_plain_voxels
 from workers.packaging.cases import PrewrittenVolumes, VolumeFile
-from workers.packaging.volumes import prewrite_volumes, prewritten_path
+from workers.packaging.volumes import label_dtype_for, prewrite_volumes, prewritten_path
 from workers.pipeline.common import item_result, source_checksum
 
 
@@ -61,9 +61,9 @@ def copy_stored_case(
             if label_file is None:
                 return None
             low, high = label_file.value_range or (0, 0)
-            # what prewrite_volumes would store: uint8 unless a value needs 16 bits
-            needed = np.dtype(np.uint8) if high < 256 else np.dtype(np.uint16)
-            if label.dtype != needed or not identity_labels(unification.local_to_global[slug], int(high)):
+            if label.dtype != label_dtype_for(int(high)) or not identity_labels(
+                unification.local_to_global[slug], int(high)
+            ):
                 return None
         image_files = [
             copy(image, "image" if index == 0 else f"image{index}") for index, image in enumerate(images)
@@ -135,8 +135,8 @@ def decode_plain_case(
     label_array = None
     if label is not None:
         label_reorientation = _reorientation(label)
-        if label_reorientation is None or not _same_ras_grid(
-            label, label_reorientation, first, reorientation
+        if label_reorientation is None or not grids_match(
+            _ras_grid(label, label_reorientation), _ras_grid(first, reorientation)
         ):
             return None  # the general way resamples it onto the image's grid
         try:
@@ -145,8 +145,6 @@ def decode_plain_case(
             raise UnreadableItemError(case.label, "unknown_label_value", str(error)) from error
         label_array = label_reorientation.apply(remapped)
     arrays = [reorientation.apply(read_plain_voxels(image)) for image in images if image is not None]
-    digest = content_digest(arrays[0].dtype, arrays[0].shape, reorientation.spacing)
-    digest.update(memoryview(arrays[0]).cast("B"))
     # compressed here, on whichever worker runs this item, so packaging only links files
     written = prewrite_volumes(
         out.parent,
@@ -166,7 +164,7 @@ def decode_plain_case(
         channels=len(images),
         geometry=(reorientation.spacing, reorientation.origin, reorientation.direction),
         dims=3,
-        content_hash=digest.hexdigest(),
+        content_hash=array_content_hash(arrays[0], reorientation.spacing),
         annotations=unification.annotation_status(annotated),
         modality=modality,
         source_checksum=source_checksum(case.images[0]),
@@ -178,14 +176,5 @@ def _reorientation(volume: PlainNifti) -> Reorientation | None:
     return ras_reorientation(volume.size, volume.spacing, volume.origin, volume.direction)
 
 
-def _same_ras_grid(
-    label: PlainNifti, label_ras: Reorientation, image: PlainNifti, image_ras: Reorientation
-) -> bool:
-    """The tolerances of `reorient_like`: within them the general way gives the label the image's geometry."""
-    return (
-        tuple(label.size[axis] for axis in label_ras.permutation)
-        == tuple(image.size[axis] for axis in image_ras.permutation)
-        and np.allclose(label_ras.spacing, image_ras.spacing, atol=1e-3)
-        and np.allclose(label_ras.origin, image_ras.origin, atol=1e-2)
-        and np.allclose(label_ras.direction, image_ras.direction, atol=1e-4)
-    )
+def _ras_grid(volume: PlainNifti, ras: Reorientation) -> Grid:
+    return tuple(volume.size[axis] for axis in ras.permutation), ras.spacing, ras.origin, ras.direction

@@ -96,19 +96,19 @@ def advance_message(job_id: str) -> Message:
     return Message("workers.tasks.advance_bundle", (job_id,))
 
 
-def send(messages: Sequence[Message], settings: Settings | None = None) -> None:
+def send(messages: Sequence[Message]) -> None:
     """Hand tasks to Celery. Call only after the transaction that justified them has committed."""
     if not messages:
         return
     from workers.celery_app import app as celery_app
 
-    queue = (settings or get_settings()).celery_queue
+    queue = get_settings().celery_queue
     for message in messages:
         celery_app.send_task(message.task, args=list(message.args), queue=queue)
 
 
 # -- submission ---------------------------------------------------------------------------------------------------
-def _default_name(session: Session, request: BundleRequest, slugs: Sequence[str]) -> str:
+def _default_name(request: BundleRequest, slugs: Sequence[str]) -> str:
     if request.name:
         return request.name.strip()
     if request.plan_id:
@@ -160,7 +160,7 @@ def create_job(
     job = BundleJob(
         id=secrets.token_urlsafe(24),
         state=JobState.queued,
-        name=_default_name(session, request, slugs),
+        name=_default_name(request, slugs),
         # defaults resolved now, so the job says what it used even if the server's settings change later
         request=_resolved(request, settings).model_dump(mode="json"),
         plan_id=request.plan_id,
@@ -389,8 +389,7 @@ def cancel_job(session: Session, job_id: str) -> tuple[BundleJob, list[Message]]
     job = get_job(session, job_id, for_update=True)
     if job.state in FINISHED:
         raise ApiError(409, f"bundle {job_id} is already {job.state}")
-    was_running = job.state in RUNNING
-    _finish(session, job, JobState.cancelled)
+    messages = finish_job(session, job, JobState.cancelled)
     session.execute(
         update(BundleSource)
         .where(
@@ -399,9 +398,6 @@ def cancel_job(session: Session, job_id: str) -> tuple[BundleJob, list[Message]]
         .values(state=SourceState.cancelled)
     )
     session.commit()
-    messages = [Message("workers.tasks.clean_bundle_work", (job.id,))]
-    if was_running:
-        messages += queued_job_messages(session)
     return job, messages
 
 
@@ -410,10 +406,15 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def _finish(session: Session, job: BundleJob, state: JobState, error: str | None = None) -> None:
+def finish_job(session: Session, job: BundleJob, state: JobState, error: str | None = None) -> list[Message]:
+    """End a job (done, failed or cancelled; the caller commits) and say what follows: its work folder is
+    cleaned, and if it held a running slot, the queued jobs are offered that slot."""
+    frees_slot = job.state in RUNNING
     job.state = state
     job.error = error
     job.finished_at = now()
+    messages = [Message("workers.tasks.clean_bundle_work", (job.id,))]
+    return messages + queued_job_messages(session) if frees_slot else messages
 
 
 def fail_job(session: Session, job_id: str, error: str) -> list[Message]:
@@ -421,8 +422,7 @@ def fail_job(session: Session, job_id: str, error: str) -> list[Message]:
     job = get_job(session, job_id, for_update=True)
     if job.state in FINISHED:
         return []
-    _finish(session, job, JobState.failed, error)
-    return [Message("workers.tasks.clean_bundle_work", (job.id,)), *queued_job_messages(session)]
+    return finish_job(session, job, JobState.failed, error)
 
 
 def queued_job_messages(session: Session) -> list[Message]:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from app.bundles import service
 from app.bundles.models import BundleItem, BundleJob
-from app.bundles.schemas import SLICE_AXES, BuildOptions, ItemState, JobState, SourceState
+from app.bundles.schemas import FINISHED, SLICE_AXES, BuildOptions, ItemState, JobState, SourceState
 from app.catalog.models import Dataset
 from app.core.config import Settings
 from app.core.db import new_session
@@ -259,12 +259,7 @@ def _package(job_id: str, settings: Settings) -> Messages:
             "sha256sums_sha256": sha256_file(sums_path),
             "packaging_skipped": packaging_skipped,
         }
-        job.state = JobState.done
-        job.finished_at = service.now()
-        messages = [
-            service.Message("workers.tasks.clean_bundle_work", (job_id,)),
-            *service.queued_job_messages(session),
-        ]
+        messages = service.finish_job(session, job, JobState.done)
         session.commit()
     return messages
 
@@ -294,6 +289,6 @@ def clean_work(job_id: str, settings: Settings) -> None:
     """Remove a finished job's work folder (the download cache and the published bundle stay)."""
     with new_session() as session:
         job = session.get(BundleJob, job_id)
-        if job is not None and job.state not in (JobState.done, JobState.failed, JobState.cancelled):
+        if job is not None and job.state not in FINISHED:
             return
     service.remove_work(settings, job_id)

@@ -244,21 +244,22 @@ def _job_context(job: BundleJobOut) -> dict[str, Any]:
     }
 
 
+def _job_response(request: Request, session: Any, job_id: str, template: str) -> HTMLResponse:
+    job = service.job_status(session, service.get_job(session, job_id))
+    response = templates.TemplateResponse(request, template, _job_context(job))
+    response.headers["Cache-Control"] = "no-store"  # live progress: never a stale copy
+    return response
+
+
 @router.get(BUNDLES_PATH + "/{job_id}", response_class=HTMLResponse)
 def bundle_page(request: Request, session: SessionDep, job_id: str) -> HTMLResponse:
-    job = service.job_status(session, service.get_job(session, job_id))
-    response = templates.TemplateResponse(request, "bundles/job.html", _job_context(job))
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return _job_response(request, session, job_id, "bundles/job.html")
 
 
 @router.get(BUNDLES_PATH + "/{job_id}/status", response_class=HTMLResponse)
 def bundle_status_partial(request: Request, session: SessionDep, job_id: str) -> HTMLResponse:
     """The job page's live part, polled by htmx; a finished job's has no trigger, which ends the polling."""
-    job = service.job_status(session, service.get_job(session, job_id))
-    response = templates.TemplateResponse(request, "bundles/_status.html", _job_context(job))
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return _job_response(request, session, job_id, "bundles/_status.html")
 
 
 @router.post(BUNDLES_PATH + "/{job_id}/cancel", dependencies=[Depends(refuse_cross_site)])

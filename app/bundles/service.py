@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 from sqlalchemy import exists, func, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from app.bundles.models import BundleItem, BundleJob, BundleSource
 from app.bundles.schemas import (
@@ -199,12 +199,13 @@ def get_job(session: Session, job_id: str, *, for_update: bool = False) -> Bundl
     return job
 
 
-def job_sources(session: Session, job_id: str) -> list[BundleSource]:
-    return list(
-        session.scalars(
-            select(BundleSource).where(BundleSource.job_id == job_id).order_by(BundleSource.position)
-        )
-    )
+def job_sources(session: Session, job_id: str, *, for_status: bool = False) -> list[BundleSource]:
+    """A job's sources in order. `for_status`: without the descriptor and label table (JSON the status never
+    shows; the job page polls it every second)."""
+    query = select(BundleSource).where(BundleSource.job_id == job_id).order_by(BundleSource.position)
+    if for_status:
+        query = query.options(defer(BundleSource.descriptor), defer(BundleSource.label_table))
+    return list(session.scalars(query))
 
 
 def item_counts(session: Session, job_ids: Sequence[str]) -> dict[tuple[str, str, str], int]:
@@ -249,7 +250,7 @@ def _urls(job_id: str) -> dict[str, str]:
 
 
 def job_status(session: Session, job: BundleJob) -> BundleJobOut:
-    sources = job_sources(session, job.id)
+    sources = job_sources(session, job.id, for_status=True)
     counts = item_counts(session, [job.id])
     skipped_rows = session.execute(
         select(BundleItem.item_id, BundleItem.slug, BundleItem.reason)

@@ -9,6 +9,7 @@ of the header (ITK reads the header alone), so both ways see one grid; anything 
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,9 +63,18 @@ class PlainNifti:
 
 def plain_nifti(path: Path) -> PlainNifti | None:
     """`path` if it is a gzipped single-file NIfTI-1, little-endian, 3D, one component, no extensions, no
-    intensity scaling, in millimetres (or no unit), of a type ITK keeps as stored; else None."""
+    intensity scaling, in millimetres (or no unit), of a type ITK keeps as stored; else None.
+
+    Remembered per file version (path, inode, size, modification time): one case asks up to three times (the
+    copy way, the decoding way, the general reader), and each answer costs a gzip open and an ITK header read."""
     if not path.name.lower().endswith(".nii.gz") or not path.is_file():
         return None
+    status = path.stat()
+    return _plain_nifti(path, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_nifti(path: Path, _inode: int, _size: int, _mtime_ns: int) -> PlainNifti | None:
     try:
         with igzip.open(path, "rb") as stream:
             head = stream.read(NIFTI1_VOXEL_OFFSET)
@@ -167,9 +177,12 @@ def inflate(
     return Inflated(complete=decompressor.eof, trailing=trailing, voxel_bytes=voxels)
 
 
-def read_voxels(volume: PlainNifti) -> tuple[np.ndarray, Inflated]:
+def read_voxels(
+    volume: PlainNifti, take_compressed: Callable[[bytes], None] | None = None
+) -> tuple[np.ndarray, Inflated]:
     """The voxels as a (z, y, x) array, inflated straight into it; fewer bytes than the header promises
-    leave `Inflated.voxel_bytes` short (the caller reports the file as truncated), more are ignored."""
+    leave `Inflated.voxel_bytes` short (the caller reports the file as truncated), more are ignored.
+    `take_compressed` is handed every byte of the file, to the end (e.g. to hash it in the same read)."""
     array = np.empty(volume.shape, dtype=volume.dtype)
     target = memoryview(array).cast("B")
     filled = 0
@@ -180,7 +193,7 @@ def read_voxels(volume: PlainNifti) -> tuple[np.ndarray, Inflated]:
         target[filled : filled + room] = data[:room]
         filled += room
 
-    return array, inflate(volume.path, take)
+    return array, inflate(volume.path, take, take_compressed, stop_at_end=take_compressed is None)
 
 
 def image_from_voxels(volume: PlainNifti, array: np.ndarray) -> sitk.Image:

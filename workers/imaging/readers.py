@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -211,11 +212,12 @@ def _read_nifti_gz(path: Path) -> sitk.Image:
     return image_from_voxels(plain, read_plain_voxels(plain))
 
 
-def read_plain_voxels(volume: PlainNifti) -> np.ndarray:
-    """A plain NIfTI's (z, y, x) voxels, or UnreadableItemError saying why the file cannot give them all."""
+def read_plain_voxels(volume: PlainNifti, file_digest: Any = None) -> np.ndarray:
+    """A plain NIfTI's (z, y, x) voxels, or UnreadableItemError saying why the file cannot give them all.
+    `file_digest` (a hashlib object) is fed the file's bytes in the same read."""
     path = volume.path
     try:
-        array, inflated = read_voxels(volume)
+        array, inflated = read_voxels(volume, file_digest.update if file_digest is not None else None)
     except CorruptStreamError as error:
         raise UnreadableItemError(path, "corrupt", f"corrupt gzip data ({error})") from error
     if not inflated.complete:

@@ -7,6 +7,7 @@ every way's result with the general one's.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from workers.imaging.passthrough import copy_checked, identity_labels, same_grid
 from workers.imaging.readers import read_plain_voxels
 from workers.packaging.cases import PrewrittenVolumes, VolumeFile
 from workers.packaging.volumes import label_dtype_for, prewrite_volumes, prewritten_path
-from workers.pipeline.common import item_result, source_checksum
+from workers.pipeline.common import item_result
 
 
 def copy_stored_case(
@@ -144,7 +145,12 @@ def decode_plain_case(
         except UnknownLabelValueError as error:
             raise UnreadableItemError(case.label, "unknown_label_value", str(error)) from error
         label_array = label_reorientation.apply(remapped)
-    arrays = [reorientation.apply(read_plain_voxels(image)) for image in images if image is not None]
+    source_digest = hashlib.sha256()  # the source file's sha256, for provenance, in the same read
+    arrays = [
+        reorientation.apply(read_plain_voxels(image, source_digest if index == 0 else None))
+        for index, image in enumerate(images)
+        if image is not None
+    ]
     # compressed here, on whichever worker runs this item, so packaging only links files
     written = prewrite_volumes(
         out.parent,
@@ -167,7 +173,7 @@ def decode_plain_case(
         content_hash=array_content_hash(arrays[0], reorientation.spacing),
         annotations=unification.annotation_status(annotated),
         modality=modality,
-        source_checksum=source_checksum(case.images[0]),
+        source_checksum=source_digest.hexdigest(),
         original_orientation=direction_codes(first.direction),
     )
 

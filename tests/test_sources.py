@@ -133,6 +133,10 @@ def test_descriptors_of_every_kind_parse() -> None:
             "named group `(?P<case>...)`",
         ),
         ({"kind": "zenodo", "record": "1", "surprise": True}, "surprise: Extra inputs are not permitted"),
+        (  # only the official test set is taken from a source; train/validation are split by patient
+            {"kind": "local", "path": "/d", "layout": {"images": "*", "split": {"train": ["a*"]}}},
+            "split.train.[key]: Input should be 'test'",
+        ),
     ],
 )
 def test_invalid_descriptors_say_what_is_wrong(descriptor: dict[str, Any], message: str) -> None:

@@ -12,7 +12,8 @@ A descriptor is a JSON object discriminated by `kind`:
 Every kind also takes `labels` (the label table: source label id -> name) and `layout`: `"auto"` (the
 harmonising step recognises the folder conventions) or explicit: `images` and `labels` globs (relative to the
 source's root), a `pairing` rule (`{"by": "stem"}`, `{"by": "suffix", "suffix": "_seg"}` or
-`{"by": "regex", "pattern": "...(?P<case>...)..."}`) and the official `split` (`{"test": [globs], ...}`).
+`{"by": "regex", "pattern": "...(?P<case>...)..."}`) and the official test set (`"split": {"test": [globs]}`:
+those cases stay test; training and validation are split by patient, deterministically, for every source).
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ class ExplicitLayout(_Strict):
     images: str
     labels: str | None = None
     pairing: Pairing = PairByStem(by="stem")
-    split: dict[Literal["train", "validation", "test"], list[str]] | None = None
+    # only the official test set is taken from a source: a "train" or "validation" key would be ignored, so it is
+    # refused instead of silently dropped
+    split: dict[Literal["test"], list[str]] | None = None
 
     @field_validator("images", "labels")
     @classmethod

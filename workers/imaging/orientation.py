@@ -36,10 +36,17 @@ class OriginalGeometry:
 
 def ras_affine(image: sitk.Image) -> np.ndarray:
     """The NIfTI-style 4x4 voxel-index -> RAS-mm affine of a 3D SimpleITK image."""
-    direction = np.array(image.GetDirection()).reshape(3, 3)
+    return itk_geometry_to_affine(image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+
+
+def itk_geometry_to_affine(
+    spacing: tuple[float, ...], origin: tuple[float, ...], direction: tuple[float, ...]
+) -> np.ndarray:
+    """The NIfTI (RAS) affine of an ITK (LPS) geometry: spacing/origin per axis, direction row-major 3x3."""
+    direction_matrix = np.asarray(direction, dtype=np.float64).reshape(3, 3)
     affine = np.eye(4)
-    affine[:3, :3] = LPS_TO_RAS @ direction @ np.diag(image.GetSpacing())
-    affine[:3, 3] = LPS_TO_RAS @ np.array(image.GetOrigin())
+    affine[:3, :3] = LPS_TO_RAS @ direction_matrix @ np.diag(np.asarray(spacing, dtype=np.float64))
+    affine[:3, 3] = LPS_TO_RAS @ np.asarray(origin, dtype=np.float64)
     return affine
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from workers.imaging.dedup import content_digest
 from workers.imaging.nifti import CorruptStreamError, PlainNifti, inflate, plain_nifti
-from workers.imaging.orientation import direction_codes
+from workers.imaging.orientation import direction_codes, itk_geometry_to_affine
 from workers.packaging.volumes import place_file
 
 # Header affines are float32: agreement to a micrometre means ITK and any other reader see the same grid.
@@ -69,8 +69,6 @@ def stored_volume(path: Path) -> PlainNifti | None:
 
 
 def _header_forms_agree(header: nib.Nifti1Header, volume: PlainNifti) -> bool:
-    from workers.packaging.nifti_gz import itk_geometry_to_affine
-
     expected = itk_geometry_to_affine(volume.spacing, volume.origin, volume.direction)
     forms = [
         form

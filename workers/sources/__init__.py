@@ -1,7 +1,7 @@
 """Source adapters: one module per kind of host, each turning a descriptor into the list of files to fetch.
 
 A new host (TCIA, OpenNeuro) is one module with
-`resolve(source, settings, client) -> list[RemoteFile]`, its descriptor model in `descriptors.py`, and one
+`resolve(source, settings, client, options) -> list[RemoteFile]`, its descriptor model in `descriptors.py`, and one
 entry in ADAPTERS. The downloader (`download.py`) then fetches, verifies and caches whatever was resolved.
 """
 
@@ -16,7 +16,7 @@ import httpx
 
 from app.core.config import Settings
 from workers.sources import figshare, github, http, huggingface, local, zenodo
-from workers.sources.base import RemoteFile, SourceError
+from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError
 from workers.sources.descriptors import SourceDescriptor, parse_source
 from workers.sources.download import ChecksumMismatchError, Downloader, SizeMismatchError
 from workers.sources.net import new_client
@@ -31,7 +31,7 @@ def _client(client: httpx.Client | None) -> Iterator[httpx.Client]:
         yield owned
 
 
-ADAPTERS: dict[str, Callable[[Any, Settings, httpx.Client], list[RemoteFile]]] = {
+ADAPTERS: dict[str, Callable[[Any, Settings, httpx.Client, FetchOptions], list[RemoteFile]]] = {
     "http": http.resolve,
     "zenodo": zenodo.resolve,
     "huggingface": huggingface.resolve,
@@ -42,12 +42,16 @@ ADAPTERS: dict[str, Callable[[Any, Settings, httpx.Client], list[RemoteFile]]] =
 
 
 def resolve_source(
-    descriptor: Any, settings: Settings, client: httpx.Client | None = None
+    descriptor: Any,
+    settings: Settings,
+    client: httpx.Client | None = None,
+    options: FetchOptions = NO_OPTIONS,
 ) -> list[RemoteFile]:
-    """The files of a source descriptor (a dict, JSON text or parsed model)."""
+    """The files of a source descriptor (a dict, JSON text or parsed model); `options` may narrow what an
+    adapter that can sample (subjects, labelled series) takes."""
     source = descriptor if hasattr(descriptor, "kind") else parse_source(descriptor)
     with _client(client) as active:
-        return ADAPTERS[source.kind](source, settings, active)
+        return ADAPTERS[source.kind](source, settings, active, options)
 
 
 def fetch_source(descriptor: Any, destination: Path, settings: Settings) -> list[Path]:
@@ -61,6 +65,7 @@ __all__ = [
     "ADAPTERS",
     "ChecksumMismatchError",
     "Downloader",
+    "FetchOptions",
     "RemoteFile",
     "SizeMismatchError",
     "SourceDescriptor",

@@ -12,6 +12,31 @@ class SourceError(Exception):
     """A source that cannot be resolved or fetched; the message says which file and why."""
 
 
+class CredentialsMissingError(SourceError):
+    """The host needs the operator's own account and this server has none configured: `setting` names the
+    environment variable(s) to set, so the job page can say exactly that."""
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """What a bundle request asks of every source, for adapters that can take less than everything.
+
+    `max_subjects`: at most this many subjects (patients) per dataset, a deterministic sample (hash of the
+    subject id with `seed`), so the same request fetches the same subjects. `labelled_only`: only the image
+    series that the source's label objects (DICOM SEG / RTSTRUCT) refer to, plus those label objects."""
+
+    max_subjects: int | None = None
+    labelled_only: bool = False
+    seed: str = "imagingx"
+
+
+NO_OPTIONS = FetchOptions()
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """One file of a source. `name` is its relative path inside the source (where it lands in the job folder);

@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 
 from app.core.config import Settings
-from workers.sources.base import RemoteFile, SourceError, chosen, included
+from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError, chosen, included
 from workers.sources.descriptors import FigshareSource
 from workers.sources.net import fetch_json
 
@@ -17,7 +17,9 @@ PAGE_SIZE = 1000  # figshare's largest page: one request for all but the largest
 MAX_PAGES = 100  # 100,000 files: beyond that a listing that never ends is an error, not a loop
 
 
-def resolve(source: FigshareSource, settings: Settings, client: httpx.Client) -> list[RemoteFile]:
+def resolve(
+    source: FigshareSource, settings: Settings, client: httpx.Client, options: FetchOptions = NO_OPTIONS
+) -> list[RemoteFile]:
     what = f"figshare article {source.article}"
     base = f"{settings.figshare_api_url.rstrip('/')}/articles/{source.article}"
     if source.version is not None:

@@ -11,12 +11,14 @@ from urllib.parse import quote
 import httpx
 
 from app.core.config import Settings
-from workers.sources.base import RemoteFile, SourceError, chosen, included
+from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError, chosen, included
 from workers.sources.descriptors import GitHubReleaseSource
 from workers.sources.net import fetch_json
 
 
-def resolve(source: GitHubReleaseSource, settings: Settings, client: httpx.Client) -> list[RemoteFile]:
+def resolve(
+    source: GitHubReleaseSource, settings: Settings, client: httpx.Client, options: FetchOptions = NO_OPTIONS
+) -> list[RemoteFile]:
     what = f"GitHub release {source.repo}@{source.tag}"
     url = f"{settings.github_api_url.rstrip('/')}/repos/{source.repo}/releases/tags/{quote(source.tag, safe='')}"
     release, _ = fetch_json(client, url, settings, what)

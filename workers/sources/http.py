@@ -5,11 +5,13 @@ from __future__ import annotations
 import httpx
 
 from app.core.config import Settings
-from workers.sources.base import RemoteFile
+from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile
 from workers.sources.descriptors import HttpSource
 
 
-def resolve(source: HttpSource, settings: Settings, client: httpx.Client) -> list[RemoteFile]:
+def resolve(
+    source: HttpSource, settings: Settings, client: httpx.Client, options: FetchOptions = NO_OPTIONS
+) -> list[RemoteFile]:
     return [
         RemoteFile(
             name=file.file_name,

@@ -10,12 +10,14 @@ from urllib.parse import quote
 import httpx
 
 from app.core.config import Settings
-from workers.sources.base import RemoteFile, SourceError, chosen, included
+from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError, chosen, included
 from workers.sources.descriptors import HuggingFaceSource
 from workers.sources.net import fetch_json
 
 
-def resolve(source: HuggingFaceSource, settings: Settings, client: httpx.Client) -> list[RemoteFile]:
+def resolve(
+    source: HuggingFaceSource, settings: Settings, client: httpx.Client, options: FetchOptions = NO_OPTIONS
+) -> list[RemoteFile]:
     hub = settings.huggingface_url.rstrip("/")
     what = f"Hugging Face dataset {source.repo}@{source.revision}"
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from app.core.config import Settings
-from workers.sources.base import RemoteFile, SourceError
+from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError
 from workers.sources.descriptors import LocalSource
 
 
@@ -19,7 +19,12 @@ def _inside(path: Path, roots: list[Path]) -> bool:
     return any(path.is_relative_to(root) for root in roots)
 
 
-def resolve(source: LocalSource, settings: Settings, client: httpx.Client | None = None) -> list[RemoteFile]:
+def resolve(
+    source: LocalSource,
+    settings: Settings,
+    client: httpx.Client | None = None,
+    options: FetchOptions = NO_OPTIONS,
+) -> list[RemoteFile]:
     roots = [Path(root).resolve() for root in settings.local_source_roots]
     if not roots:
         raise SourceError(

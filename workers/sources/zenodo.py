@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from app.core.config import Settings
-from workers.sources.base import RemoteFile, SourceError, chosen, included
+from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError, chosen, included
 from workers.sources.descriptors import ZenodoSource
 from workers.sources.net import fetch_json
 
@@ -21,7 +21,9 @@ def _entries(files: Any) -> list[dict[str, Any]]:
     return [entry for entry in files or [] if isinstance(entry, dict)]
 
 
-def resolve(source: ZenodoSource, settings: Settings, client: httpx.Client) -> list[RemoteFile]:
+def resolve(
+    source: ZenodoSource, settings: Settings, client: httpx.Client, options: FetchOptions = NO_OPTIONS
+) -> list[RemoteFile]:
     what = f"Zenodo record {source.record}"
     record, _ = fetch_json(
         client, f"{settings.zenodo_api_url.rstrip('/')}/records/{source.record}", settings, what

@@ -152,7 +152,7 @@ def catalog_set_source(
         exists=True,
         dir_okay=False,
         readable=True,
-        help="The source descriptor as JSON (formats: workers/sources/descriptors.py).",
+        help="The source descriptor as JSON (formats: README, Sources).",
     ),
     clear: bool = typer.Option(False, "--clear", help="Remove the dataset's source instead."),
 ) -> None:
@@ -188,6 +188,10 @@ from app.mdfp.cli import plan as plan_command  # noqa: E402
 
 main.command("plan")(plan_command)
 from app.bundles.cli import bundle_app  # noqa: E402
+from app.sources.cli import resolve_sources_command, sources  # noqa: E402
+
+catalog_app.command("sources")(sources)
+catalog_app.command("resolve-sources")(resolve_sources_command)
 
 main.add_typer(bundle_app, name="bundle")
 

@@ -9,7 +9,7 @@ from app.core.templating import STATIC_DIR
 
 API_PREFIX = "/api/v1"
 # Each domain package has an api.py (JSON) and a pages.py (HTML) calling the same service functions.
-DOMAIN_MODULES = ("app.search", "app.catalog", "app.mdfp", "app.selections", "app.bundles")
+DOMAIN_MODULES = ("app.search", "app.catalog", "app.sources", "app.mdfp", "app.selections", "app.bundles")
 
 
 def create_app() -> FastAPI:

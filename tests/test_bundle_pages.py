@@ -16,7 +16,7 @@ from bundle_fixtures import queue_for_this_process
 from fastapi.testclient import TestClient
 
 from app.bundles.api import OWNER_COOKIE
-from app.bundles.pages import human_bytes
+from app.core.templating import human_bytes
 
 HTML = {"Accept": "text/html"}
 HTMX = {"Accept": "text/html", "HX-Request": "true"}

@@ -54,18 +54,6 @@ NAME_RULE = "letters, digits, spaces and . _ ( ) + - (starting with a letter or 
 
 
 # -- template helpers -------------------------------------------------------------------------------------------
-def human_bytes(size: int | None) -> str:
-    """1234567 -> '1.2 MB' (decimal units, as download tools and disks count)."""
-    if size is None:
-        return "unknown"
-    units = ("B", "kB", "MB", "GB", "TB")
-    value, index = float(size), 0
-    while value >= 1000 and index < len(units) - 1:
-        value /= 1000
-        index += 1
-    return f"{size} B" if index == 0 else f"{value:.1f} {units[index]}"
-
-
 def human_duration(start: datetime | None, end: datetime | None) -> str | None:
     if start is None or end is None:
         return None
@@ -86,7 +74,7 @@ def when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-templates.env.filters.update(human_bytes=human_bytes, when=when)
+templates.env.filters.update(when=when)
 templates.env.globals.update(
     human_duration=human_duration,
     bundle_slice_axes=list(SLICE_AXES),

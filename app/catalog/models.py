@@ -69,6 +69,15 @@ class Dataset(Base):
     size_bucket: Mapped[str] = mapped_column(String(16))
     formats: Mapped[list[str]] = mapped_column(TextArray, default=list)
     source: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # how a bundle job gets the files (app/sources): automatic | credentials | manual, with the note that says
+    # what will be fetched, which settings a credentialed host needs, or why it is manual and what to do
+    fetch_method: Mapped[str] = mapped_column(String(16), default="manual", server_default="manual")
+    fetch_note: Mapped[str | None] = mapped_column(Text)
+    source_provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # facts the source itself states (IDC: licences per series, DOI, subjects, series, bytes, modalities)
+    source_facts: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    licence_source: Mapped[str | None] = mapped_column(Text)
+    download_bytes: Mapped[int | None] = mapped_column(BigInteger)
     quality_flags: Mapped[list[str]] = mapped_column(TextArray, default=list)
     completeness: Mapped[float] = mapped_column(Float, default=0.0)
     variant_group: Mapped[str | None] = mapped_column(String(160))
@@ -108,5 +117,6 @@ class CatalogState(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
     version: Mapped[int] = mapped_column(Integer, default=0)
     source_sha256: Mapped[str | None] = mapped_column(String(64))
+    sources_key: Mapped[str | None] = mapped_column(String(128))
     summary: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -4,6 +4,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from app.sources.schemas import DatasetSource
+
 
 class DatasetSummary(BaseModel):
     slug: str
@@ -19,6 +21,7 @@ class DatasetSummary(BaseModel):
     access: str
     host: str
     licence: str | None
+    fetch: str = Field(description="How a bundle job gets its files: automatic, credentials or manual")
     images: int | None
     quality_flags: list[str]
     completeness: float
@@ -47,10 +50,13 @@ class DatasetDetail(DatasetSummary):
     size_bucket: str
     flags: list[QualityFlag]
     access_next_step: str
+    source: DatasetSource = Field(
+        description="How it is fetched: method, what or why, the source descriptor, its provenance (rule, what "
+        "matched, index version, when), estimated download size, and the facts the source states (IDC)"
+    )
     automated_source: str | None = Field(
-        description="The kind of source descriptor (http, zenodo, huggingface, figshare, github, local) that lets "
-        "workers fetch "
-        "this dataset into a bundle; null when a bundle can only list it as a manual step"
+        description="The kind of source descriptor (idc, tcia, openneuro, zenodo, http, ...) that lets workers "
+        "fetch this dataset into a bundle; null when a bundle can only list it as a manual step"
     )
     description: str
     variants: list[RelatedDataset] = Field(description="Other entries of the survey with the same name")

@@ -14,6 +14,7 @@ from app.catalog.models import CatalogState, Dataset, Vocabulary
 from app.catalog.schemas import DatasetDetail, DatasetSummary, QualityFlag, RelatedDataset
 from app.catalog.vocabularies import ALL, HOST
 from app.core.errors import InvalidInput, NotFound
+from app.sources.service import dataset_source, set_operator_source
 
 # Columns the importer owns. Everything else (source descriptor, licence, organisation, formats) may have been
 # curated by hand and survives a re-import.
@@ -311,6 +312,7 @@ def dataset_detail(session: Session, slug: str, api_prefix: str = "/api/v1") -> 
             if f in quality
         ],
         access_next_step=access_next_step(dataset),
+        source=dataset_source(dataset),
         automated_source=(dataset.source or {}).get("kind"),
         description=describe(dataset),
         variants=[RelatedDataset(slug=s, name=n) for s, n in related["variants"]],
@@ -325,7 +327,7 @@ def dataset_detail(session: Session, slug: str, api_prefix: str = "/api/v1") -> 
 SUMMARY_COLUMNS = (
     Dataset.slug, Dataset.name, Dataset.url, Dataset.year, Dataset.dims, Dataset.modalities, Dataset.anatomies,
     Dataset.tasks, Dataset.diseases, Dataset.labeled, Dataset.access, Dataset.host, Dataset.licence,
-    Dataset.images, Dataset.quality_flags, Dataset.completeness,
+    Dataset.fetch_method, Dataset.images, Dataset.quality_flags, Dataset.completeness,
 )  # fmt: skip
 
 
@@ -344,6 +346,7 @@ def summarise(row: Dataset, api_prefix: str = "/api/v1") -> DatasetSummary:
         access=row.access,
         host=row.host,
         licence=row.licence,
+        fetch=row.fetch_method,
         images=row.images,
         quality_flags=row.quality_flags,
         completeness=row.completeness,
@@ -356,7 +359,9 @@ def set_source(session: Session, slug: str, descriptor: Any | None) -> Dataset:
     """Attach (or with None, remove) the source descriptor that lets workers fetch a dataset automatically.
 
     The descriptor is validated first (workers/sources/descriptors.py); an invalid one is a 422 listing every
-    problem, and the dataset keeps its previous source. Re-imports of the catalog leave it alone."""
+    problem, and the dataset keeps its previous source. Re-imports of the catalog and re-resolutions of the
+    sources leave a descriptor set here alone (its provenance is `operator`); removing it hands the dataset
+    back to the rules (app/sources), which decide its source again at once."""
     from workers.sources.base import SourceError
     from workers.sources.descriptors import parse_source
 
@@ -367,6 +372,7 @@ def set_source(session: Session, slug: str, descriptor: Any | None) -> Dataset:
         except SourceError as error:
             raise InvalidInput(["source"], str(error)) from error
         descriptor = parsed.model_dump(mode="json", exclude_defaults=False)
-    dataset.source = descriptor
+    set_operator_source(dataset, descriptor)
+    _state(session).version += 1  # the fetch facet's counts change with it
     session.commit()
     return dataset

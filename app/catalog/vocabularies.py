@@ -930,8 +930,24 @@ LICENCE = Vocabulary(
     "Licence",
     [
         _t("CC-BY-4.0", "CC BY 4.0", "cc-by", "cc by", code="CC-BY-4.0", code_system="SPDX"),
+        _t("CC-BY-3.0", "CC BY 3.0", "cc-by-3.0", "cc by 3.0", code="CC-BY-3.0", code_system="SPDX"),
         _t("CC-BY-SA-4.0", "CC BY-SA 4.0", "cc-by-sa", code="CC-BY-SA-4.0", code_system="SPDX"),
         _t("CC-BY-NC-4.0", "CC BY-NC 4.0", "cc-by-nc", code="CC-BY-NC-4.0", code_system="SPDX"),
+        _t(
+            "CC-BY-NC-3.0",
+            "CC BY-NC 3.0",
+            "cc-by-nc-3.0",
+            "cc by-nc 3.0",
+            code="CC-BY-NC-3.0",
+            code_system="SPDX",
+        ),
+        _t(
+            "LicenseRef-TCIA-NLM",
+            "NLM terms (TCIA)",
+            "nlm",
+            "nlm terms",
+            description="National Library of Medicine Terms and Conditions, as TCIA and IDC state for some series.",
+        ),
         _t("CC-BY-NC-SA-4.0", "CC BY-NC-SA 4.0", "cc-by-nc-sa", code="CC-BY-NC-SA-4.0", code_system="SPDX"),
         _t("CC-BY-NC-ND-4.0", "CC BY-NC-ND 4.0", "cc-by-nc-nd", code="CC-BY-NC-ND-4.0", code_system="SPDX"),
         _t("CC0-1.0", "CC0 1.0", "cc0", "public domain", code="CC0-1.0", code_system="SPDX"),
@@ -941,7 +957,35 @@ LICENCE = Vocabulary(
             "Unknown",
             "na",
             "none",
-            description="The survey table records no licence; check the host before reuse.",
+            description="Neither the survey nor the dataset's source states a licence; check the host before reuse.",
+        ),
+    ],
+)
+
+FETCH = Vocabulary(
+    "fetch",
+    "Fetch",
+    [
+        _t(
+            "automatic",
+            "Automatic",
+            "auto",
+            "automated",
+            description="A bundle job fetches it with no set-up (IDC, TCIA, OpenNeuro, Zenodo, figshare, ...).",
+        ),
+        _t(
+            "credentials",
+            "Needs the operator's account",
+            "credential",
+            "credentialed",
+            "token",
+            description="Fetched with this server's account on the host (Kaggle, Synapse, PhysioNet settings).",
+        ),
+        _t(
+            "manual",
+            "Manual",
+            "none",
+            description="You get the files (registration, approval, no file list) and attach them as a local source.",
         ),
     ],
 )
@@ -1010,5 +1054,5 @@ QUALITY = Vocabulary(
 )
 
 ALL: dict[str, Vocabulary] = {
-    v.kind: v for v in (MODALITY, ANATOMY, TASK, DIM, ACCESS, LABELED, SIZE, HOST, LICENCE, QUALITY)
+    v.kind: v for v in (MODALITY, ANATOMY, TASK, DIM, ACCESS, LABELED, SIZE, HOST, LICENCE, FETCH, QUALITY)
 }

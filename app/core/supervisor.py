@@ -436,11 +436,14 @@ def load_catalog(path: Path | None = None, *, only_if_empty: bool = False) -> An
     None when `only_if_empty` and the catalog already has datasets."""
     from app.catalog.service import catalog_is_empty, import_catalog
     from app.core.db import new_session
+    from app.sources.service import resolve_sources
 
     with new_session() as session:
         if only_if_empty and not catalog_is_empty(session):
             return None
-        return import_catalog(session, path)
+        summary = import_catalog(session, path)
+        resolve_sources(session)
+        return summary
 
 
 def prepare_database(out: Callable[[str], None]) -> None:
@@ -456,6 +459,12 @@ def prepare_database(out: Callable[[str], None]) -> None:
         summary = load_catalog(only_if_empty=True)
         for line in summary.as_lines()[:2] if summary else []:
             out(f"  {line}")
+    else:
+        from app.sources.service import resolve_sources
+
+        with new_session() as session:
+            if resolve_sources(session, only_if_changed=True) is not None:
+                out("Resolved the datasets' sources again (new resolver or IDC index version)")
     get_engine().dispose()
 
 

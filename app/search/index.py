@@ -152,7 +152,7 @@ def _scalar_value(raw: Any) -> str:
 
 LOAD_FIELDS = (
     "id", "name", "modalities", "anatomy_closure", "tasks", "dims", "access", "labeled", "host", "year",
-    "size_bucket", "licence", "quality_flags", "images", "completeness",
+    "size_bucket", "licence", "fetch_method", "quality_flags", "images", "completeness",
 )  # fmt: skip
 
 

@@ -34,6 +34,7 @@ FACETS: dict[str, FacetSpec] = {
         FacetSpec("year", "Year", "year", None, False, order="value_desc"),
         FacetSpec("size", "Size", "size_bucket", "size", False, order="vocabulary"),
         FacetSpec("licence", "Licence", "licence", "licence", False),
+        FacetSpec("fetch", "Fetch", "fetch_method", "fetch", False, order="vocabulary"),
         FacetSpec("quality", "Quality flags", "quality_flags", "quality", True),
     )
 }

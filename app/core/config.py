@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from platformdirs import user_data_dir
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,6 +57,30 @@ class Settings(BaseSettings):
         default="https://api.figshare.com/v2", description="Base URL of the figshare API."
     )
     github_api_url: str = Field(default="https://api.github.com", description="Base URL of the GitHub API.")
+    openneuro_url: str = Field(
+        default="https://openneuro.org", description="Base URL of OpenNeuro (its GraphQL API is `/crn/graphql`)."
+    )
+    doi_resolver_url: str = Field(
+        default="https://doi.org", description="DOI resolver that `doi` sources follow to their landing page."
+    )
+    kaggle_api_url: str = Field(
+        default="https://www.kaggle.com/api/v1", description="Base URL of the Kaggle API (`kaggle` sources)."
+    )
+    kaggle_username: str | None = Field(
+        default=None, description="Kaggle user name, with `kaggle_key` (kaggle.com > Settings > API)."
+    )
+    kaggle_key: SecretStr | None = Field(default=None, description="Kaggle API key of `kaggle_username`.")
+    synapse_api_url: str = Field(
+        default="https://repo-prod.prod.sagebase.org", description="Base URL of the Synapse REST API."
+    )
+    synapse_token: SecretStr | None = Field(
+        default=None, description="Synapse personal access token (synapse.org > Account Settings)."
+    )
+    physionet_url: str = Field(default="https://physionet.org", description="Base URL of PhysioNet.")
+    physionet_username: str | None = Field(
+        default=None, description="PhysioNet user name, for credentialed projects (with `physionet_password`)."
+    )
+    physionet_password: SecretStr | None = Field(default=None, description="PhysioNet password.")
     local_source_roots: list[Path] = Field(
         default_factory=list,
         description="Folders that `local` sources may read from (JSON list); empty refuses every local source.",

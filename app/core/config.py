@@ -58,7 +58,8 @@ class Settings(BaseSettings):
     )
     github_api_url: str = Field(default="https://api.github.com", description="Base URL of the GitHub API.")
     openneuro_url: str = Field(
-        default="https://openneuro.org", description="Base URL of OpenNeuro (its GraphQL API is `/crn/graphql`)."
+        default="https://openneuro.org",
+        description="Base URL of OpenNeuro (its GraphQL API is `/crn/graphql`).",
     )
     doi_resolver_url: str = Field(
         default="https://doi.org", description="DOI resolver that `doi` sources follow to their landing page."
@@ -78,7 +79,8 @@ class Settings(BaseSettings):
     )
     physionet_url: str = Field(default="https://physionet.org", description="Base URL of PhysioNet.")
     physionet_username: str | None = Field(
-        default=None, description="PhysioNet user name, for credentialed projects (with `physionet_password`)."
+        default=None,
+        description="PhysioNet user name, for credentialed projects (with `physionet_password`).",
     )
     physionet_password: SecretStr | None = Field(default=None, description="PhysioNet password.")
     local_source_roots: list[Path] = Field(

@@ -99,12 +99,16 @@ def open_response(
         addresses = resolve_checked(url, settings)
         secure = urlsplit(url).scheme == "https" or _loopback(addresses)
         if https_only and not secure:
-            raise SourceError(f"refused {url}: a file without a published checksum is fetched over https only")
+            raise SourceError(
+                f"refused {url}: a file without a published checksum is fetched over https only"
+            )
         hop_headers = dict(headers or {})
         authenticated = authenticated and credential is not None and credential.applies_to(url)
         if authenticated and credential is not None:
             if not secure:
-                raise SourceError(f"refused to send the account for {credential.origin} over plain http ({url})")
+                raise SourceError(
+                    f"refused to send the account for {credential.origin} over plain http ({url})"
+                )
             hop_headers.update(credential.headers)
         request = _pinned_request(client, url, addresses[0], hop_headers, method, body)
         response = client.send(request, stream=True)

@@ -7,7 +7,21 @@ A descriptor is a JSON object discriminated by `kind`:
 - `{"kind": "huggingface", "repo": "org/name", "revision": "main" | sha, "include"?: [glob]}`: a dataset repo;
 - `{"kind": "figshare", "article": "1234567", "version"?: 2, "include"?: [glob]}`: a figshare article (md5);
 - `{"kind": "github", "repo": "owner/name", "tag": "v1.0", "include"?: [glob]}`: a release's assets (sha256);
-- `{"kind": "local", "path": "/data/BraTS2021"}`: a copy the user already has, under `local_source_roots`.
+- `{"kind": "local", "path": "/data/BraTS2021"}`: a copy the user already has, under `local_source_roots`;
+- `{"kind": "openneuro", "dataset": "ds003097", "version"?: "1.2.1", "include"?: [glob]}`: an OpenNeuro snapshot
+  (default the latest), files verified by their git-annex key or git blob id;
+- `{"kind": "doi", "doi": "10.5281/zenodo.7840229", "include"?: [glob]}`: resolved when fetched, to the Zenodo
+  record, figshare article or Dataverse dataset the DOI lands on;
+- `{"kind": "dataverse", "server": "https://dataverse.harvard.edu", "doi": "10.7910/DVN/6ACUZJ", "version"?: "2.0",
+  "include"?: [glob]}`: a Dataverse dataset's public files (default the latest published version), with their
+  checksums;
+- `{"kind": "kaggle", "dataset": "owner/name", "version"?: 3}` or `{"kind": "kaggle", "competition": "name"}`: the
+  archive of a Kaggle dataset or competition's data, with the operator's Kaggle account (no checksum published:
+  verified by size only);
+- `{"kind": "synapse", "entity": "syn12345678", "include"?: [glob]}`: a Synapse file, or every file under a
+  project or folder, with the operator's Synapse token (md5);
+- `{"kind": "physionet", "project": "vindr-cxr", "version": "1.0.0", "include"?: [glob]}`: a PhysioNet project
+  version's files, as listed by its SHA256SUMS.txt (credentialed projects need the operator's account).
 
 Every kind also takes `labels` (the label table: source label id -> name) and `layout`: `"auto"` (the
 harmonising step recognises the folder conventions) or explicit: `images` and `labels` globs (relative to the
@@ -24,6 +38,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -205,18 +220,126 @@ class LocalSource(_Source):
         return value
 
 
-SourceDescriptor = Annotated[
-    HttpSource | ZenodoSource | HuggingFaceSource | FigshareSource | GitHubReleaseSource | LocalSource,
-    Field(discriminator="kind"),
-]
+_DOI_PREFIXES = ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi:")
+
+
+def _bare_doi(value: str) -> str:
+    value = value.strip()
+    for prefix in _DOI_PREFIXES:
+        if value.lower().startswith(prefix):
+            value = value[len(prefix) :]
+            break
+    if not re.fullmatch(r"10\.\d{4,9}/\S+", value):
+        raise ValueError(
+            "must be a DOI such as `10.5281/zenodo.7840229` (a `doi:` or doi.org prefix is taken off)"
+        )
+    return value
+
+
+# a DOI without `doi:` or a resolver in front: `10.7910/DVN/6ACUZJ`
+Doi = Annotated[str, AfterValidator(_bare_doi)]
+# a tag, version number or slug that goes into a URL path as it is
+PathSafe = Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.-]*$", max_length=200)]
+
+
+class OpenNeuroSource(_Source):
+    kind: Literal["openneuro"]
+    dataset: str = Field(pattern=r"^ds\d{6}$", description="the accession number, e.g. `ds003097`")
+    version: PathSafe | None = Field(
+        default=None, description="a snapshot tag, e.g. `1.2.1`; default the latest"
+    )
+    include: IncludeGlobs
+
+
+class DoiSource(_Source):
+    kind: Literal["doi"]
+    doi: Doi
+    include: IncludeGlobs
+
+
+class DataverseSource(_Source):
+    kind: Literal["dataverse"]
+    server: str = Field(description="the installation's base URL, e.g. `https://dataverse.harvard.edu`")
+    doi: Doi
+    version: str | None = Field(
+        default=None,
+        pattern=r"^(\d+(\.\d+)?|:latest-published)$",
+        description="a published version such as `2.0`; default the latest published",
+    )
+    include: IncludeGlobs
+
+    @field_validator("server")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+            raise ValueError("must be the http(s) base URL of a Dataverse installation")
+        return value.rstrip("/")
+
+
+class KaggleSource(_Source):
+    kind: Literal["kaggle"]
+    dataset: RepoName | None = Field(default=None, description="`owner/name` of a dataset")
+    competition: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][\w-]*$", description="a competition")
+    version: int | None = Field(
+        default=None, ge=1, description="a dataset version number; default the latest"
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> KaggleSource:
+        if (self.dataset is None) == (self.competition is None):
+            raise ValueError("give exactly one of `dataset` and `competition`")
+        if self.version is not None and self.dataset is None:
+            raise ValueError("`version` is a dataset's version; a competition's data has none")
+        return self
+
+
+class SynapseSource(_Source):
+    kind: Literal["synapse"]
+    entity: str = Field(pattern=r"^syn\d+$", description="a file, folder or project id, e.g. `syn12345678`")
+    include: IncludeGlobs
+
+
+class PhysioNetSource(_Source):
+    kind: Literal["physionet"]
+    project: PathSafe = Field(description="the project's slug, e.g. `vindr-cxr`")
+    version: PathSafe = Field(description="the published version, e.g. `1.0.0`")
+    include: IncludeGlobs
+
+
+AnySource = (
+    HttpSource
+    | ZenodoSource
+    | HuggingFaceSource
+    | FigshareSource
+    | GitHubReleaseSource
+    | LocalSource
+    | OpenNeuroSource
+    | DoiSource
+    | DataverseSource
+    | KaggleSource
+    | SynapseSource
+    | PhysioNetSource
+)
+SourceDescriptor = Annotated[AnySource, Field(discriminator="kind")]
 _adapter: TypeAdapter[SourceDescriptor] = TypeAdapter(SourceDescriptor)
 
-KINDS = ("http", "zenodo", "huggingface", "figshare", "github", "local")
+KINDS = (
+    "http",
+    "zenodo",
+    "huggingface",
+    "figshare",
+    "github",
+    "local",
+    "openneuro",
+    "doi",
+    "dataverse",
+    "kaggle",
+    "synapse",
+    "physionet",
+)
 
 
-def parse_source(
-    data: Any,
-) -> HttpSource | ZenodoSource | HuggingFaceSource | FigshareSource | GitHubReleaseSource | LocalSource:
+def parse_source(data: Any) -> AnySource:
     """Validate a descriptor (dict or JSON string); raise SourceError listing every problem as `loc: msg`."""
     try:
         if isinstance(data, str | bytes):

@@ -6,7 +6,9 @@ A descriptor is a JSON object discriminated by `kind`:
 - `{"kind": "zenodo", "record": "6802613", "include"?: [glob]}`: every file of a Zenodo record (md5 from the API);
 - `{"kind": "huggingface", "repo": "org/name", "revision": "main" | sha, "include"?: [glob]}`: a dataset repo;
 - `{"kind": "figshare", "article": "1234567", "version"?: 2, "include"?: [glob]}`: a figshare article (md5);
-- `{"kind": "github", "repo": "owner/name", "tag": "v1.0", "include"?: [glob]}`: a release's assets (sha256);
+- `{"kind": "github", "repo": "owner/name", "tag"?: "v1.0", "include"?: [glob]}`: a release's assets (sha256);
+  without `tag` the latest release's, or with no release the repository's files at its default branch's
+  current commit (git blob ids);
 - `{"kind": "local", "path": "/data/BraTS2021"}`: a copy the user already has, under `local_source_roots`;
 - `{"kind": "openneuro", "dataset": "ds003097", "version"?: "1.2.1", "include"?: [glob]}`: an OpenNeuro snapshot
   (default the latest), files verified by their git-annex key or git blob id;
@@ -21,7 +23,9 @@ A descriptor is a JSON object discriminated by `kind`:
 - `{"kind": "synapse", "entity": "syn12345678", "include"?: [glob]}`: a Synapse file, or every file under a
   project or folder, with the operator's Synapse token (md5);
 - `{"kind": "physionet", "project": "vindr-cxr", "version": "1.0.0", "include"?: [glob]}`: a PhysioNet project
-  version's files, as listed by its SHA256SUMS.txt (credentialed projects need the operator's account).
+  version's files, as listed by its SHA256SUMS.txt (credentialed projects need the operator's account);
+- `{"kind": "tcia", "collection": "CT-ORG"}`: a public radiology collection of The Cancer Imaging Archive through
+  its NBIA API, one ZIP per series verified against its md5hashes.csv (limited-access collections are refused).
 
 Every kind also takes `labels` (the label table: source label id -> name) and `layout`: `"auto"` (the
 harmonising step recognises the folder conventions) or explicit: `images` and `labels` globs (relative to the
@@ -204,7 +208,12 @@ class FigshareSource(_Source):
 class GitHubReleaseSource(_Source):
     kind: Literal["github"]
     repo: RepoName = Field(description="`owner/name`")
-    tag: str = Field(min_length=1, max_length=200, description="the release's tag, e.g. `v1.0`")
+    tag: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="a release's tag, e.g. `v1.0`; default the latest release, else the default branch's files",
+    )
     include: IncludeGlobs
 
 
@@ -306,6 +315,15 @@ class PhysioNetSource(_Source):
     include: IncludeGlobs
 
 
+class TciaSource(_Source):
+    kind: Literal["tcia"]
+    collection: str = Field(
+        min_length=1,
+        max_length=200,
+        description="a TCIA collection's name, e.g. `CT-ORG` (case and punctuation are ignored when matched)",
+    )
+
+
 AnySource = (
     HttpSource
     | ZenodoSource
@@ -319,6 +337,7 @@ AnySource = (
     | KaggleSource
     | SynapseSource
     | PhysioNetSource
+    | TciaSource
 )
 SourceDescriptor = Annotated[AnySource, Field(discriminator="kind")]
 _adapter: TypeAdapter[SourceDescriptor] = TypeAdapter(SourceDescriptor)
@@ -336,6 +355,7 @@ KINDS = (
     "kaggle",
     "synapse",
     "physionet",
+    "tcia",
 )
 
 

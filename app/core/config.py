@@ -57,6 +57,14 @@ class Settings(BaseSettings):
         default="https://api.figshare.com/v2", description="Base URL of the figshare API."
     )
     github_api_url: str = Field(default="https://api.github.com", description="Base URL of the GitHub API.")
+    github_raw_url: str = Field(
+        default="https://raw.githubusercontent.com",
+        description="Base URL of GitHub's raw file host (a repository's files at one commit).",
+    )
+    tcia_api_url: str = Field(
+        default="https://services.cancerimagingarchive.net/nbia-api/services/v1",
+        description="Base URL of TCIA's NBIA REST API (v1), used by `tcia` sources.",
+    )
     openneuro_url: str = Field(
         default="https://openneuro.org",
         description="Base URL of OpenNeuro (its GraphQL API is `/crn/graphql`).",

@@ -6,6 +6,16 @@
   so a second fetch of the same content, by any job, downloads nothing.
 - One lock file per content keeps two workers from writing the same partial file.
 - Files land in the job folder by hard link (copy across file systems), each published by rename.
+- A download to a host that needs the operator's account carries the file's Credential, which net.open_response
+  sends to that host only (never to the storage host a redirect leads to).
+
+Files whose host publishes no checksum (`RemoteFile.no_checksum`, e.g. a Kaggle archive) are taken too, but only
+over https (every redirect hop; loopback in tests), with their size checked when the host states it. Their sha256
+is computed while the bytes arrive and the file is cached under `cache/sha256/<digest>` like any other. An index
+`cache/index/<key>.json`, key = sha256 of (url, stated size), maps the response's strong ETag to that digest; a
+later fetch sends `If-None-Match` with the ETags it holds, and a `304 Not Modified` (or a 200 naming a held ETag,
+closed before its body) uses the cached file: the same archive is not downloaded twice. A host that sends no
+strong ETag gets no index entry, so its file is downloaded again (and still stored once, by content).
 """
 
 from __future__ import annotations
@@ -13,12 +23,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +44,7 @@ from workers.sources.net import new_client, open_response
 CHUNK = 1024 * 1024
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 STOP_CHECK_SECONDS = 1.0  # how often a transfer asks whether its job still wants it
+INDEX_VERSIONS = 8  # ETags remembered per (url, size) of a file without a checksum; the oldest are forgotten
 
 
 class ChecksumMismatchError(SourceError):
@@ -51,6 +64,16 @@ class _Retry(Exception):
     """A transfer broke off in a way that a new attempt (resuming) may fix."""
 
 
+@dataclass(frozen=True)
+class _Received:
+    """How one transfer ended: `cached_etag` when the server confirmed a version already in the cache (nothing
+    was written), else `sha256` of the whole partial file (when asked for) and the response's strong `etag`."""
+
+    cached_etag: str | None = None
+    sha256: str | None = None
+    etag: str | None = None
+
+
 def _hasher(remote: RemoteFile) -> Any:
     algorithm, _ = remote.cache_key or ("sha256", "")
     if algorithm == "git_sha1":
@@ -59,7 +82,14 @@ def _hasher(remote: RemoteFile) -> Any:
         hasher = hashlib.sha1(usedforsecurity=False)
         hasher.update(b"blob %d\0" % remote.size)
         return hasher
-    return hashlib.new(algorithm, usedforsecurity=False) if algorithm == "md5" else hashlib.sha256()
+    # md5 and sha1 name content here; they guard against corruption, not against an attacker
+    return hashlib.new(algorithm, usedforsecurity=algorithm not in ("md5", "sha1"))
+
+
+def _feed(hasher: Any, path: Path) -> None:
+    with open(path, "rb") as source:
+        while chunk := source.read(CHUNK):
+            hasher.update(chunk)
 
 
 def _discard(partial: Path) -> None:
@@ -118,6 +148,8 @@ class Downloader:
             return remote.path
         final = self.cached_path(remote)
         if final is None:
+            if remote.no_checksum:
+                return self._fetch_without_checksum(remote)
             raise SourceError(f"{remote.name}: no checksum known, so it cannot be verified nor cached")
         if final.exists():
             return final
@@ -128,43 +160,119 @@ class Downloader:
             if final.exists():  # another worker finished it while we waited
                 return final
             partial.parent.mkdir(parents=True, exist_ok=True)
-            for attempt in range(1, self.attempts + 1):
-                try:
-                    self._transfer(remote, partial)
-                    break
-                except _Retry as exc:
-                    if attempt == self.attempts:
-                        raise SourceError(
-                            f"{remote.name}: download failed after {self.attempts} attempts: {exc}"
-                        ) from exc
-                    time.sleep(self.retry_delay * 2 ** (attempt - 1))
+            self._transfer_with_retries(remote, partial)
             self._verify(remote, partial)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            partial.chmod(0o444)  # shared by hard links with every job: nobody may edit it in place
-            os.replace(partial, final)
-            partial.with_suffix(".etag").unlink(missing_ok=True)
+            self._publish(partial, final)
         return final
 
-    def _transfer(self, remote: RemoteFile, partial: Path) -> None:
+    def _fetch_without_checksum(self, remote: RemoteFile) -> Path:
+        """A file whose host publishes no checksum: https only, size checked when stated, cached under the
+        sha256 computed while it arrives, and not downloaded again while the host names the same ETag
+        (module docstring)."""
+        assert remote.url is not None
+        key = hashlib.sha256(f"{remote.url}\n{remote.size}".encode()).hexdigest()
+        partial = self.cache_dir / "partial" / f"url-{key}.part"
+        index_path = self.cache_dir / "index" / f"{key}.json"
+        self._check_stop(remote)
+        with _locked(self.cache_dir / "locks" / f"url-{key}.lock"):
+            versions = _read_index(index_path)
+            held = {
+                etag: digest
+                for etag, digest in versions.items()
+                if (self.cache_dir / "sha256" / digest).exists()
+            }
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            received = self._transfer_with_retries(remote, partial, known_etags=held, hash_sha256=True)
+            if received.cached_etag is not None:
+                return self.cache_dir / "sha256" / held[received.cached_etag]
+            size = partial.stat().st_size
+            if remote.size is not None and size != remote.size:
+                _discard(partial)
+                raise SizeMismatchError(f"{remote.name}: got {size} bytes, expected {remote.size}")
+            digest = received.sha256
+            if digest is None:
+                hasher = hashlib.sha256()
+                _feed(hasher, partial)
+                digest = hasher.hexdigest()
+            final = self.cache_dir / "sha256" / digest
+            # the same content may be arriving under its published sha256 for another source right now
+            with _locked(self.cache_dir / "locks" / f"sha256-{digest}.lock"):
+                if final.exists():
+                    _discard(partial)
+                else:
+                    self._publish(partial, final)
+            if received.etag:
+                versions.pop(received.etag, None)
+                versions[received.etag] = digest
+                _write_index(index_path, remote.url, remote.size, versions)
+        return final
+
+    def _transfer_with_retries(self, remote: RemoteFile, partial: Path, **how: Any) -> _Received:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return self._transfer(remote, partial, **how)
+            except _Retry as exc:
+                if attempt == self.attempts:
+                    raise SourceError(
+                        f"{remote.name}: download failed after {self.attempts} attempts: {exc}"
+                    ) from exc
+                time.sleep(self.retry_delay * 2 ** (attempt - 1))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _publish(self, partial: Path, final: Path) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        partial.chmod(0o444)  # shared by hard links with every job: nobody may edit it in place
+        os.replace(partial, final)
+        partial.with_suffix(".etag").unlink(missing_ok=True)
+
+    def _transfer(
+        self,
+        remote: RemoteFile,
+        partial: Path,
+        known_etags: Collection[str] = (),
+        hash_sha256: bool = False,
+    ) -> _Received:
+        """One attempt at the rest of `remote` into `partial` (resuming what it holds). `known_etags`: versions
+        already cached, asked for with If-None-Match; `hash_sha256`: compute the whole file's sha256 meanwhile."""
         assert remote.url is not None
         etag_path = partial.with_suffix(".etag")
         have = partial.stat().st_size if partial.exists() else 0
         etag = etag_path.read_text() if etag_path.exists() else ""
         if remote.size is not None and have >= remote.size and have > 0:
-            return  # complete from an earlier attempt, only the verification is left
+            # complete from an earlier attempt, only the verification is left
+            return _Received(etag=etag or None)
         # identity: byte ranges and checksums are about the file's bytes, not a re-encoded stream
         headers = {"Accept-Encoding": "identity"}
         if have and etag:
             headers |= {"Range": f"bytes={have}-", "If-Range": etag}
+        if known_etags:
+            headers["If-None-Match"] = ", ".join(known_etags)
         resuming = "Range" in headers
         limit = remote.size if remote.size is not None else self.settings.download_max_file_bytes
         try:
-            response, url = open_response(self.client, remote.url, self.settings, headers)
+            response, url = open_response(
+                self.client,
+                remote.url,
+                self.settings,
+                headers,
+                credential=remote.credential,
+                https_only=remote.no_checksum,
+            )
         except UnsafeSourceError as exc:
             raise SourceError(f"{remote.name}: {exc}") from exc
         except httpx.TransportError as exc:
             raise _Retry(f"GET {remote.url}: {exc}") from exc
         with contextlib.closing(response):
+            response_etag = response.headers.get("etag", "")
+            if known_etags and response.status_code == 304:
+                only = next(iter(known_etags)) if len(known_etags) == 1 else ""
+                confirmed = response_etag or only
+                if confirmed not in known_etags:
+                    raise SourceError(f"{remote.name}: GET {url} answered 304 for a version not in the cache")
+                return _Received(cached_etag=confirmed)
+            if response.status_code == 200 and response_etag in known_etags:
+                # the host ignored If-None-Match but names a version we hold: closing skips its body
+                return _Received(cached_etag=response_etag)
             if response.status_code == 206 and resuming:
                 if not response.headers.get("content-range", "").startswith(f"bytes {have}-"):
                     raise SourceError(f"{remote.name}: GET {url} answered an unexpected Content-Range")
@@ -178,12 +286,15 @@ class Downloader:
                 raise _Retry(f"GET {url} answered HTTP {response.status_code}")
             else:
                 raise SourceError(f"{remote.name}: GET {url} answered HTTP {response.status_code}")
-            new_etag = response.headers.get("etag", "")
             # a weak ETag cannot validate a byte range (RFC 9110, If-Range), so such a file restarts on failure
-            if new_etag and not new_etag.startswith("W/"):
-                etag_path.write_text(new_etag)
+            strong_etag = response_etag if response_etag and not response_etag.startswith("W/") else ""
+            if strong_etag:
+                etag_path.write_text(strong_etag)
             else:
                 etag_path.unlink(missing_ok=True)
+            hasher = hashlib.sha256() if hash_sha256 else None
+            if hasher is not None and mode == "ab":
+                _feed(hasher, partial)
             with open(partial, mode) as sink:
                 try:
                     # iter_raw without a chunk size hands over bytes as they arrive, so a transfer that breaks
@@ -201,8 +312,11 @@ class Downloader:
                                 f"{remote.name}: GET {url} sent more than the expected {limit} bytes"
                             )
                         sink.write(chunk)
+                        if hasher is not None:
+                            hasher.update(chunk)
                 except httpx.TransportError as exc:
                     raise _Retry(f"GET {url} broke off after {have} bytes: {exc}") from exc
+        return _Received(sha256=hasher.hexdigest() if hasher else None, etag=strong_etag or None)
 
     def _check_stop(self, remote: RemoteFile) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -214,9 +328,7 @@ class Downloader:
             _discard(partial)
             raise SizeMismatchError(f"{remote.name}: got {size} bytes, expected {remote.size}")
         hasher = _hasher(remote)
-        with open(partial, "rb") as source:
-            while chunk := source.read(CHUNK):
-                hasher.update(chunk)
+        _feed(hasher, partial)
         algorithm, expected = remote.cache_key  # type: ignore[misc]
         actual = hasher.hexdigest()
         if actual != expected:
@@ -258,3 +370,27 @@ class Downloader:
         finally:
             temporary.unlink(missing_ok=True)
         return target
+
+
+def _read_index(path: Path) -> dict[str, str]:
+    """ETag -> sha256 of the versions of one (url, size) seen so far, oldest first; {} if none or unreadable
+    (the index only saves downloads: losing it costs one download, never a wrong file)."""
+    try:
+        versions = json.loads(path.read_text()).get("versions", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(versions, dict):
+        return {}
+    return {
+        etag: digest
+        for etag, digest in versions.items()
+        if isinstance(etag, str) and isinstance(digest, str) and len(digest) == 64
+    }
+
+
+def _write_index(path: Path, url: str, size: int | None, versions: dict[str, str]) -> None:
+    kept = dict(list(versions.items())[-INDEX_VERSIONS:])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temporary.write_text(json.dumps({"url": url, "size": size, "versions": kept}))
+    os.replace(temporary, path)

@@ -25,7 +25,10 @@ A descriptor is a JSON object discriminated by `kind`:
 - `{"kind": "physionet", "project": "vindr-cxr", "version": "1.0.0", "include"?: [glob]}`: a PhysioNet project
   version's files, as listed by its SHA256SUMS.txt (credentialed projects need the operator's account);
 - `{"kind": "tcia", "collection": "CT-ORG"}`: a public radiology collection of The Cancer Imaging Archive through
-  its NBIA API, one ZIP per series verified against its md5hashes.csv (limited-access collections are refused).
+  its NBIA API, one ZIP per series verified against its md5hashes.csv (limited-access collections are refused);
+- `{"kind": "idc", "collection_id": "lidc_idri", "analysis_result_id"?: "...", "modalities"?: ["CT", "SEG"]}`: a
+  collection or analysis result of NCI Imaging Data Commons (IDC's lowercase ids, one or both), series chosen from
+  the idc-index-data index and fetched anonymously from IDC's public buckets, one file per DICOM instance (md5).
 
 Every kind also takes `labels` (the label table: source label id -> name) and `layout`: `"auto"` (the
 harmonising step recognises the folder conventions) or explicit: `images` and `labels` globs (relative to the
@@ -324,6 +327,33 @@ class TciaSource(_Source):
     )
 
 
+# IDC's ids are lowercase snake case: `lidc_idri`, `nnu_net_bpr_annotations`
+IdcId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_]*$", max_length=200)]
+
+
+class IdcSource(_Source):
+    kind: Literal["idc"]
+    collection_id: IdcId | None = Field(
+        default=None,
+        description="an IDC collection, e.g. `lidc_idri`: its own series and those of analysis results on it",
+    )
+    analysis_result_id: IdcId | None = Field(
+        default=None,
+        description="an IDC analysis result, e.g. `pancreas_ct_seg`: its series and the image series its "
+        "segmentations refer to; with `collection_id`, that collection's own series plus this result's",
+    )
+    modalities: list[Annotated[str, Field(pattern=r"^[A-Z0-9_]{1,16}$")]] = Field(
+        default_factory=list,
+        description="DICOM Modality values the series must have, e.g. `CT`, `SEG`; empty: all",
+    )
+
+    @model_validator(mode="after")
+    def _target(self) -> IdcSource:
+        if self.collection_id is None and self.analysis_result_id is None:
+            raise ValueError("give `collection_id`, `analysis_result_id` or both")
+        return self
+
+
 AnySource = (
     HttpSource
     | ZenodoSource
@@ -338,6 +368,7 @@ AnySource = (
     | SynapseSource
     | PhysioNetSource
     | TciaSource
+    | IdcSource
 )
 SourceDescriptor = Annotated[AnySource, Field(discriminator="kind")]
 _adapter: TypeAdapter[SourceDescriptor] = TypeAdapter(SourceDescriptor)
@@ -356,6 +387,7 @@ KINDS = (
     "synapse",
     "physionet",
     "tcia",
+    "idc",
 )
 
 

@@ -65,6 +65,14 @@ class Settings(BaseSettings):
         default="https://services.cancerimagingarchive.net/nbia-api/services/v1",
         description="Base URL of TCIA's NBIA REST API (v1), used by `tcia` sources.",
     )
+    idc_s3_url: str = Field(
+        default="https://s3.amazonaws.com",
+        description="S3 endpoint of IDC's public buckets (`idc` sources; path-style, anonymous).",
+    )
+    idc_index_dir: Path | None = Field(
+        default=None,
+        description="Folder holding idc-index's seg_index.parquet / rtstruct_index.parquet, if any.",
+    )
     openneuro_url: str = Field(
         default="https://openneuro.org",
         description="Base URL of OpenNeuro (its GraphQL API is `/crn/graphql`).",

@@ -287,4 +287,6 @@ def test_dataset_pages_say_which_datasets_a_bundle_can_fetch(served: ServedSourc
     assert client.get("/api/v1/datasets/msd03-liver").json()["automated_source"] == "http"
     assert client.get("/api/v1/datasets/lits").json()["automated_source"] is None
     page = client.get("/datasets/msd03-liver", headers={"accept": "text/html"}).text
-    assert "Workers can fetch it automatically" in page
+    assert "Workers fetch it automatically" in page
+    manual = client.get("/datasets/lits", headers={"accept": "text/html"}).text
+    assert "A fused bundle lists it with the step above" in manual

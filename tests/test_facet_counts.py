@@ -24,7 +24,8 @@ CHOICES: dict[str, list[str]] = {
     "host": ["tcia", "kaggle", "grand_challenge", "github", "other"],
     "year": ["2018", "2019", "2020", "2021", "unknown"],
     "size": ["lt100", "100-1k", "1k-10k", "100k+", "unknown"],
-    "licence": ["unknown", "CC-BY-4.0"],
+    "licence": ["unknown", "CC-BY-4.0", "CC-BY-3.0"],
+    "fetch": ["automatic", "credentials", "manual"],
     "quality": ["none", "url_shared", "year_missing"],
 }
 

@@ -128,7 +128,7 @@ def test_facet_payload_shape(client: TestClient) -> None:
     body = search(client, modality="CT")
     facets = {f["name"]: f for f in body["facets"]}
     assert set(facets) == {
-        "modality", "anatomy", "task", "dim", "access", "labeled", "host", "year", "size", "licence", "quality",
+        "modality", "anatomy", "task", "dim", "access", "labeled", "host", "year", "size", "licence", "fetch", "quality",
     }  # fmt: skip
     ct = next(v for v in facets["modality"]["results"] if v["value"] == "CT")
     assert ct["selected"] and ct["toggle_url"] == "/api/v1/datasets?"

@@ -47,9 +47,14 @@ SOURCE_COUNT_LABELS = {
     SourceState.manual: "to download yourself",
     SourceState.cancelled: "cancelled",
 }
-FORM_FIELDS = ("name", "test_fraction", "val_fraction", "slices_2d")  # fields with a message beside them
+# fields with a message beside them
+FORM_FIELDS = ("name", "test_fraction", "val_fraction", "slices_2d", "max_subjects_per_dataset")
 # The model's messages name API fields; the form's labels say "share".
-FIELD_WORDS = {"test_fraction": "test share", "val_fraction": "validation share"}
+FIELD_WORDS = {
+    "test_fraction": "test share",
+    "val_fraction": "validation share",
+    "max_subjects_per_dataset": "subjects per dataset",
+}
 NAME_RULE = "letters, digits, spaces and . _ ( ) + - (starting with a letter or digit), at most 80 characters"
 
 
@@ -102,6 +107,8 @@ class BuildForm:
     test_fraction: str = ""
     val_fraction: str = ""
     slices_2d: str = ""
+    max_subjects_per_dataset: str = ""
+    labelled_series_only: bool = False
 
     @classmethod
     def from_pairs(cls, pairs: list[tuple[str, str]]) -> BuildForm:
@@ -114,6 +121,8 @@ class BuildForm:
             test_fraction=fields.get("test_fraction", "").strip(),
             val_fraction=fields.get("val_fraction", "").strip(),
             slices_2d=fields.get("slices_2d", "").strip(),
+            max_subjects_per_dataset=fields.get("max_subjects_per_dataset", "").strip(),
+            labelled_series_only=fields.get("labelled_series_only") == "1",
         )
 
     def raw_request(self, datasets: list[str] | None) -> dict[str, Any]:
@@ -121,6 +130,8 @@ class BuildForm:
         options: dict[str, Any] = {
             "test_fraction": self.test_fraction or None,
             "slices_2d": self.slices_2d or None,
+            "max_subjects_per_dataset": self.max_subjects_per_dataset or None,
+            "labelled_series_only": self.labelled_series_only,
         }
         if self.val_fraction:
             options["val_fraction"] = self.val_fraction

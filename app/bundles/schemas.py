@@ -63,6 +63,18 @@ class BuildOptions(BaseModel):
         default=None, description="Also export 3D cases as 2D PNG slices along this axis"
     )
     skip_empty_slices: bool = Field(default=True, description="With slices_2d: drop slices without labels")
+    max_subjects_per_dataset: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="At most this many subjects (patients) from each dataset whose source can sample them (IDC, "
+        "TCIA): a deterministic sample (hash of the subject id with `seed`), so a larger cap takes a superset",
+    )
+    labelled_series_only: bool = Field(
+        default=False,
+        description="From DICOM sources (IDC, TCIA): only the segmentation and RTSTRUCT objects and the image "
+        "series they label, not every series of every subject",
+    )
 
     @model_validator(mode="after")
     def _fractions(self) -> "BuildOptions":

@@ -181,7 +181,8 @@ def create_job(
                 state=SourceState.pending if automated else SourceState.manual,
                 detail=None
                 if automated
-                else "No automated source is recorded for this dataset. " + access_next_step(dataset),
+                else f"No automated source: {dataset.fetch_note or 'none is recorded for this dataset.'} "
+                + access_next_step(dataset),
                 descriptor=dataset.source,
             )
         )

@@ -14,7 +14,7 @@ from app.catalog.models import CatalogState, Dataset, Vocabulary
 from app.catalog.schemas import DatasetDetail, DatasetSummary, QualityFlag, RelatedDataset
 from app.catalog.vocabularies import ALL, HOST
 from app.core.errors import InvalidInput, NotFound
-from app.sources.service import dataset_source, set_operator_source
+from app.sources.service import dataset_source, resolve_sources, set_operator_source
 
 # Columns the importer owns. Everything else (source descriptor, licence, organisation, formats) may have been
 # curated by hand and survives a re-import.
@@ -138,6 +138,8 @@ def import_catalog(session: Session, path: Path | None = None) -> ImportSummary:
     )
     state.summary = {k: v for k, v in summary.__dict__.items()}
     session.commit()
+    # new and changed datasets get their sources now (the rules read names and URLs the import may change)
+    resolve_sources(session)
     return summary
 
 

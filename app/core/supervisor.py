@@ -436,14 +436,11 @@ def load_catalog(path: Path | None = None, *, only_if_empty: bool = False) -> An
     None when `only_if_empty` and the catalog already has datasets."""
     from app.catalog.service import catalog_is_empty, import_catalog
     from app.core.db import new_session
-    from app.sources.service import resolve_sources
 
     with new_session() as session:
         if only_if_empty and not catalog_is_empty(session):
             return None
-        summary = import_catalog(session, path)
-        resolve_sources(session)
-        return summary
+        return import_catalog(session, path)
 
 
 def prepare_database(out: Callable[[str], None]) -> None:

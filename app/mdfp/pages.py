@@ -24,6 +24,7 @@ from app.mdfp import service
 from app.mdfp.phases import table_rows
 from app.mdfp.presets import SURVEY_PRESET, get_preset, load_presets
 from app.mdfp.schemas import PlanSpec
+from app.sources.service import fetch_overview_of
 
 router = APIRouter(include_in_schema=False)
 
@@ -267,5 +268,6 @@ def plan_page(request: Request, session: SessionDep, plan_id: str) -> HTMLRespon
         "export_links": export_links(plan["id"]),
         "current_version": catalog_version(session),
         "spec_json": json.dumps(plan["spec"], indent=2, ensure_ascii=False),
+        "fetch_overview": fetch_overview_of(session, service.plan_dataset_slugs(session, plan_id)),
     }
     return templates.TemplateResponse(request, "mdfp/plan.html", context)

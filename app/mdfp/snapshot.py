@@ -33,6 +33,7 @@ RECORD_DEFAULTS: dict[str, Any] = {
     "year": None,
     "size_bucket": "unknown",
     "licence": None,
+    "fetch_method": "manual",
     "quality_flags": [],
     "images": None,
     "completeness": 0.0,

@@ -57,7 +57,7 @@ class ExportSubject:
 # catalog's summarise/describe/access_next_step read it alike.
 EXPORT_COLUMNS = (
     "id", "slug", "name", "url", "host", "year", "dims", "modalities", "anatomies", "tasks", "diseases",
-    "labeled", "access", "licence", "organisation", "images", "formats", "source", "quality_flags",
+    "labeled", "access", "licence", "fetch_method", "organisation", "images", "formats", "source", "quality_flags",
     "completeness",
 )  # fmt: skip
 # A dataset row as exports read it: a Dataset, or a row of EXPORT_COLUMNS (same attribute names).

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from app.catalog.schemas import DatasetSummary
+from app.sources.schemas import FetchOverview
 
 SLUG_EXAMPLES = ["lits", "brats-2021"]
 
@@ -68,6 +69,7 @@ class SelectionDetail(BaseModel):
         description="Slugs kept in the selection that the catalog no longer has (renamed or removed)"
     )
     totals: SelectionTotals
+    fetch: FetchOverview = Field(description="How a bundle of this selection would fetch each dataset")
     datasets: list[SelectionEntry]
     created_at: datetime
     updated_at: datetime

@@ -29,13 +29,19 @@ from app.selections.schemas import (
     SelectionEntry,
     SelectionTotals,
 )
+from app.sources.service import fetch_overview
 
 MAX_DATASETS = 1_000
 COMPARE_MIN, COMPARE_MAX = 2, 6
 ID_LENGTH = 32  # secrets.token_urlsafe(24) is 32 characters, the width of selection.id
 
 # The columns a summary, an access step or an export reads; the raw survey rows and the search text stay behind.
-LIGHT_COLUMNS = (defer(Dataset.raw_records), defer(Dataset.search_document), defer(Dataset.search_vector))
+LIGHT_COLUMNS = (
+    defer(Dataset.raw_records),
+    defer(Dataset.search_document),
+    defer(Dataset.search_vector),
+    defer(Dataset.source_facts),
+)
 
 
 # -- reading and checking slugs ---------------------------------------------------------------------------------
@@ -213,6 +219,7 @@ def selection_detail(session: Session, selection: Selection, api_prefix: str = "
         dataset_slugs=list(selection.dataset_slugs),
         missing_slugs=[s for s in selection.dataset_slugs if s not in found],
         totals=selection_totals(rows),
+        fetch=fetch_overview(rows),
         datasets=[
             SelectionEntry(**summarise(row, api_prefix).model_dump(), access_next_step=access_next_step(row))
             for row in rows

@@ -161,9 +161,7 @@ def _idc_resolution(entry: IdcEntry, matched: str, index_version: str) -> Resolu
         descriptor,
         facts=facts,
         licence=facts["licence"],
-        licence_source=f"IDC index (idc-index-data {index_version}), per series"
-        if facts["licence"]
-        else None,
+        licence_source=f"IDC index, idc-index-data {index_version}, per series" if facts["licence"] else None,
         download_bytes=entry.bytes,
         matched=matched,
     )

@@ -52,3 +52,27 @@ class SourcesSummary(BaseModel):
     by_kind: dict[str, int]
     licences_known: int
     unresolved: list[dict[str, str]]
+
+
+class FetchEntry(BaseModel):
+    slug: str
+    name: str
+    fetch: FetchMethod
+    note: str
+    download_bytes: int | None = Field(
+        default=None, description="estimated download, when the source states it"
+    )
+
+
+class FetchOverview(BaseModel):
+    """How a list of datasets (a selection, a plan's final list) would be fetched by a bundle job."""
+
+    counts: dict[str, int] = Field(description="datasets by fetch method")
+    download_bytes: int = Field(
+        description="sum of the known estimates (automatic and credentialed datasets)"
+    )
+    sizes_unknown: int = Field(
+        description="fetchable datasets whose host states its size only when the job runs"
+    )
+    can_fetch: bool = Field(description="false when no dataset can be fetched: a bundle would hold no data")
+    datasets: list[FetchEntry]

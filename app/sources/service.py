@@ -12,6 +12,7 @@ The resolution is idempotent, and it is redone when the resolver or the IDC inde
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +22,14 @@ from sqlalchemy.orm import Session
 from app.catalog.models import CatalogState, Dataset
 from app.sources.idc import index_version, load_entries
 from app.sources.rules import CREDENTIAL_SETTINGS, DatasetKeys, IdcIndex, Resolution, resolve_dataset
-from app.sources.schemas import DatasetSource, FetchMethod, SourceProvenance, SourcesSummary
+from app.sources.schemas import (
+    DatasetSource,
+    FetchEntry,
+    FetchMethod,
+    FetchOverview,
+    SourceProvenance,
+    SourcesSummary,
+)
 
 # Bump when a rule changes what it resolves: the next start re-resolves every dataset.
 RESOLVER_VERSION = "1"
@@ -61,8 +69,9 @@ def _values(resolution: Resolution, now: datetime) -> dict[str, Any]:
 
 
 def resolve_sources(session: Session, *, only_if_changed: bool = False) -> SourcesSummary | None:
-    """Resolve every dataset's source (module docstring) and bump the catalog version; with `only_if_changed`,
-    nothing happens (None) when the sources were last resolved with the same resolver and index versions."""
+    """Resolve every dataset's source (module docstring), bumping the catalog version when anything changed;
+    with `only_if_changed`, nothing happens (None) when the sources were last resolved with the same resolver
+    and index versions."""
     state = session.get(CatalogState, 1, with_for_update=True)
     key = sources_key()
     if state is None or (only_if_changed and state.sources_key == key):
@@ -70,36 +79,48 @@ def resolve_sources(session: Session, *, only_if_changed: bool = False) -> Sourc
     idc = IdcIndex.build(load_entries())
     idc_version = index_version()
     now = datetime.now(UTC)
-    rows = session.execute(
-        select(
-            Dataset.id,
-            Dataset.slug,
-            Dataset.name,
-            Dataset.aliases,
-            Dataset.url,
-            Dataset.modalities,
-            Dataset.raw_records,
-            Dataset.source_provenance,
-            Dataset.licence,
-            Dataset.licence_source,
-        )
-    ).all()
+    columns = (
+        Dataset.fetch_method,
+        Dataset.fetch_note,
+        Dataset.source,
+        Dataset.source_provenance,
+        Dataset.download_bytes,
+        Dataset.source_facts,
+        Dataset.licence,
+        Dataset.licence_source,
+    )
+    keys = (Dataset.id, Dataset.slug, Dataset.name, Dataset.aliases, Dataset.url, Dataset.modalities)
+    rows = session.execute(select(*keys, Dataset.raw_records, *columns)).all()
     changes = []
     for row in rows:
         resolution = resolve_dataset(_keys(row), idc, idc_version)
-        values: dict[str, Any] = {"id": row.id, "source_facts": resolution.facts}
+        values: dict[str, Any] = {"source_facts": resolution.facts}
         if (row.source_provenance or {}).get("resolver") != OPERATOR:
             values |= _values(resolution, now)
         # a licence the source states replaces only what an earlier resolution wrote, never a curated one
         if row.licence is None or row.licence_source is not None:
             values |= {"licence": resolution.licence, "licence_source": resolution.licence_source}
-        changes.append(values)
+        if _changed(row, values):
+            changes.append({"id": row.id, **values})
     if changes:
         session.execute(update(Dataset), changes)
+        state.version += 1  # facets (fetch, licence) and pages change with them
     state.sources_key = key
-    state.version += 1
     session.commit()
     return sources_summary(session)
+
+
+def _changed(row: Any, values: dict[str, Any]) -> bool:
+    """Whether the new values differ from the row's, ignoring when the provenance was written (a resolution
+    that finds the same source again changes nothing, and leaves the catalog version alone)."""
+    for column, value in values.items():
+        current = getattr(row, column)
+        if column == "source_provenance":
+            current = {k: v for k, v in (current or {}).items() if k != "resolved_at"}
+            value = {k: v for k, v in (value or {}).items() if k != "resolved_at"}
+        if current != value:
+            return True
+    return False
 
 
 def sources_summary(session: Session) -> SourcesSummary:
@@ -165,4 +186,35 @@ def dataset_source(dataset: Dataset) -> DatasetSource:
         download_bytes=dataset.download_bytes,
         facts=dataset.source_facts,
         licence_source=dataset.licence_source,
+    )
+
+
+def fetch_overview_of(session: Session, slugs: Sequence[str]) -> FetchOverview:
+    """fetch_overview() of the datasets with these slugs, in that order (one query)."""
+    columns = (Dataset.slug, Dataset.name, Dataset.fetch_method, Dataset.fetch_note, Dataset.download_bytes)
+    rows = {row.slug: row for row in session.execute(select(*columns).where(Dataset.slug.in_(list(slugs))))}
+    return fetch_overview([rows[slug] for slug in slugs if slug in rows])
+
+
+def fetch_overview(datasets: Sequence[Any]) -> FetchOverview:
+    """How a bundle of these datasets would fetch each one, with the estimated download (selection and plan
+    pages, the selection's JSON, and the build form's warning when nothing can be fetched)."""
+    entries = [
+        FetchEntry(
+            slug=d.slug,
+            name=d.name,
+            fetch=FetchMethod(d.fetch_method),
+            note=d.fetch_note or "",
+            download_bytes=d.download_bytes,
+        )
+        for d in datasets
+    ]
+    fetchable = [e for e in entries if e.fetch is not FetchMethod.manual]
+    counts = Counter(e.fetch.value for e in entries)
+    return FetchOverview(
+        counts={method.value: counts.get(method.value, 0) for method in FetchMethod},
+        download_bytes=sum(e.download_bytes or 0 for e in fetchable),
+        sizes_unknown=sum(1 for e in fetchable if e.download_bytes is None),
+        can_fetch=bool(fetchable),
+        datasets=entries,
     )

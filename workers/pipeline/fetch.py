@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, select, update
 
 from app.bundles import service
 from app.bundles.models import BundleItem, BundleJob, BundleSource
-from app.bundles.schemas import FINISHED, ItemState, JobState, SourceState
+from app.bundles.schemas import FINISHED, BuildOptions, ItemState, JobState, SourceState
 from app.catalog.models import Dataset
 from app.core.config import Settings
 from app.core.db import new_session
@@ -32,7 +32,7 @@ from workers.pipeline.common import (
 )
 from workers.safety import UnpackLimits, UnsafeArchiveError, UnsafeSourceError, is_archive, unpack_archive
 from workers.sources import resolve_source
-from workers.sources.base import SourceError
+from workers.sources.base import FetchOptions, SourceError
 from workers.sources.descriptors import ExplicitLayout as DescriptorLayout
 from workers.sources.descriptors import PairByRegex, PairBySuffix, parse_source
 from workers.sources.download import Downloader, DownloadStopped
@@ -117,12 +117,24 @@ class FetchedSource:
     warnings: list[str]
 
 
-def _fetch(job_id: str, slug: str, descriptor: dict[str, Any], settings: Settings) -> FetchedSource:
+def fetch_options(request: dict[str, Any]) -> FetchOptions:
+    """What a job's request asks of every source (subject cap, labelled series only, the seed of samples)."""
+    options = BuildOptions.model_validate(request.get("options", {}))
+    return FetchOptions(
+        max_subjects=options.max_subjects_per_dataset,
+        labelled_only=options.labelled_series_only,
+        seed=options.seed,
+    )
+
+
+def _fetch(
+    job_id: str, slug: str, descriptor: dict[str, Any], options: FetchOptions, settings: Settings
+) -> FetchedSource:
     job_dir = service.work_dir(settings, job_id)
     source = parse_source(descriptor)
     downloads = job_dir / "downloads" / slug
     with new_client() as client:
-        remotes = resolve_source(source, settings, client)
+        remotes = resolve_source(source, settings, client, options)
         reserve_bytes(job_id, slug, sum(r.size or 0 for r in remotes), settings)
         downloaded = Downloader(settings, client=client, should_stop=lambda: _job_stopped(job_id)).fetch_into(
             remotes, downloads
@@ -197,9 +209,10 @@ def _fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
             return service.advance(session, job_id, settings)
         source.state = SourceState.fetching
         descriptor = source.descriptor or {}
+        options = fetch_options(job.request)
         session.commit()
     try:
-        fetched = _fetch(job_id, slug, descriptor, settings)
+        fetched = _fetch(job_id, slug, descriptor, options, settings)
     except DownloadStopped:
         log.info("bundle %s: source %s stopped downloading, the job has ended", job_id, slug)
         return []

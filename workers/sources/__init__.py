@@ -15,7 +15,21 @@ from typing import Any
 import httpx
 
 from app.core.config import Settings
-from workers.sources import figshare, github, http, huggingface, local, tcia, zenodo
+from workers.sources import (
+    dataverse,
+    doi,
+    figshare,
+    github,
+    http,
+    huggingface,
+    kaggle,
+    local,
+    openneuro,
+    physionet,
+    synapse,
+    tcia,
+    zenodo,
+)
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError
 from workers.sources.descriptors import SourceDescriptor, parse_source
 from workers.sources.download import ChecksumMismatchError, Downloader, SizeMismatchError
@@ -38,6 +52,12 @@ ADAPTERS: dict[str, Callable[[Any, Settings, httpx.Client, FetchOptions], list[R
     "figshare": figshare.resolve,
     "github": github.resolve,
     "local": local.resolve,
+    "openneuro": openneuro.resolve,
+    "doi": doi.resolve,
+    "dataverse": dataverse.resolve,
+    "kaggle": kaggle.resolve,
+    "synapse": synapse.resolve,
+    "physionet": physionet.resolve,
     "tcia": tcia.resolve,
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,7 +101,12 @@ def fetch_tcia(
     downloads = job_dir / "downloads" / "ct-org"
     Downloader(settings).fetch_into(remotes, downloads)
     root = prepare_series_root(
-        remotes, downloads, job_dir / "sources" / "ct-org", job_dir, UnpackLimits.from_settings(settings)
+        remotes,
+        downloads,
+        job_dir / "sources" / "ct-org",
+        job_dir,
+        UnpackLimits.from_settings(settings),
+        cache_dir=settings.home / "cache",
     )
     return [r for r in remotes if isinstance(r, SeriesArchive)], root
 
@@ -147,6 +153,7 @@ def test_tcia_series_listing_becomes_one_zip_per_series(server: LocalHTTPServer,
         (f"{safe}/{STUDY}3/{STUDY}3.1.zip", 5, True, None),
     ]
     assert remotes[1].url == server.url(f"/nbia/v1/getImageWithMD5Hash?SeriesInstanceUID={STUDY}2.7")
+    assert [r.listed_bytes for r in remotes] == [5 * 3936] * 3  # type: ignore[attr-defined]
 
 
 def test_tcia_series_zip_is_verified_against_md5hashes_and_unpacked(
@@ -183,6 +190,14 @@ def test_tcia_file_whose_md5_differs_is_refused(
     sources = tmp_path / "job" / "sources"
     assert not (sources / "ct-org").exists()
     assert [p.name for p in sources.iterdir()] == []  # nothing half-verified is left behind
+    # the bad ZIP left the cache: a second attempt downloads it again, and TCIA has fixed it by then
+    zipped = series_zip(files, manifest)
+    assert not (settings.home / "cache" / "sha256" / hashlib.sha256(zipped).hexdigest()).exists()
+    server.add_file(f"/nbia/v1/getImageWithMD5Hash?SeriesInstanceUID={uid}", series_zip(ct_files()))
+    shutil.rmtree(tmp_path / "job")
+    _, root = fetch_tcia(tmp_path, settings)
+    assert (root / "CT-ORG-001" / STUDY / uid / "1-3.dcm").read_bytes() == ct_files()["1-3.dcm"]
+    assert len(server.requests_to("/nbia/v1/getImageWithMD5Hash")) == 2
 
 
 def test_tcia_series_md5_mismatch_raises_checksum_error_when_unpacked_alone(tmp_path: Path) -> None:

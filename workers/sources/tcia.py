@@ -15,11 +15,12 @@ The calls (the names `tcia_utils.nbia` uses; no login for public collections):
 Each series is one `SeriesArchive` named `<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>.zip` (names made
 file-system safe). TCIA publishes no checksum or size of the ZIP itself (NBIA builds it on request), so it is
 marked `no_checksum`: the downloader takes it over https only and caches it under the sha256 it computes while
-downloading. The real verification comes after the download:
-`prepare_series_root` (for the fetch unit, in place of the generic archive unpacking) unpacks every ZIP to
+downloading. The real verification comes after the download: `prepare_series_root` (for the fetch unit, in
+place of the generic archive unpacking) unpacks every ZIP to
 `<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/`, checks every file against `md5hashes.csv`, that the ZIP
 holds no file the manifest does not list, and that the number of files is the listing's `ImageCount`. Only a
-verified folder appears (by rename); the manifest is removed so the folder holds DICOM files only.
+verified folder appears (by rename); the manifest is removed so the folder holds DICOM files only. A ZIP that
+fails is dropped from the download cache (given `cache_dir`), so the next attempt downloads it again.
 
 FetchOptions: `max_subjects` keeps the PatientIDs with the smallest seeded hash (`sample_subjects`), so a
 larger cap takes a superset. `labelled_only` keeps, from the listing alone, the SEG and RTSTRUCT series and
@@ -51,7 +52,7 @@ from urllib.parse import urlencode
 import httpx
 
 from app.core.config import Settings
-from workers.safety import UnpackLimits, UnsafeSourceError, unpack_archive
+from workers.safety import UnpackLimits, UnsafeArchiveError, UnsafeSourceError, unpack_archive
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError
 from workers.sources.descriptors import TciaSource
 from workers.sources.download import ChecksumMismatchError
@@ -65,12 +66,14 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 @dataclass(frozen=True)
 class SeriesArchive(RemoteFile):
-    """One series as NBIA's ZIP: a RemoteFile (no checksum of its own) plus what its listing row says, which
-    `unpack_series` verifies the unpacked files against."""
+    """One series as NBIA's ZIP: a RemoteFile (no checksum nor size of its own) plus what its listing row says:
+    `image_count`, which `unpack_series` verifies the unpacked files against, and `listed_bytes` (the listing's
+    FileSize, the DICOM files' total), which only estimates the download (a size cap can reserve it first)."""
 
     series_uid: str = ""
     image_count: int = 0
     modality: str = ""
+    listed_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class _Series:
     series: str
     modality: str
     image_count: int
+    listed_bytes: int | None
 
 
 def normalised(name: str) -> str:
@@ -171,12 +175,17 @@ def _series_rows(rows: list[dict[str, Any]], what: str) -> list[_Series]:
             count = int(row.get("ImageCount"))  # type: ignore[arg-type]
         except (TypeError, ValueError) as exc:
             raise SourceError(f"{what}: series {uid} states no ImageCount") from exc
+        try:
+            listed_bytes: int | None = int(float(row.get("FileSize")))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            listed_bytes = None  # an estimate only: its absence costs nothing but the early reservation
         found[uid] = _Series(
             patient=values["PatientID"],
             study=values["StudyInstanceUID"],
             series=uid,
             modality=str(row.get("Modality") or "").strip().upper(),
             image_count=count,
+            listed_bytes=listed_bytes,
         )
     return sorted(found.values(), key=lambda s: (s.patient, s.study, s.series))
 
@@ -218,6 +227,7 @@ def resolve(
             series_uid=s.series,
             image_count=s.image_count,
             modality=s.modality,
+            listed_bytes=s.listed_bytes,
             no_checksum=True,
         )
         for s in series
@@ -301,13 +311,31 @@ def unpack_series(
     return target
 
 
+def _evict(archive: Path, cache_dir: Path) -> None:
+    """Drop a ZIP that failed verification from the download cache (where the job's copy is a hard link)."""
+    digest = hashlib.sha256()
+    with open(archive, "rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    cached = cache_dir / "sha256" / digest.hexdigest()
+    with contextlib.suppress(OSError):
+        if cached.samefile(archive):
+            cached.unlink()
+
+
 def prepare_series_root(
-    remotes: Sequence[RemoteFile], downloads: Path, target: Path, job_dir: Path, limits: UnpackLimits
+    remotes: Sequence[RemoteFile],
+    downloads: Path,
+    target: Path,
+    job_dir: Path,
+    limits: UnpackLimits,
+    cache_dir: Path | None = None,
 ) -> Path:
     """The folder of a fetched `tcia` source: each SeriesArchive, downloaded to `downloads/<name>`, unpacked
     and verified to `target/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/`. Built aside and renamed, so
     an existing `target` is a finished earlier run. Every series is attempted; SourceError lists every failure
-    (UnsafeArchiveError from workers.safety passes through for an unsafe ZIP)."""
+    (a damaged or unsafe ZIP included). `cache_dir`: the Downloader's cache, from which a failed ZIP is
+    dropped."""
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -318,10 +346,16 @@ def prepare_series_root(
             if not isinstance(remote, SeriesArchive):
                 raise SourceError(f"{remote.name} is not a TCIA series archive")
             folder = staging / remote.name.removesuffix(".zip")
+            archive = downloads / remote.name
+            if not archive.is_file():
+                failures.append(f"TCIA series {remote.series_uid}: {remote.name} was not downloaded")
+                continue
             try:
-                unpack_series(downloads / remote.name, remote, folder, job_dir, limits)
-            except SourceError as exc:
+                unpack_series(archive, remote, folder, job_dir, limits)
+            except (SourceError, UnsafeArchiveError) as exc:
                 failures.append(str(exc))
+                if cache_dir is not None:
+                    _evict(archive, cache_dir)
         if failures:
             raise SourceError(
                 f"{len(failures)} of {len(remotes)} TCIA series failed verification: " + "; ".join(failures)

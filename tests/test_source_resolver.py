@@ -238,3 +238,27 @@ def test_operator_source_survives_resolution_and_clearing_hands_back_to_the_rule
     set_source(session, slug, None)
     dataset = get_dataset(session, slug)
     assert dataset.source == before and dataset.source_provenance["resolver"] == "msd"
+
+
+def test_every_resolved_descriptor_is_one_the_workers_accept(session: Any) -> None:
+    from sqlalchemy import select
+
+    from app.catalog.models import Dataset
+    from workers.sources.descriptors import parse_source
+
+    descriptors = session.scalars(select(Dataset.source).where(Dataset.source.is_not(None))).all()
+    assert len(descriptors) >= 400
+    kinds = set()
+    for descriptor in descriptors:
+        kinds.add(parse_source(descriptor).kind)  # raises SourceError naming every problem
+    assert kinds >= {
+        "idc",
+        "tcia",
+        "openneuro",
+        "zenodo",
+        "figshare",
+        "huggingface",
+        "http",
+        "github",
+        "kaggle",
+    }

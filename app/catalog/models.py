@@ -68,14 +68,15 @@ class Dataset(Base):
     images: Mapped[int | None] = mapped_column(BigInteger)
     size_bucket: Mapped[str] = mapped_column(String(16))
     formats: Mapped[list[str]] = mapped_column(TextArray, default=list)
-    source: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # none_as_null: a missing descriptor or fact sheet is SQL NULL (so `source IS NULL` means none), not JSON null
+    source: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     # how a bundle job gets the files (app/sources): automatic | credentials | manual, with the note that says
     # what will be fetched, which settings a credentialed host needs, or why it is manual and what to do
     fetch_method: Mapped[str] = mapped_column(String(16), default="manual", server_default="manual")
     fetch_note: Mapped[str | None] = mapped_column(Text)
-    source_provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    source_provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     # facts the source itself states (IDC: licences per series, DOI, subjects, series, bytes, modalities)
-    source_facts: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    source_facts: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     licence_source: Mapped[str | None] = mapped_column(Text)
     download_bytes: Mapped[int | None] = mapped_column(BigInteger)
     quality_flags: Mapped[list[str]] = mapped_column(TextArray, default=list)

@@ -29,6 +29,8 @@ def upgrade() -> None:
     # what the sources were last resolved with (resolver version + index versions): a start after an upgrade
     # of either re-resolves
     op.add_column("catalog_state", sa.Column("sources_key", sa.String(128), nullable=True))
+    # a removed descriptor used to be stored as JSON null; it is SQL NULL from now on
+    op.execute("UPDATE dataset SET source = NULL WHERE source = 'null'::jsonb")
 
 
 def downgrade() -> None:

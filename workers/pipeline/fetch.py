@@ -31,7 +31,7 @@ from workers.pipeline.common import (
     source_dir,
 )
 from workers.safety import UnpackLimits, UnsafeArchiveError, UnsafeSourceError, is_archive, unpack_archive
-from workers.sources import resolve_source
+from workers.sources import resolve_source, tcia
 from workers.sources.base import FetchOptions, SourceError
 from workers.sources.descriptors import ExplicitLayout as DescriptorLayout
 from workers.sources.descriptors import PairByRegex, PairBySuffix, parse_source
@@ -135,19 +135,24 @@ def _fetch(
     downloads = job_dir / "downloads" / slug
     with new_client() as client:
         remotes = resolve_source(source, settings, client, options)
-        reserve_bytes(job_id, slug, sum(r.size or 0 for r in remotes), settings)
-        downloaded = Downloader(settings, client=client, should_stop=lambda: _job_stopped(job_id)).fetch_into(
-            remotes, downloads
+        # a file whose exact size is unknown until it arrives (a TCIA series ZIP) counts by its listed estimate
+        expected = sum(
+            r.size if r.size is not None else getattr(r, "listed_bytes", None) or 0 for r in remotes
         )
+        reserve_bytes(job_id, slug, expected, settings)
+        downloader = Downloader(settings, client=client, should_stop=lambda: _job_stopped(job_id))
+        downloaded = downloader.fetch_into(remotes, downloads)
     size = sum(p.stat().st_size for p in downloaded)
     reserve_bytes(job_id, slug, size, settings)  # files that stated no size count from now on
-    root = prepare_source_root(
-        downloaded,
-        downloads,
-        source_dir(settings, job_id, slug),
-        job_dir,
-        UnpackLimits.from_settings(settings),
-    )
+    limits = UnpackLimits.from_settings(settings)
+    target = source_dir(settings, job_id, slug)
+    if source.kind == "tcia":
+        # TCIA's checksums travel inside each series ZIP: unpacking is where its files are verified
+        root = tcia.prepare_series_root(
+            remotes, downloads, target, job_dir, limits, cache_dir=downloader.cache_dir
+        )
+    else:
+        root = prepare_source_root(downloaded, downloads, target, job_dir, limits)
     explicit = None if source.layout == "auto" else explicit_layout(source.layout, root, source.labels)
     layout = detect_layout(root, explicit, source.labels or None)
     table: dict[int, str] = {}

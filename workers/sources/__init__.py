@@ -22,6 +22,7 @@ from workers.sources import (
     github,
     http,
     huggingface,
+    idc,
     kaggle,
     local,
     openneuro,
@@ -59,6 +60,7 @@ ADAPTERS: dict[str, Callable[[Any, Settings, httpx.Client, FetchOptions], list[R
     "synapse": synapse.resolve,
     "physionet": physionet.resolve,
     "tcia": tcia.resolve,
+    "idc": idc.resolve,
 }
 
 

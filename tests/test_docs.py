@@ -13,7 +13,7 @@ def env_name(field: str) -> str:
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", README, flags=re.MULTILINE))
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", README, flags=re.MULTILINE))
     expected = {env_name(name) for name in Settings.model_fields}
     assert expected - documented == set(), "settings missing from the README's settings table"
     assert documented - expected == set(), "README documents settings that do not exist"

@@ -1,8 +1,11 @@
 """A real HTTP server on 127.0.0.1 standing in for external hosts (Zenodo, the Hugging Face Hub, plain file hosts).
 
-It serves files with strong ETags and byte ranges (`Range`, `If-Range`, 206/416), JSON documents (with extra
-headers such as `Link`), redirects, and can cut a file's response short to simulate a broken transfer. Every
-request is recorded, so tests can count what was downloaded.
+It serves files with strong ETags, byte ranges (`Range`, `If-Range`, 206/416) and conditional GETs
+(`If-None-Match`, 304), JSON documents (with extra headers such as `Link`), redirects, and can cut a file's
+response short to simulate a broken transfer. A route can demand request headers (an account's
+`Authorization`: 401 without them), and `add_handler` answers GET and POST from a function of the request (a
+GraphQL endpoint, a paged listing). Every request is recorded, with its body, so tests can count what was
+downloaded and what was sent.
 
     with LocalHTTPServer() as server:
         server.add_file("/data/a.bin", b"...")
@@ -21,6 +24,7 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,6 +44,8 @@ class Route:
     cuts_left: int = 0  # ...for this many responses
     delay: float = 0.0  # seconds before answering
     rate: int | None = None  # bytes per second of body (a slow host), else as fast as possible
+    require_headers: dict[str, str] = field(default_factory=dict)  # else 401
+    handler: Callable[[RecordedRequest], tuple[int, dict[str, str], bytes]] | None = None
 
 
 @dataclass
@@ -49,6 +55,10 @@ class RecordedRequest:
     headers: dict[str, str]
     status: int = 0
     bytes_sent: int = 0
+    body: bytes = b""
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
 class LocalHTTPServer:
@@ -78,10 +88,12 @@ class LocalHTTPServer:
         cuts: int = 0,
         delay: float = 0.0,
         rate: int | None = None,
+        require_headers: dict[str, str] | None = None,
     ) -> Route:
         """Serve `body` at `path`. `etag="auto"` derives a strong ETag from the content; None sends none.
         With `cut_at` and `cuts`, the next `cuts` responses stop after `cut_at` bytes of the body. With
-        `rate`, the body trickles out at that many bytes per second, and `bytes_sent` grows as it goes."""
+        `rate`, the body trickles out at that many bytes per second, and `bytes_sent` grows as it goes.
+        `require_headers`: a request without exactly these headers is answered 401."""
         if etag == "auto":
             etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
         route = Route(
@@ -92,6 +104,7 @@ class LocalHTTPServer:
             cuts_left=cuts,
             delay=delay,
             rate=rate,
+            require_headers=require_headers or {},
         )
         self.routes[path] = route
         return route
@@ -108,8 +121,23 @@ class LocalHTTPServer:
         self.routes[path] = route
         return route
 
-    def add_redirect(self, path: str, location: str, status: int = 302) -> Route:
-        route = Route(status=status, location=location)
+    def add_redirect(
+        self, path: str, location: str, status: int = 302, *, require_headers: dict[str, str] | None = None
+    ) -> Route:
+        route = Route(status=status, location=location, require_headers=require_headers or {})
+        self.routes[path] = route
+        return route
+
+    def add_handler(
+        self,
+        path: str,
+        handler: Callable[[RecordedRequest], tuple[int, dict[str, str], bytes]],
+        *,
+        require_headers: dict[str, str] | None = None,
+    ) -> Route:
+        """Answer GET and POST at `path` with `handler(request) -> (status, headers, body)`; the request has
+        its `body` (and `.json()`)."""
+        route = Route(handler=handler, require_headers=require_headers or {})
         self.routes[path] = route
         return route
 
@@ -200,8 +228,13 @@ def _handler_for(server: LocalHTTPServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             self._answer(send_body=True)
 
+        def do_POST(self) -> None:
+            self._answer(send_body=True)
+
         def _answer(self, send_body: bool) -> None:
-            record = RecordedRequest(self.command, self.path, dict(self.headers.items()))
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            record = RecordedRequest(self.command, self.path, dict(self.headers.items()), body=body)
             with server._lock:
                 server.requests.append(record)
                 server.in_flight += 1
@@ -220,6 +253,23 @@ def _handler_for(server: LocalHTTPServer) -> type[BaseHTTPRequestHandler]:
                 return
             if route.delay:
                 time.sleep(route.delay)
+            if any(self.headers.get(name) != value for name, value in route.require_headers.items()):
+                record.status = 401
+                self._simple(401, b'{"status": 401, "message": "unauthorized"}', "application/json")
+                return
+            if route.handler is not None:
+                status, headers, payload = route.handler(record)
+                record.status = status
+                self.send_response(status)
+                headers = {"Content-Type": "application/json", **headers}
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if send_body:
+                    self.wfile.write(payload)
+                    record.bytes_sent = len(payload)
+                return
             if route.location is not None:
                 record.status = route.status
                 self.send_response(route.status)
@@ -228,6 +278,13 @@ def _handler_for(server: LocalHTTPServer) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 return
             body, status, extra = route.body, route.status, dict(route.headers)
+            if_none_match = self.headers.get("If-None-Match", "")
+            if route.etag and status == 200 and route.etag in [t.strip() for t in if_none_match.split(",")]:
+                record.status = 304
+                self.send_response(304)
+                self.send_header("ETag", route.etag)
+                self.end_headers()
+                return
             requested = _RANGE.match(self.headers.get("Range", ""))
             if_range = self.headers.get("If-Range")
             if requested and status == 200 and (if_range is None or if_range == route.etag):

@@ -88,7 +88,8 @@ class RemoteFile:
 
     `no_checksum`: the host publishes no checksum for this file (a Kaggle archive). The downloader then takes it
     only over https, checks its size when known, and caches it under the sha256 it computes; `verification`
-    says "size only" for it, so a report can say how each file was verified.
+    says "size only" (or "none" when no size is stated either), so a report can say how each file was
+    verified.
 
     `credential`: the operator's account on the host, sent with the download (and only to that host)."""
 
@@ -130,8 +131,8 @@ class RemoteFile:
 
     @property
     def verification(self) -> str:
-        """How the downloaded content is checked: the checksum's algorithm, "size only" (no checksum published,
-        the size stated), or "none" (neither)."""
+        """How the downloaded content is checked, for reports: the checksum's algorithm, "size only" (no
+        checksum published, the size stated), or "none" (neither: only the transfer's own length framing)."""
         if self.path is not None:
             return "local copy"
         key = self.cache_key

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Collection
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -131,9 +132,11 @@ def request_json(
     *,
     json_body: Any = None,
     credential: Credential | None = None,
+    ok_statuses: Collection[int] = (200,),
 ) -> tuple[Any, httpx.Response]:
     """GET a JSON document, or POST `json_body` and read the JSON answer; `what` names it in errors ("Zenodo
-    record 123"). A status other than 200 raises HttpStatusError."""
+    record 123"). A status not in `ok_statuses` raises HttpStatusError (a GraphQL server answers its errors
+    with 400 and a JSON body, which its caller then reads)."""
     method = "GET" if json_body is None else "POST"
     try:
         response, final_url = open_response(
@@ -153,7 +156,7 @@ def request_json(
         raise SourceError(f"{what}: {exc}") from exc
     except httpx.HTTPError as exc:
         raise SourceError(f"{what}: {method} {url} failed: {exc}") from exc
-    if response.status_code != 200:
+    if response.status_code not in ok_statuses:
         raise HttpStatusError(
             f"{what}: {method} {final_url} answered HTTP {response.status_code}", response.status_code
         )

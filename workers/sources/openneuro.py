@@ -137,8 +137,14 @@ def _files(data: dict[str, Any], what: str) -> list[dict[str, Any]]:
 def _graphql(
     client: httpx.Client, endpoint: str, settings: Settings, query: str, variables: dict[str, Any], what: str
 ) -> dict[str, Any]:
+    # a query the server rejects (an argument it does not know) is answered 400 with the GraphQL errors
     answer, _ = request_json(
-        client, endpoint, settings, what, json_body={"query": query, "variables": variables}
+        client,
+        endpoint,
+        settings,
+        what,
+        json_body={"query": query, "variables": variables},
+        ok_statuses=(200, 400),
     )
     if not isinstance(answer, dict):
         raise SourceError(f"{what}: the GraphQL answer is not an object")

@@ -13,6 +13,8 @@ class LayoutKind(StrEnum):
     SUFFIX_PAIRS = "suffix_pairs"  # image + image_seg / _mask / _label / _gt
     DICOM_SERIES = "dicom_series"  # a folder of DICOM slices with a separate label file
     CLASS_FOLDERS = "class_folders"  # 2D classification: one folder per class
+    DICOM_OBJECTS = "dicom_objects"  # DICOM tree with SEG / RTSTRUCT objects, paired by referenced UID
+    DICOM_UNLABELLED = "dicom_unlabelled"  # last resort: every image series of a DICOM tree, no label
     EXPLICIT = "explicit"
 
 
@@ -40,6 +42,16 @@ class Case:
     class_name: str | None = None  # classification sets: the folder the image sat in
     # what each channel is (e.g. "FLAIR", "T1w"), when the source says so (MSD's dataset.json); else empty
     channel_names: tuple[str, ...] = ()
+    # the imaging modality as the files' own headers state it (DICOM Modality: "CT", "MR", "PT"); None when
+    # the files do not say
+    modality: str | None = None
+    # DICOM: the Series Instance UID to read from `images[0]`, a folder that may hold several series; None when
+    # the folder holds exactly one
+    series_uid: str | None = None
+    # DICOM label objects (SEG/RTSTRUCT) combined with `label` into one label map, painted after it in this order
+    extra_labels: tuple[Path, ...] = ()
+    # what layout detection decided about this case and why (e.g. a label object left out), for people
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

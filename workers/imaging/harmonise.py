@@ -13,6 +13,7 @@ import SimpleITK as sitk
 
 from workers.imaging.cases import Case
 from workers.imaging.dedup import content_hash
+from workers.imaging.dicom_labels import is_dicom_label, read_dicom_label
 from workers.imaging.errors import UnreadableItemError
 from workers.imaging.labels import (
     Annotation,
@@ -39,7 +40,7 @@ class HarmonisedCase:
 def harmonise_case(case: Case, source: str, labels: LabelUnification) -> HarmonisedCase:
     channels: list[sitk.Image] = []
     for path in case.images:
-        channels.extend(split_channels(read_item(path)))
+        channels.extend(split_channels(read_item(path, case.series_uid)))
     oriented = [reorient_to_ras(channel) for channel in channels]
     channels = [image for image, _ in oriented]
     original = oriented[0][1]
@@ -52,7 +53,8 @@ def harmonise_case(case: Case, source: str, labels: LabelUnification) -> Harmoni
             )
     label_image: sitk.Image | None = None
     if case.label is not None:
-        raw = read_item(case.label)
+        # a DICOM SEG/RTSTRUCT is drawn onto the series' grid as read; reorient_like then treats it as any label
+        raw = read_dicom_label(case, original) if is_dicom_label(case.label) else read_item(case.label)
         if raw.GetDimension() == 3 and reference.GetDimension() == 3:
             raw = reorient_like(raw, reference)
         elif raw.GetSize() != reference.GetSize():

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from workers.imaging.cases import Case, Layout, LayoutKind, Split
+from workers.imaging.dicom_objects import dicom_image_cases, dicom_object_cases
 from workers.imaging.errors import LayoutNotRecognisedError
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -102,9 +103,11 @@ def _find_layout(root: Path, explicit: ExplicitLayout | None) -> Layout:
     for kind, finder in (
         (LayoutKind.MSD, _msd_cases),
         (LayoutKind.BIDS, _bids_cases),
+        (LayoutKind.DICOM_OBJECTS, dicom_object_cases),
         (LayoutKind.DICOM_SERIES, _dicom_cases),
         (LayoutKind.SUFFIX_PAIRS, _suffix_pair_cases),
         (LayoutKind.CLASS_FOLDERS, _class_folder_cases),
+        (LayoutKind.DICOM_UNLABELLED, dicom_image_cases),
     ):
         cases = finder(root)
         if cases:

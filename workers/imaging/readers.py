@@ -41,6 +41,9 @@ ORIENTATION_TOLERANCE = 1e-4
 SPACING_RELATIVE_TOLERANCE = 0.01
 SPACING_ABSOLUTE_TOLERANCE = 0.01
 LOCALIZER_IMAGE_TYPES = {"LOCALIZER", "SCOUT", "SURVIEW", "TOPOGRAM"}
+# Siemens mosaic: one stored frame tiles all slices of a volume (fMRI, DWI); unpacking it needs the private CSA
+# header, and read as is it would be one huge 2D slice per volume.
+MOSAIC_IMAGE_TYPE = "MOSAIC"
 
 IMAGE_TYPE, ORIENTATION, POSITION, BITS_ALLOCATED = "0008|0008", "0020|0037", "0020|0032", "0028|0100"
 
@@ -59,6 +62,15 @@ def list_dicom_series(folder: Path) -> list[DicomSeries]:
         DicomSeries(series_id, tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id)))
         for series_id in ids
     ]
+
+
+def find_dicom_series(folder: Path, series_uid: str) -> DicomSeries:
+    """One series by Series Instance UID among the DICOM files under `folder` (its subfolders too: a series
+    may be split across folders), its files in slice order as `list_dicom_series` gives them."""
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid, False, True)
+    if not files:
+        raise UnreadableItemError(folder, "no_dicom", f"series {series_uid} is not in the folder")
+    return DicomSeries(series_uid, tuple(files))
 
 
 def read_dicom_folder(folder: Path) -> tuple[list[sitk.Image], list[UnreadableItemError]]:
@@ -125,6 +137,13 @@ def _check_geometry(folder: Path, series_id: str, headers: list[sitk.ImageFileRe
     label = f"series {series_id}"
     for header in headers:
         image_type = {part.strip().upper() for part in _tag(header, IMAGE_TYPE).split("\\")}
+        if MOSAIC_IMAGE_TYPE in image_type:
+            raise SeriesRejectedError(
+                folder,
+                "mosaic",
+                f"{label} is a Siemens mosaic (ImageType {'/'.join(sorted(image_type))}): its slices are tiled in "
+                "one frame, which is not unpacked",
+            )
         if image_type & LOCALIZER_IMAGE_TYPES:
             raise SeriesRejectedError(
                 folder,
@@ -317,10 +336,11 @@ def read_raster(path: Path) -> sitk.Image:
     return sitk.GetImageFromArray(array)
 
 
-def read_item(path: Path) -> sitk.Image:
-    """Any single item: a DICOM series folder, a raster, or a volume file."""
+def read_item(path: Path, series_uid: str | None = None) -> sitk.Image:
+    """Any single item: a DICOM series folder (`series_uid` picks one series where it holds several), a
+    raster, or a volume file."""
     if path.is_dir():
-        return read_dicom_series(path)
+        return read_dicom_series(path, find_dicom_series(path, series_uid) if series_uid else None)
     if path.name.lower().endswith(RASTER_SUFFIXES):
         return read_raster(path)
     return read_volume(path)

@@ -50,6 +50,10 @@ def case_to_json(case: Case, job_dir: Path) -> dict[str, Any]:
         "split": case.split.value if case.split is not None else None,
         "class_name": case.class_name,
         "channel_names": list(case.channel_names),
+        "modality": case.modality,
+        "series_uid": case.series_uid,
+        "extra_labels": [rel(p) for p in case.extra_labels],
+        "notes": list(case.notes),
     }
 
 
@@ -63,6 +67,10 @@ def case_from_json(data: dict[str, Any], job_dir: Path) -> Case:
         split=Split(data["split"]) if data["split"] else None,
         class_name=data["class_name"],
         channel_names=tuple(data.get("channel_names") or ()),
+        modality=data.get("modality"),
+        series_uid=data.get("series_uid"),
+        extra_labels=tuple(job_dir / p for p in data.get("extra_labels") or ()),
+        notes=tuple(data.get("notes") or ()),
     )
 
 

@@ -217,6 +217,31 @@ def test_openneuro_snapshot_files_are_listed_and_verified_by_their_annex_keys(
     assert (settings.home / "cache" / "sha256" / sha256(T1W)).exists()
 
 
+def test_openneuro_ids_that_carry_no_checksum_are_taken_by_size_only(
+    api: LocalHTTPServer, storage: LocalHTTPServer, settings: Settings
+) -> None:
+    """A server from before April 2026 gave every file an opaque id (a hash of key and path): an annexed file
+    whose id is no annex key shows it, and no 40-hex id is then taken for a git blob id."""
+    serve_openneuro(api, storage, recursive=True)
+    graphql = api.routes["/openneuro/crn/graphql"].handler
+    assert graphql is not None
+
+    def opaque(request: RecordedRequest) -> tuple[int, dict[str, str], bytes]:
+        status, headers, body = graphql(request)
+        answer = json.loads(body)
+        for entry in answer["data"]["snapshot"]["files"]:
+            entry["id"] = hashlib.sha1(entry["filename"].encode()).hexdigest()
+        return status, headers, json.dumps(answer).encode()
+
+    api.add_handler("/openneuro/crn/graphql", opaque)
+    remotes = resolve_source({"kind": "openneuro", "dataset": "ds000001", "version": "1.0.0"}, settings)
+    assert [(r.name, r.cache_key, r.no_checksum, r.verification) for r in remotes] == [
+        ("README", None, True, "size only"),
+        ("sub-01/anat/sub-01_T1w.nii.gz", None, True, "size only"),
+        ("sub-01/func/sub-01_bold.nii.gz", None, True, "size only"),
+    ]
+
+
 def test_openneuro_without_recursive_listing_walks_the_trees(
     api: LocalHTTPServer, storage: LocalHTTPServer, settings: Settings
 ) -> None:
@@ -414,6 +439,34 @@ def test_dataverse_files_are_fetched_with_their_checksums_and_tabular_originals(
         "labels.csv": b"case,label\n1,tumour\n",
         "masks.zip": ARCHIVE,
     }
+
+
+def test_dataverse_version_is_pinned_when_given(
+    tmp_path: Path, api: LocalHTTPServer, settings: Settings
+) -> None:
+    api.add_file("/dv/api/access/datafile/21", SCAN)
+    api.add_json(
+        "/dv/api/datasets/:persistentId/versions/1.0",
+        {
+            "status": "OK",
+            "data": {
+                "versionNumber": 1,
+                "versionMinorNumber": 0,
+                "files": [dataverse_file(21, "v1.bin", SCAN)],
+            },
+        },
+    )
+    descriptor = {
+        "kind": "dataverse",
+        "server": api.url("/dv/"),
+        "doi": "doi:10.7910/DVN/OLD",
+        "version": "1.0",
+    }
+    placed = fetch_source(descriptor, tmp_path / "job", settings)
+    assert [(p.name, p.read_bytes()) for p in placed] == [("v1.bin", SCAN)]
+    assert api.requests_to("/dv/api/datasets/:persistentId/versions/1.0")[0].path.endswith(
+        "=doi:10.7910/DVN/OLD"
+    )
 
 
 def test_dataverse_restricted_files_are_refused_with_the_reason(

@@ -160,8 +160,7 @@ class DicomSeriesInfo:
         parents = {path.parent for path in self.files}
         if len(parents) == 1:
             return next(iter(parents))
-        common = Path(*_common_prefix([p.parts for p in parents]))
-        return common
+        return Path(*_common_prefix([p.parts for p in parents]))
 
 
 @dataclass(frozen=True)

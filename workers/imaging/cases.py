@@ -13,6 +13,8 @@ class LayoutKind(StrEnum):
     SUFFIX_PAIRS = "suffix_pairs"  # image + image_seg / _mask / _label / _gt
     DICOM_SERIES = "dicom_series"  # a folder of DICOM slices with a separate label file
     CLASS_FOLDERS = "class_folders"  # 2D classification: one folder per class
+    ID_PAIRS = "id_pairs"  # images and labels anywhere in the tree (images/ vs masks/, seg_X), paired by id
+    NPZ_ARRAYS = "npz_arrays"  # MedMNIST: train_images / train_labels ... arrays, one case per element
     DICOM_OBJECTS = "dicom_objects"  # DICOM tree with SEG / RTSTRUCT objects, paired by referenced UID
     DICOM_UNLABELLED = "dicom_unlabelled"  # last resort: every image series of a DICOM tree, no label
     EXPLICIT = "explicit"
@@ -42,6 +44,12 @@ class Case:
     class_name: str | None = None  # classification sets: the folder the image sat in
     # what each channel is (e.g. "FLAIR", "T1w"), when the source says so (MSD's dataset.json); else empty
     channel_names: tuple[str, ...] = ()
+    # array sets (MedMNIST npz): `images[0]` is the `.npz` (or an unpacked `.npy`) and this names the element,
+    # e.g. "train_images[12]"; None for a case whose images are whole files
+    member: str | None = None
+    # multi-label classification: every class the image is positive for (possibly none); None when the source
+    # is not multi-label (single-label sets use `class_name`)
+    class_names: tuple[str, ...] | None = None
     # the imaging modality as the files' own headers state it (DICOM Modality: "CT", "MR", "PT"); None when
     # the files do not say
     modality: str | None = None
@@ -59,3 +67,5 @@ class Layout:
     kind: LayoutKind
     root: Path
     cases: list[Case]
+    # what detection noticed but did not guess (e.g. an image two label files could belong to), for people
+    warnings: list[str] = field(default_factory=list)

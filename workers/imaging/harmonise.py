@@ -40,7 +40,7 @@ class HarmonisedCase:
 def harmonise_case(case: Case, source: str, labels: LabelUnification) -> HarmonisedCase:
     channels: list[sitk.Image] = []
     for path in case.images:
-        channels.extend(split_channels(read_item(path, case.series_uid)))
+        channels.extend(split_channels(read_item(path, case.series_uid, member=case.member)))
     oriented = [reorient_to_ras(channel) for channel in channels]
     channels = [image for image, _ in oriented]
     original = oriented[0][1]

@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image, UnidentifiedImageError
 
+from workers.imaging.arrays import read_array_item
 from workers.imaging.errors import SeriesRejectedError, UnreadableItemError
 from workers.imaging.layout import RASTER_SUFFIXES
 from workers.imaging.nifti import (
@@ -336,9 +337,12 @@ def read_raster(path: Path) -> sitk.Image:
     return sitk.GetImageFromArray(array)
 
 
-def read_item(path: Path, series_uid: str | None = None) -> sitk.Image:
+def read_item(path: Path, series_uid: str | None = None, *, member: str | None = None) -> sitk.Image:
     """Any single item: a DICOM series folder (`series_uid` picks one series where it holds several), a
-    raster, or a volume file."""
+    raster, a volume file, or the element `member` of an array set (`"train_images[12]"` of an `.npz` or
+    `.npy`, workers/imaging/arrays.py, read without reading the whole array)."""
+    if member is not None:
+        return read_array_item(path, member)
     if path.is_dir():
         return read_dicom_series(path, find_dicom_series(path, series_uid) if series_uid else None)
     if path.name.lower().endswith(RASTER_SUFFIXES):

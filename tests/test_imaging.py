@@ -87,8 +87,14 @@ def test_detects_class_folders_with_split_folders(tmp_path: Path) -> None:
 
 def test_unknown_layout_needs_explicit_one_which_overrides(tmp_path: Path) -> None:
     root = fx.build_explicit_source(tmp_path)
+    # `scans/` + `masks/` under the same names pair up by id (tests/test_layouts_wild.py); without the masks
+    # nothing says what the scans are
+    assert detect_layout(root).kind == LayoutKind.ID_PAIRS
+    unlabelled = fx.build_explicit_source(tmp_path / "unlabelled")
+    for mask in (unlabelled / "masks").iterdir():
+        mask.unlink()
     with pytest.raises(LayoutNotRecognisedError):
-        detect_layout(root)
+        detect_layout(unlabelled)
     explicit = ExplicitLayout(
         image_glob="scans/*.nii.gz",
         label_glob="masks/*.nii.gz",

@@ -43,6 +43,9 @@ IMAGEFOLDER_COLUMNS = [
     "intensity_offset",
     "licence",
 ]
+# a bundle with multi-label items writes its imagefolder metadata as Parquet (a CSV cell cannot hold a list)
+# with this column too: `datasets` loads it as a list of class names per image
+MULTI_LABEL_COLUMN = "class_labels"
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ class _Packager:
         self.seen_ids: set[str] = set()
         self.seen_content: dict[str, str] = {}
         self.nnunet_cases: dict[str, dict[str, tuple[str, str]]] = {f: {} for f in self.folders.values()}
+        # any 2D item of a multi-label set: the imagefolder metadata gets a list column
+        self.multi_label = False
 
     def skip(self, case: HarmonisedCase, reason: str) -> None:
         self.skipped.append(
@@ -124,6 +129,8 @@ class _Packager:
             low, high = label_range
             if low < 0 or high > self.max_label:
                 problem = f"label values {low}..{high} outside the global table 0..{self.max_label}"
+        if problem is None and case.dims == 3 and (case.class_label or case.class_labels is not None):
+            problem = "a 3D classification case: 3D cases are packaged for segmentation (nnU-Net) only"
         if problem is None and case.dims == 3:
             if nnunet.channel_key(case.channels) not in self.folders:
                 problem = (
@@ -156,6 +163,7 @@ class _Packager:
             "licence": self.sources[case.source].licence,
             "content_hash": case.content_hash,
             "class_label": case.class_label or "",
+            "class_labels": tuple(case.class_labels or ()),
             "label_sha256": "",
             "parent_case": "",
             "intensity_offset": 0,
@@ -241,6 +249,7 @@ class _Packager:
 
     def write_2d(self, case: HarmonisedCase) -> None:
         image, label = case.arrays()
+        self.multi_label = self.multi_label or case.class_labels is not None
         self.write_png_item(case, case.case_id, image, label)
 
     def write_slices(self, case: HarmonisedCase, axis: int) -> None:
@@ -284,12 +293,17 @@ class _Packager:
                     "mask_path": record.label_path,
                     "intensity_offset": record.intensity_offset,
                     "licence": record.licence,
+                    MULTI_LABEL_COLUMN: list(record.class_labels),
                 }
             )
         for split_folder, rows in sorted(by_split.items()):
-            write_csv(
-                rows, IMAGEFOLDER_COLUMNS, self.root / images2d.IMAGES_DIR / split_folder / "metadata.csv"
-            )
+            folder = self.root / images2d.IMAGES_DIR / split_folder
+            if self.multi_label:
+                images2d.write_metadata_parquet(
+                    rows, [*IMAGEFOLDER_COLUMNS, MULTI_LABEL_COLUMN], folder / images2d.METADATA_PARQUET
+                )
+            else:  # single-label and segmentation sets keep their CSV, without the list column
+                write_csv(rows, IMAGEFOLDER_COLUMNS, folder / "metadata.csv")
         write_parquet(records_table(rows_2d), self.root / images2d.PARQUET_NAME)
 
     # Bundle-level files ----------------------------------------------------------------------------------

@@ -120,6 +120,8 @@ class HarmonisedCase:
     split: Split
     label: np.ndarray | None = None  # global label values, same shape as image (spatial part)
     class_label: str | None = None  # 2D classification target
+    # 2D multi-label classification: every class the image is positive for (possibly none); None otherwise
+    class_labels: tuple[str, ...] | None = None
     prewritten: PrewrittenVolumes | None = None
     # A multi-channel 3D case (e.g. MR T1, T1c, T2, FLAIR): the name of every channel, `image` being the first
     # and `extra_channels` (or prewritten.extra_images) the others. Empty: one channel named by `modality`.

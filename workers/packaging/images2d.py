@@ -5,6 +5,11 @@ data_dir=...)` loads it with splits and metadata and no code.
 Masks live outside that folder: `imagefolder` takes every image under its root as a sample. The same rows, with
 bundle-relative paths, also go to a Parquet table beside it (one folder cannot hold both: `datasets` refuses
 metadata files of two formats).
+
+A bundle holding multi-label items (MedMNIST's ChestMNIST: several findings per image) writes each split's
+metadata as `metadata.parquet` instead of `metadata.csv`, with a `class_labels` list per image (empty for
+single-label and unlabelled rows) that `datasets` loads as a list column: a CSV cell holds no list, and JSON
+lines leave a split whose lists are all empty untyped. Every other bundle keeps its CSV.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
 IMAGES_DIR = "images2d"
@@ -25,6 +32,7 @@ SPLIT_FOLDERS = {"train": "train", "val": "validation", "test": "test"}
 # Signed images (CT in HU) are stored shifted into uint16, losslessly; value = stored + intensity_offset.
 SIGNED_OFFSET = -32768
 _PNG_LEVEL = 3  # PNG is lossless at any level; 3 is most of level 9's size at a fraction of its time
+METADATA_PARQUET = "metadata.parquet"
 
 
 class NotStorableAsPng(ValueError):
@@ -78,3 +86,14 @@ def image_relative_path(split: str, item_id: str) -> str:
 
 def mask_relative_path(split: str, item_id: str) -> str:
     return f"{MASKS_DIR}/{SPLIT_FOLDERS[split]}/{item_id}.png"
+
+
+def write_metadata_parquet(rows: list[dict[str, object]], columns: list[str], path: Path) -> None:
+    """The imagefolder metadata of a bundle with multi-label items, typed: every column text except
+    `intensity_offset` (an integer) and the list column (a list of text, even in a split where every list
+    is empty, which JSON lines would leave untyped and `datasets` then refuses to join with the others)."""
+    types = {"intensity_offset": pa.int32(), "class_labels": pa.list_(pa.string())}
+    schema = pa.schema([(column, types.get(column, pa.string())) for column in columns])
+    table = pa.Table.from_pylist([{c: row[c] for c in columns} for row in rows], schema=schema)
+    # zstd and no write time, as the manifest (workers/packaging/manifest.py): the same rows, the same bytes
+    pq.write_table(table, path, compression="zstd", use_dictionary=True)

@@ -46,6 +46,9 @@ class ItemRecord:
     # `image_path` is channel 0). Empty for single-channel items.
     channels: str = ""
     extra_channel_paths: str = ""
+    # multi-label 2D items only: every class the image is positive for (`class_label` is then ""); empty
+    # for every other item
+    class_labels: tuple[str, ...] = ()
 
 
 _SCHEMA = pa.schema(
@@ -72,6 +75,7 @@ _SCHEMA = pa.schema(
         ("intensity_offset", pa.int32()),
         ("channels", pa.string()),
         ("extra_channel_paths", pa.string()),
+        ("class_labels", pa.list_(pa.string())),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ItemRecord))

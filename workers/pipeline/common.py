@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +51,8 @@ def case_to_json(case: Case, job_dir: Path) -> dict[str, Any]:
         "split": case.split.value if case.split is not None else None,
         "class_name": case.class_name,
         "channel_names": list(case.channel_names),
+        "member": case.member,
+        "class_names": list(case.class_names) if case.class_names is not None else None,
         "modality": case.modality,
         "series_uid": case.series_uid,
         "extra_labels": [rel(p) for p in case.extra_labels],
@@ -67,6 +70,8 @@ def case_from_json(data: dict[str, Any], job_dir: Path) -> Case:
         split=Split(data["split"]) if data["split"] else None,
         class_name=data["class_name"],
         channel_names=tuple(data.get("channel_names") or ()),
+        member=data.get("member"),
+        class_names=tuple(data["class_names"]) if data.get("class_names") is not None else None,
         modality=data.get("modality"),
         series_uid=data.get("series_uid"),
         extra_labels=tuple(job_dir / p for p in data.get("extra_labels") or ()),
@@ -116,10 +121,20 @@ def channel_names(case: Case, count: int) -> tuple[str, ...]:
 
 
 def source_checksum(path: Path) -> str:
-    """sha256 of an item's source file, for provenance ("" for a DICOM series: a folder of files)."""
+    """sha256 of an item's source file, for provenance ("" for a DICOM series: a folder of files). Remembered
+    per file version (path, inode, size, modification time): the cases of an array set (MedMNIST) share one
+    file, which each process then hashes once, not once per element."""
+    if path.is_dir():
+        return ""
+    status = path.stat()
+    return _file_sha256(path, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: Path, _inode: int, _size: int, _mtime_ns: int) -> str:
     from workers.packaging.checksums import sha256_file
 
-    return "" if path.is_dir() else sha256_file(path)
+    return sha256_file(path)
 
 
 def item_result(
@@ -159,10 +174,19 @@ def item_result(
         "content_hash": content_hash,
         "annotated": annotated_list(annotations),
         "modality": modality,
-        "source_file": case.images[0].relative_to(source_root).as_posix() if case.images else "",
+        "source_file": source_file(case, source_root),
         "source_checksum": source_checksum,
         "original_orientation": original_orientation,
     }
+
+
+def source_file(case: Case, source_root: Path) -> str:
+    """The item's file relative to its source, and for an array set's element which one
+    (`pathmnist.npz#train_images[12]`): packaging names skipped items by it, so it must tell cases apart."""
+    if not case.images:
+        return ""
+    relative = case.images[0].relative_to(source_root).as_posix()
+    return f"{relative}#{case.member}" if case.member else relative
 
 
 def _file_entry(written: Any) -> list[Any]:

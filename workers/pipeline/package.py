@@ -161,7 +161,6 @@ def load_harmonised(items: list[HarmonisedItem], path_of: Callable[[str], Path])
             with np.load(path_of(item_id)) as arrays:
                 image = arrays["image"]
                 label = arrays["label"] if "label" in arrays.files else None
-        dims = int(meta["dims"])
         yield HarmonisedCase(
             case_id=item_id,
             image=image,
@@ -177,7 +176,8 @@ def load_harmonised(items: list[HarmonisedItem], path_of: Callable[[str], Path])
             content_hash=meta["content_hash"],
             split=split.value,
             label=label,
-            class_label=case.get("class_name") if dims == 2 else None,
+            class_label=case.get("class_name"),
+            class_labels=tuple(case["class_names"]) if case.get("class_names") is not None else None,
             prewritten=prewritten,
             channel_names=tuple(meta.get("channels") or ()),
         )

@@ -70,6 +70,7 @@ def explicit_layout(layout: DescriptorLayout, root: Path, labels: dict[int, str]
         image_glob=layout.images,
         label_glob=layout.labels,
         pairing=pairing,
+        subject=layout.subject,
         label_table=dict(labels),
         test_cases=frozenset(test_cases),
     )

@@ -33,8 +33,9 @@ A descriptor is a JSON object discriminated by `kind`:
 Every kind also takes `labels` (the label table: source label id -> name) and `layout`: `"auto"` (the
 harmonising step recognises the folder conventions) or explicit: `images` and `labels` globs (relative to the
 source's root), a `pairing` rule (`{"by": "stem"}`, `{"by": "suffix", "suffix": "_seg"}` or
-`{"by": "regex", "pattern": "...(?P<case>...)..."}`) and the official test set (`"split": {"test": [globs]}`:
-those cases stay test; training and validation are split by patient, deterministically, for every source).
+`{"by": "regex", "pattern": "...(?P<case>...)..."}`), the official test set (`"split": {"test": [globs]}`:
+those cases stay test; training and validation are split by patient, deterministically, for every source) and
+optionally `subject`, a regex whose group `(?P<subject>...)` names the patient in an image's path.
 """
 
 from __future__ import annotations
@@ -105,11 +106,27 @@ class ExplicitLayout(_Strict):
     # only the official test set is taken from a source: a "train" or "validation" key would be ignored, so it is
     # refused instead of silently dropped
     split: dict[Literal["test"], list[str]] | None = None
+    # a regex with a named group `subject`, searched in each image's path (relative to the source's root): the
+    # patient, when one patient has several cases (visits, series); without it each case is its own subject
+    subject: str | None = None
 
     @field_validator("images", "labels")
     @classmethod
     def _globs(cls, value: str | None) -> str | None:
         return None if value is None else _relative_glob(value)
+
+    @field_validator("subject")
+    @classmethod
+    def _compiles_with_subject_group(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        if "subject" not in compiled.groupindex:
+            raise ValueError("the pattern needs a named group `(?P<subject>...)` giving the patient id")
+        return value
 
 
 class _Source(_Strict):

@@ -36,8 +36,8 @@ from workers.sources.idc import referenced_series, resolve, safe_part
 from workers.sources.idc_index import (
     RTSTRUCT_SOP_CLASS,
     SeriesIndex,
-    _installed_index_path,
     estimate,
+    installed_index_path,
     sample_subjects,
     select,
     subject_rank,
@@ -221,7 +221,7 @@ def data() -> Fixture:
 
 def index_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Rows in idc_index.parquet's own schema (its 31 columns; those a row does not give are null)."""
-    schema = pq.read_schema(_installed_index_path()).remove_metadata()
+    schema = pq.read_schema(installed_index_path()).remove_metadata()
     return pa.Table.from_pylist(
         [{name: row.get(name) for name in schema.names} for row in rows], schema=schema
     )
@@ -284,7 +284,7 @@ def test_idc_descriptor_parses_and_is_registered() -> None:
 def _independent_counts(**equal: str) -> tuple[int, int, int, int]:
     """(series, instances, bytes, subjects) computed with plain Python over the whole index."""
     table = pq.read_table(
-        _installed_index_path(),
+        installed_index_path(),
         columns=["collection_id", "analysis_result_id", "PatientID", "instanceCount", "series_size_MB"],
         filters=[(column, "=", value) for column, value in equal.items()],
     ).to_pylist()
@@ -675,6 +675,17 @@ def test_labelled_only_fails_when_no_label_refers_to_a_series_idc_holds(
             table,
             FetchOptions(labelled_only=True),
         )
+
+
+def test_a_label_object_that_is_not_dicom_fails_naming_it(
+    tmp_path: Path, data: Fixture, s3: LocalS3Server
+) -> None:
+    (name,) = data.seg.files
+    s3.put(BUCKET, f"{data.seg.prefix}/{name}", b"not a DICOM file at all")
+    table = index_table([data.seg.row(), data.ct5n.row()])
+    with pytest.raises(SourceError) as error:
+        run({"kind": "idc", "analysis_result_id": RESULT}, make_settings(tmp_path, s3), table)
+    assert f"{data.seg.uid}/{name}: not a readable DICOM file" in str(error.value)
 
 
 def test_safe_part_keeps_uids_and_disambiguates_cleaned_ids() -> None:

@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 import httpx
 import pyarrow as pa
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 from app.core.config import Settings
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError
@@ -181,9 +180,10 @@ def _downloaded_references(
         found: set[str] = set()
         for remote in listed[row["SeriesInstanceUID"]]:
             path = downloader.fetch(remote)
+            # pydicom raises many kinds of error on a damaged file (InvalidDicomError, EOFError, KeyError...)
             try:
                 found |= referenced_series(path)
-            except (InvalidDicomError, OSError, ValueError) as exc:
+            except Exception as exc:
                 raise SourceError(f"{remote.name}: not a readable DICOM file ({exc})") from exc
         return row["SeriesInstanceUID"], found
 

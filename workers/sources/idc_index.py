@@ -1,9 +1,9 @@
 """Which DICOM series an `idc` source means, read from IDC's series index (the idc-index-data wheel's Parquet).
 
 The index (`idc_index.parquet`) has one row per series: ids, Modality, SOP class, instance count, size, bucket.
-Only the columns below are read, with the source's filter applied while reading; the file is one row group, so a
-selection costs about the same for any collection: 0.15-0.3 s and ~100 MB while it runs, for lidc_idri (15,116
-series) as for nlst (592,600 series).
+Only the columns below are read, streamed in batches with the source's filter applied to each; the file is one
+row group, so a selection costs about the same for any collection: ~0.3 s and ~150 MB while reading for lidc_idri
+(15,116 series); nlst (592,600 series) takes ~0.6 s and its rows take ~400 MB more.
 
 What a descriptor selects:
 
@@ -41,10 +41,8 @@ import pyarrow.parquet as pq
 
 from workers.sources.base import FetchOptions, SourceError
 
-SEG_SOP_CLASSES = (
-    "1.2.840.10008.5.1.4.1.1.66.4",
-    "1.2.840.10008.5.1.4.1.1.66.7",
-)  # binary/fractional, label map
+# Segmentation Storage (binary, fractional) and Label Map Segmentation Storage
+SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 LABEL_SOP_CLASSES = (*SEG_SOP_CLASSES, RTSTRUCT_SOP_CLASS)
 # what selection, subject sampling, listing and naming need of the 31 columns
@@ -62,29 +60,21 @@ SERIES_COLUMNS = (
     "crdc_series_uuid",
 )
 # the types the installed index has; a given table is cast to them, so filters compare like with like
-SERIES_SCHEMA = pa.schema(
-    [
-        (
-            name,
-            pa.int64()
-            if name == "instanceCount"
-            else pa.float64()
-            if name == "series_size_MB"
-            else pa.large_string(),
-        )
-        for name in SERIES_COLUMNS
-    ]
-)
+_NUMERIC = {"instanceCount": pa.int64(), "series_size_MB": pa.float64()}
+SERIES_SCHEMA = pa.schema([(name, _NUMERIC.get(name, pa.large_string())) for name in SERIES_COLUMNS])
 # the referenced-series column of each optional index idc-index downloads (see their *_schema.json in the wheel)
 REFERENCE_INDICES = {
     "seg_index.parquet": "segmented_SeriesInstanceUID",
     "rtstruct_index.parquet": "referenced_SeriesInstanceUID",
 }
 DEFAULT_SEED = FetchOptions.seed
+BATCH_ROWS = 65_536
+READ_BUFFER_BYTES = 2**20
 
 
-def _installed_index_path() -> Path:
-    # located without importing idc_index_data, whose import reads every index's schema file
+def installed_index_path() -> Path:
+    """idc_index.parquet of the installed idc-index-data (found without importing the package, whose import
+    reads every index's schema file)."""
     spec = find_spec("idc_index_data")
     if spec is None or not spec.submodule_search_locations:
         raise SourceError("the idc-index-data package is not installed: `idc` sources need its index")
@@ -93,12 +83,11 @@ def _installed_index_path() -> Path:
 
 class SeriesIndex:
     """IDC's series index: the installed Parquet file, or a table in its schema (tests point one at a
-    loopback bucket). Reads return SERIES_COLUMNS only."""
+    loopback bucket). Reads return SERIES_COLUMNS only, filtered by a pyarrow expression on them."""
 
     def __init__(self, source: Path | pa.Table, version: str) -> None:
-        self._dataset = (
-            ds.dataset(source) if isinstance(source, pa.Table) else ds.dataset(source, format="parquet")
-        )
+        self._table = source if isinstance(source, pa.Table) else None
+        self._path = None if isinstance(source, pa.Table) else Path(source)
         self.version = version
 
     @classmethod
@@ -111,20 +100,30 @@ class SeriesIndex:
         return _installed_index()
 
     def rows(self, where: ds.Expression) -> pa.Table:
-        return self._dataset.to_table(columns=list(SERIES_COLUMNS), filter=where).cast(SERIES_SCHEMA)
+        if self._table is not None:
+            return self._table.select(list(SERIES_COLUMNS)).filter(where).cast(SERIES_SCHEMA)
+        # Streamed in batches, each filtered as it comes: the file is one row group, and reading it whole (as
+        # pq.read_table and datasets do, filter or not) holds ~500 MB of decoded columns at its peak, this ~150 MB.
+        parquet = pq.ParquetFile(self._path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
+        parts = [
+            pa.Table.from_batches([batch]).filter(where)
+            for batch in parquet.iter_batches(
+                batch_size=BATCH_ROWS, columns=list(SERIES_COLUMNS), use_threads=False
+            )
+        ]
+        return pa.concat_tables(parts).cast(SERIES_SCHEMA) if parts else SERIES_SCHEMA.empty_table()
 
     def series(self, uids: Iterable[str]) -> pa.Table:
         """The rows of these SeriesInstanceUIDs (unknown ones are simply absent)."""
         return self.rows(ds.field("SeriesInstanceUID").isin(sorted(set(uids))))
 
     def knows(self, column: str, value: str) -> bool:
-        found = self._dataset.to_table(columns=[column], filter=ds.field(column) == value)
-        return found.num_rows > 0
+        return self.rows(ds.field(column) == value).num_rows > 0
 
 
 @cache
 def _installed_index() -> SeriesIndex:
-    return SeriesIndex(_installed_index_path(), f"idc-index-data {metadata.version('idc-index-data')}")
+    return SeriesIndex(installed_index_path(), f"idc-index-data {metadata.version('idc-index-data')}")
 
 
 def describe(collection_id: str | None, analysis_result_id: str | None) -> str:

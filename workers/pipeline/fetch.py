@@ -273,8 +273,9 @@ def _fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
                 )
             )
         modalities = session.scalar(select(Dataset.modalities).where(Dataset.slug == slug)) or []
-        if len(modalities) > 1:
-            # a case's channel name decides nnU-Net's normalisation: say which one was assumed
+        if len(modalities) > 1 and any(case.modality is None for case in fetched.cases):
+            # a case's channel name decides nnU-Net's normalisation: say which one was assumed where the data
+            # did not say (a DICOM header does)
             fetched.warnings.append(
                 f"{slug}: the catalog lists {', '.join(modalities)}; its cases are packaged as {modalities[0]}"
             )

@@ -121,11 +121,13 @@ def _harmonise(
     job_id: str, item: BundleItem, labels: dict[str, Any], modality: str, settings: Settings
 ) -> dict[str, Any]:
     job_dir = service.work_dir(settings, job_id)
+    case = case_from_json(item.case, job_dir)
     return harmonise_to_file(
-        case_from_json(item.case, job_dir),
+        case,
         item.slug,
         _labels_unification(labels),
-        modality,
+        # what the DICOM header says beats the catalog's first modality (a CT, MR dataset has MR series)
+        case.modality or modality,
         case_path(settings, job_id, item.item_id),
         source_dir(settings, job_id, item.slug),
     )

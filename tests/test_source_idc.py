@@ -409,15 +409,15 @@ def test_series_are_listed_named_and_downloaded_verified(
 
 
 def test_resolve_source_reaches_the_adapter_through_the_registry(
-    tmp_path: Path, data: Fixture, s3: LocalS3Server, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, data: Fixture, s3: LocalS3Server
 ) -> None:
-    table = index_table([s.row() for s in data.all])
-    original = SeriesIndex.of
-    monkeypatch.setattr(
-        SeriesIndex, "of", classmethod(lambda cls, index: original(table if index is None else index))
-    )
+    # an idc_index.parquet in IMAGINGX_IDC_INDEX_DIR replaces the installed index, as a worker reads it
+    index_dir = tmp_path / "idc-index"
+    index_dir.mkdir()
+    pq.write_table(index_table([s.row() for s in data.all]), index_dir / "idc_index.parquet")
     remotes = resolve_source(
-        {"kind": "idc", "collection_id": COLLECTION, "modalities": ["MR"]}, make_settings(tmp_path, s3)
+        {"kind": "idc", "collection_id": COLLECTION, "modalities": ["MR"]},
+        make_settings(tmp_path, s3, idc_index_dir=index_dir),
     )
     assert {r.name for r in remotes} == names_of(data.mr)
     # the PatientID with spaces became a safe folder name, distinct from a plain cleanup of it

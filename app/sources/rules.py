@@ -153,6 +153,9 @@ def _idc_resolution(entry: IdcEntry, matched: str, index_version: str) -> Resolu
         descriptor["analysis_result_id"] = entry.id
     facts = entry.facts(index_version)
     modalities = ", ".join(list(entry.modalities)[:6])
+    # an analysis result's objects label image series of other collections, fetched with it: its own bytes
+    # would understate the download, and which series it labels is known only when the job reads them
+    size = entry.bytes if entry.kind == "collection" else None
     return Resolution(
         FetchMethod.automatic,
         "idc",
@@ -162,7 +165,7 @@ def _idc_resolution(entry: IdcEntry, matched: str, index_version: str) -> Resolu
         facts=facts,
         licence=facts["licence"],
         licence_source=f"IDC index, idc-index-data {index_version}, per series" if facts["licence"] else None,
-        download_bytes=entry.bytes,
+        download_bytes=size,
         matched=matched,
     )
 

@@ -38,6 +38,7 @@ from workers.sources.download import Downloader
 from workers.sources.idc_index import (
     Estimate,
     SeriesIndex,
+    configured_index,
     estimate,
     indexed_references,
     select,
@@ -211,7 +212,7 @@ def resolve(
 ) -> list[RemoteFile]:
     """The instances of the series `source` selects. `index`: the series index to select from (default the
     installed idc-index-data; a table in its schema points tests at a loopback bucket)."""
-    series_index = SeriesIndex.of(index)
+    series_index = SeriesIndex.of(index) if index is not None else configured_index(settings.idc_index_dir)
     selection = select(
         series_index, source.collection_id, source.analysis_result_id, source.modalities, options
     )

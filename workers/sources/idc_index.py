@@ -126,6 +126,14 @@ def _installed_index() -> SeriesIndex:
     return SeriesIndex(installed_index_path(), f"idc-index-data {metadata.version('idc-index-data')}")
 
 
+def configured_index(index_dir: Path | None) -> SeriesIndex:
+    """The series index a worker selects from: `idc_index.parquet` in IMAGINGX_IDC_INDEX_DIR when the operator
+    put one there (e.g. a newer IDC release as idc-index downloads it, same schema), else the installed one."""
+    if index_dir is not None and (Path(index_dir) / "idc_index.parquet").is_file():
+        return SeriesIndex(Path(index_dir) / "idc_index.parquet", f"idc_index.parquet in {index_dir}")
+    return _installed_index()
+
+
 def describe(collection_id: str | None, analysis_result_id: str | None) -> str:
     """How errors name a source: `IDC collection lidc_idri`, `IDC analysis result x`, or both."""
     parts = [f"collection {collection_id}"] if collection_id else []

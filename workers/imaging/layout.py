@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -379,17 +380,30 @@ def _dicom_cases(root: Path) -> list[Case]:
 def _suffix_pair_cases(root: Path) -> list[Case]:
     """`X_seg.nii.gz` labels every image in its folder named `X.*` or `X_<anything>.*` (BraTS's channels)."""
     files = sorted(p for p in root.rglob("*") if is_image_file(p))
-    labels = [(p, m["base"]) for p in files if (m := LABEL_STEM.match(split_suffix(p)[0]))]
-    label_paths = {p for p, _ in labels}
+    labels: list[tuple[Path, str]] = []
+    # per folder, its images' (stem, position in `files`) sorted by stem: a label finds its images by bisection,
+    # not by a pass over the whole tree (which took minutes for 20k pairs)
+    folders: dict[Path, list[tuple[str, int]]] = defaultdict(list)
+    for position, path in enumerate(files):
+        stem = split_suffix(path)[0]
+        if match := LABEL_STEM.match(stem):
+            labels.append((path, match["base"]))
+        else:
+            folders[path.parent].append((stem, position))
+    for entries in folders.values():
+        entries.sort()
     cases: list[Case] = []
     for label, base in labels:
-        images = tuple(
-            p
-            for p in files
-            if p.parent == label.parent
-            and p not in label_paths
-            and (split_suffix(p)[0] == base or split_suffix(p)[0].startswith(base + "_"))
-        )
+        entries = folders.get(label.parent, [])
+        found: list[int] = []
+        for wanted, whole in ((base, True), (base + "_", False)):  # `X.*`, then `X_<anything>.*`
+            index = bisect_left(entries, (wanted,))
+            while index < len(entries) and (
+                entries[index][0] == wanted if whole else entries[index][0].startswith(wanted)
+            ):
+                found.append(entries[index][1])
+                index += 1
+        images = tuple(files[position] for position in sorted(found))
         if not images:
             continue
         relative = label.parent.relative_to(root)

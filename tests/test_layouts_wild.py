@@ -182,6 +182,20 @@ def test_labels_named_by_the_subject_folder_pair_with_its_scan(tmp_path: Path) -
     np.testing.assert_array_equal(sitk.GetArrayFromImage(harmonised.label), expected)
 
 
+def test_a_folder_every_image_sits_in_is_no_subject(tmp_path: Path) -> None:
+    """`images/site_A/<case>` with `labels/<case>`: site_A wraps every image, so each case is its own subject
+    (one subject for all would put the whole source in one split); with two sites the site is the subject."""
+    for name in ("k1", "k2"):
+        _nifti_pair(tmp_path / f"images/site_A/{name}.nii.gz", tmp_path / f"labels/{name}.nii.gz", 0)
+    layout = detect_layout(tmp_path)
+    assert [(c.case_id, c.subject_id, c.label is not None) for c in layout.cases] == [
+        ("k1", "k1", True),
+        ("k2", "k2", True),
+    ]
+    _nifti_pair(tmp_path / "images/site_B/k3.nii.gz", tmp_path / "labels/k3.nii.gz", 0)
+    assert [c.subject_id for c in detect_layout(tmp_path).cases] == ["site_A", "site_A", "site_B"]
+
+
 def test_an_ambiguous_match_is_not_guessed_and_is_reported(tmp_path: Path) -> None:
     # two images with one id (`a-1`, `a_1`) and one label: neither gets it
     _nifti_pair(tmp_path / "images/a-1.nii.gz", tmp_path / "labels/a1.nii.gz", 0)

@@ -25,6 +25,7 @@ import json
 import re
 from bisect import bisect_left
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -533,7 +534,7 @@ def _common_prefix(rows: list[tuple[str, ...]]) -> int:
     return length
 
 
-def _pair_by_keys(images: list[_Item], labels: list[_Item], varying: int) -> tuple[dict[int, int], set[int]]:
+def _pair_by_keys(images: list[_Item], labels: list[_Item]) -> tuple[dict[int, int], set[int]]:
     """Image index -> label index, and the images left unpaired because the match was ambiguous.
 
     Three passes, each over what the previous ones left: the same id in the same folders (split folders and
@@ -543,13 +544,17 @@ def _pair_by_keys(images: list[_Item], labels: list[_Item], varying: int) -> tup
     them, and an image reaching two labels (or a label reached by two images) is not paired: never a guess.
     """
 
-    def folder_key(item: _Item) -> IdKey:
-        return case_key(item.plain_folders[-1]) if len(item.plain_folders) > varying else ()
+    def folder_keys(items: list[_Item]) -> list[IdKey]:
+        """Each item's nearest subject / case folder as an id; () when it has none, or only folders every
+        item of its side sits in (wrappers, not subjects)."""
+        varying = _common_prefix([item.plain_folders for item in items])
+        return [case_key(i.plain_folders[-1]) if len(i.plain_folders) > varying else () for i in items]
 
-    passes = (
-        lambda item: [(item.context, item.name)],
-        lambda item: [item.name] if item.name else [],
-        lambda item: [k for k in {item.name, folder_key(item)} if k],
+    sides = ((images, folder_keys(images)), (labels, folder_keys(labels)))
+    passes: tuple[Callable[[_Item, IdKey], list[object]], ...] = (
+        lambda item, _folder: [(item.context, item.name)],
+        lambda item, _folder: [item.name] if item.name else [],
+        lambda item, folder: [k for k in {item.name, folder} if k],
     )
     pairs: dict[int, int] = {}
     taken: set[int] = set()
@@ -557,14 +562,11 @@ def _pair_by_keys(images: list[_Item], labels: list[_Item], varying: int) -> tup
     for keys_of in passes:
         image_keys: dict[object, set[int]] = defaultdict(set)
         label_keys: dict[object, set[int]] = defaultdict(set)
-        for index, image in enumerate(images):
-            if index not in pairs:
-                for key in keys_of(image):
-                    image_keys[key].add(index)
-        for index, label in enumerate(labels):
-            if index not in taken:
-                for key in keys_of(label):
-                    label_keys[key].add(index)
+        for (items, folders), keys, done in zip(sides, (image_keys, label_keys), (pairs, taken), strict=True):
+            for index, (item, folder) in enumerate(zip(items, folders, strict=True)):
+                if index not in done:
+                    for key in keys_of(item, folder):
+                        keys[key].add(index)
         candidates: dict[int, set[int]] = defaultdict(set)
         for key, image_indices in image_keys.items():
             label_indices = label_keys.get(key)
@@ -619,8 +621,8 @@ def _id_pair_cases(root: Path, warnings: list[str] | None = None) -> list[Case]:
     images, labels = _id_pair_items(root)
     if not images or not labels:
         return []
-    varying = _common_prefix([item.plain_folders for item in images + labels])
-    pairs, ambiguous = _pair_by_keys(images, labels, varying)
+    pairs, ambiguous = _pair_by_keys(images, labels)
+    varying = _common_prefix([item.plain_folders for item in images])  # wrapper folders name no subject
     if not pairs:
         return []
     paired_folders = {images[index].path.parent for index in pairs}

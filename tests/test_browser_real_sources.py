@@ -136,3 +136,11 @@ def test_idc_and_zenodo_datasets_build_one_bundle_with_seg_and_rtstruct_labels(
         slug = idc_slug if case.startswith(idc_slug) else zenodo_slug
         found[slug] = {name: int((values == labels[concept[name]]).sum()) for name in LABEL_NAMES.values()}
     assert found == served.label_voxels
+
+    # the IDC collection is cited as IDC states it (authors, year, DOI), not by title and URL alone
+    import bibtexparser
+
+    entries = {e.key: e for e in bibtexparser.parse_string((bundle / "CITATION.bib").read_text()).entries}
+    idc_entry = entries[idc_slug.replace("-", "_")]
+    assert idc_entry["doi"].startswith("10.7937/") and idc_entry["year"].isdigit()
+    assert " and " in idc_entry["author"] and idc_entry["publisher"] == "The Cancer Imaging Archive"

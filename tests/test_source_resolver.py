@@ -262,3 +262,23 @@ def test_every_resolved_descriptor_is_one_the_workers_accept(session: Any) -> No
         "github",
         "kaggle",
     }
+
+
+def test_idc_data_citations_become_bibtex_fields() -> None:
+    from app.sources.citations import bibtex_entry, citation_fields
+
+    entries = {e.id: e for e in load_entries()}
+    readable = [e for e in entries.values() if "author" in citation_fields(e.facts("t"))]
+    assert len(readable) >= 200  # 204 of 205 on idc-index-data 25.0.5
+    lidc = citation_fields(entries["lidc_idri"].facts("t"))
+    assert lidc["author"].startswith("Armato III, Samuel G. and McLennan, G. and Bidaut, L.")
+    assert lidc["author"].endswith("and Clarke, L. P.")
+    assert (lidc["year"], lidc["title"], lidc["version"]) == ("2015", "Data From LIDC-IDRI", "4")
+    assert lidc["doi"] == "10.7937/k9/tcia.2015.lo9ql9sx"
+    corporate = citation_fields(entries["cmb_aml"].facts("t"))
+    assert corporate["author"] == "Cancer Moonshot Biobank"
+    entry = bibtex_entry("cmb_aml", corporate)
+    assert "author = {{Cancer Moonshot Biobank}}" in entry  # braced: one corporate name, not a family name
+    named = citation_fields(entries["nnu_net_bpr_annotations"].facts("t"))
+    assert named["author"].startswith("Deepa Krishnaswamy and Dennis Bontempi")
+    assert citation_fields({"citation": "no citation in any known form"}) == {}

@@ -34,6 +34,7 @@ from app.search.service import filter_pairs
 from app.selections.models import Selection
 from app.selections.schemas import ExportFormat
 from app.selections.service import dataset_page_path
+from app.sources.citations import bibtex_escape, bibtex_url, citation_fields
 
 CHUNK_SIZE = 500
 FLUSH_BYTES = 64 * 1024
@@ -57,7 +58,7 @@ class ExportSubject:
 # catalog's summarise/describe/access_next_step read it alike.
 EXPORT_COLUMNS = (
     "id", "slug", "name", "url", "host", "year", "dims", "modalities", "anatomies", "tasks", "diseases",
-    "labeled", "access", "licence", "fetch_method", "organisation", "images", "formats", "source", "quality_flags",
+    "labeled", "access", "licence", "fetch_method", "source_facts", "organisation", "images", "formats", "source", "quality_flags",
     "completeness",
 )  # fmt: skip
 # A dataset row as exports read it: a Dataset, or a row of EXPORT_COLUMNS (same attribute names).
@@ -299,35 +300,6 @@ def render_json(rows: Iterable[DatasetRow], subject: ExportSubject, links: Links
 
 
 # BibTeX -------------------------------------------------------------------------------------------------------
-# Text-mode LaTeX for the characters BibTeX or LaTeX would read as syntax. Braces become commands, not \{ and
-# \}: BibTeX counts every brace, escaped or not, so an escaped brace would unbalance the entry.
-_BIBTEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "{": r"\textbraceleft{}",
-    "}": r"\textbraceright{}",
-    "%": r"\%",
-    "&": r"\&",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "^": r"\textasciicircum{}",
-    "~": r"\textasciitilde{}",
-}
-_BIBTEX_PATTERN = re.compile("[" + re.escape("".join(_BIBTEX_SPECIAL)) + "]")
-
-
-def bibtex_escape(text: str) -> str:
-    return _BIBTEX_PATTERN.sub(lambda m: _BIBTEX_SPECIAL[m.group()], " ".join(text.split()))
-
-
-_URL_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) not in '\\{}"')
-
-
-def bibtex_url(url: str) -> str:
-    """A URL safe inside a BibTeX field and \\url{}: backslashes, braces, quotes and blanks percent-encoded."""
-    return quote(url.strip(), safe=_URL_SAFE)
-
-
 def bibtex_key(slug: str) -> str:
     """A citation key from the slug: the slug itself when it is a valid key, else a cleaned form plus a short
     hash of the slug (so two slugs that clean to the same text keep different keys). Stable across exports."""
@@ -338,10 +310,16 @@ def bibtex_key(slug: str) -> str:
 
 
 def _known_citation(row: DatasetRow) -> dict[str, str]:
-    """Citation fields a curator recorded in the source descriptor (`citation`: {field: value}, `doi`)."""
+    """Citation fields the dataset's source states (authors, year, title, publisher and DOI of an IDC data
+    citation), overlaid by those a curator recorded in the source descriptor (`citation`: {field: value}, `doi`)."""
     source = row.source or {}
     fields = source.get("citation") if isinstance(source.get("citation"), dict) else {}
-    known = {str(k).lower(): str(v) for k, v in fields.items() if isinstance(v, str | int) and str(v).strip()}
+    # the source's authors, year, publisher and DOI; the entry keeps the catalog's name as its title, the name
+    # people search and select it by
+    known = {k: v for k, v in citation_fields(row.source_facts).items() if k != "title"}
+    known |= {
+        str(k).lower(): str(v) for k, v in fields.items() if isinstance(v, str | int) and str(v).strip()
+    }
     if isinstance(source.get("doi"), str) and "doi" not in known:
         known["doi"] = source["doi"]
     return {k: v for k, v in known.items() if re.fullmatch(r"[a-z][a-z0-9_-]*", k)}
@@ -371,6 +349,8 @@ def bibtex_entry(row: DatasetRow, links: Links, description: str | None = None) 
         built = dict(fields)
         for name, value in known.items():
             built[name] = bibtex_url(value) if name in ("url", "doi") else bibtex_escape(value)
+        if "," not in known.get("author", ",") and " and " not in known["author"]:
+            built["author"] = "{" + built["author"] + "}"  # one corporate author, kept whole
         fields = list(built.items())
     body = ",\n".join(f"  {name} = {{{value}}}" for name, value in fields)
     return f"@misc{{{bibtex_key(row.slug)},\n{body}\n}}\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from app.bundles.schemas import FINISHED, SLICE_AXES, BuildOptions, ItemState, J
 from app.catalog.models import Dataset
 from app.core.config import Settings
 from app.core.db import new_session
+from app.sources.citations import bibtex_entry, citation_fields
 from workers.imaging.cases import Split
 from workers.packaging.checksums import sha256_file
 from workers.packaging.manifest import MANIFEST_CSV
@@ -31,8 +33,17 @@ from workers.pipeline.common import (
     reason_for,
 )
 
-
 # -- packaging ---------------------------------------------------------------------------------------------------
+
+
+def source_citation(slug: str, dataset: Dataset | None) -> str:
+    """The BibTeX entry a source states for itself (an IDC data citation with authors, year, title and DOI);
+    empty when it states none, and CITATION.bib then cites the dataset by title and URL."""
+    if dataset is None or "author" not in (fields := citation_fields(dataset.source_facts)):
+        return ""
+    return bibtex_entry(re.sub(r"[^A-Za-z0-9]", "_", slug), fields | {"url": dataset.url or ""})
+
+
 def _bundle_inputs(session: Any, job: BundleJob, settings: Settings) -> dict[str, Any]:
     from workers.imaging.labels import snomed_code
     from workers.imaging.splits import assign_splits
@@ -79,7 +90,7 @@ def _bundle_inputs(session: Any, job: BundleJob, settings: Settings) -> dict[str
                 title=source.name,
                 licence=(dataset.licence if dataset and dataset.licence else "unknown"),
                 url=(dataset.url if dataset and dataset.url else ""),
-                citation_bibtex="",
+                citation_bibtex=source_citation(source.slug, dataset),
                 status="partial" if skipped else "ok",
                 status_detail=f"{skipped} item(s) skipped" if skipped else "",
             )

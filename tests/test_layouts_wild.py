@@ -375,6 +375,19 @@ MULTI = {
 }
 
 
+def test_several_npz_sets_in_one_source_keep_their_classes_apart(tmp_path: Path) -> None:
+    # MedMNIST as one catalog dataset: each subset numbers its classes from 0, and those are different classes
+    _medmnist(tmp_path / "pathmnist.npz", SINGLE)
+    _medmnist(tmp_path / "pneumoniamnist.npz", MULTI)
+    cases = detect_layout(tmp_path, label_table={0: "normal", 1: "pneumonia"}).cases
+    single = {c.case_id: c.class_name for c in cases if c.case_id.startswith("pathmnist_")}
+    multi = {c.case_id: c.class_names for c in cases if c.case_id.startswith("pneumoniamnist_")}
+    assert single["pathmnist_train_0"] == "pathmnist/0" and single["pathmnist_test_1"] == "pathmnist/2"
+    assert multi["pneumoniamnist_train_0"] == ("pneumoniamnist/0", "pneumoniamnist/2")
+    # one table cannot name two subsets' classes: it names none of them
+    assert not {*single.values()} & {"normal", "pneumonia"}
+
+
 @pytest.mark.parametrize("compressed", [False, True], ids=["savez", "savez_compressed"])
 def test_npz_gives_one_case_per_element_with_official_splits_and_named_classes(
     tmp_path: Path, compressed: bool
@@ -450,9 +463,9 @@ def test_3d_arrays_give_volumes_and_several_sets_prefix_their_case_ids(tmp_path:
     _medmnist(tmp_path / "breastmnist.npz", {"test": np.array([[1]])})
     layout = detect_layout(tmp_path)
     assert [(c.case_id, c.class_name) for c in layout.cases] == [
-        ("breastmnist_test_0", "1"),
-        ("organmnist3d_train_0", "3"),
-        ("organmnist3d_train_1", "7"),
+        ("breastmnist_test_0", "breastmnist/1"),
+        ("organmnist3d_train_0", "organmnist3d/3"),
+        ("organmnist3d_train_1", "organmnist3d/7"),
     ]
     volume_image = read_item(layout.cases[2].images[0], member=layout.cases[2].member)
     assert volume_image.GetDimension() == 3

@@ -234,7 +234,9 @@ def _medmnist_resolution(flags: list[dict[str, Any]]) -> Resolution:
         "medmnist",
         f"MedMNIST npz arrays ({names}, 28 px) from Zenodo record {table['record']}, MD5s as the medmnist "
         "package lists them; official train/val/test splits",
-        {"kind": "http", "files": files, "layout": "auto"},
+        # one subset's class names name its classes; several subsets keep theirs as `flag/id`, apart
+        {"kind": "http", "files": files, "layout": "auto"}
+        | ({"labels": dict(flags[0]["labels"])} if len(flags) == 1 else {}),
         licence=binding_licence({f["licence"]: 1 for f in flags}),
         licence_source=table["licence_source"],
         download_bytes=sum(f.get("bytes") or 0 for f in flags) or None,

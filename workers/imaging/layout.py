@@ -267,7 +267,8 @@ def _npz_cases(root: Path) -> list[Case]:
     3D ones. Labels (N, 1) (or (N,)) are class ids, kept as text in `class_name` until detect_layout names
     them; (N, K) of 0/1 is multi-label, every positive class in `class_names`. Each element is its own
     subject (MedMNIST publishes no patient ids; its splits are official anyway). With several sets in one
-    source, case ids start with the set's name (`pathmnist_train_00012`)."""
+    source, case ids start with the set's name (`pathmnist_train_00012`) and class ids too (`pathmnist/3`), so
+    that two sets' classes never merge."""
     sets = [s for s in find_array_sets(root) if any(f"{split}_images" in s.arrays for split in NPZ_SPLITS)]
     cases: list[Case] = []
     for array_set in sets:
@@ -283,6 +284,13 @@ def _npz_cases(root: Path) -> list[Case]:
                 )
             count = images.shape[0]
             classes = _npz_classes(array_set, split_name, count, where)
+            if prefix:
+                # class 0 of one set is not class 0 of another: several sets keep their classes apart
+                classes = [
+                    (f"{array_set.stem}/{one}" if one is not None else None,
+                     tuple(f"{array_set.stem}/{c}" for c in many) if many is not None else None)
+                    for one, many in classes
+                ]  # fmt: skip
             width = len(str(max(count - 1, 0)))
             image_file = array_set.file_of(images.name)
             for index in range(count):
@@ -333,7 +341,8 @@ def _name_classes(cases: list[Case], table: dict[int, str]) -> list[Case]:
     its number)."""
 
     def named(class_id: str) -> str:
-        return table.get(int(class_id), class_id)
+        # a set-qualified id (`pathmnist/3`, several sets in one source) is not this table's to name
+        return table.get(int(class_id), class_id) if class_id.isdigit() else class_id
 
     return [
         replace(

@@ -157,7 +157,7 @@ def _fetch(
     explicit = None if source.layout == "auto" else explicit_layout(source.layout, root, source.labels)
     layout = detect_layout(root, explicit, source.labels or None)
     table: dict[int, str] = {}
-    warnings = []
+    warnings = [f"{slug}: {warning}" for warning in layout.warnings]  # e.g. files whose pairing was ambiguous
     for case in layout.cases:
         for local, name in case.label_table.items():
             if table.setdefault(local, name) != name:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import tarfile
@@ -116,6 +117,8 @@ def test_idc_and_zenodo_datasets_build_one_bundle_with_seg_and_rtstruct_labels(
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(tmp_path, filter="data")
     (bundle,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    if keep := os.environ.get("IMAGINGX_E2E_BUNDLE_DIR"):  # bench/nnunet_check runs nnU-Net's own check on it
+        shutil.copytree(bundle, keep, dirs_exist_ok=True)
     (dataset,) = (bundle / "nnunet").iterdir()
     meta = json.loads((dataset / "dataset.json").read_text())
     assert meta["channel_names"] == {"0": "CT"}  # from the DICOM headers

@@ -95,6 +95,10 @@ def test_idc_and_zenodo_datasets_build_one_bundle_with_seg_and_rtstruct_labels(
     form = page.locator("#build-bundle")
     form.get_by_label("Name").fill("IDC and Zenodo")
     form.get_by_label("Subjects per dataset").fill("1")
+    # the IDC collection's estimate shrinks to one subject's share; the Zenodo record states no size yet
+    expect(page.locator("[data-capped-estimate]")).to_contain_text(
+        "With at most 1 subject per dataset: about"
+    )
     form.get_by_label("Labelled series only").check()
     form.get_by_role("button", name="Build bundle").click()
     expect(page).to_have_url(re.compile(r"/bundles/[\w-]+$"))

@@ -282,3 +282,24 @@ def test_idc_data_citations_become_bibtex_fields() -> None:
     named = citation_fields(entries["nnu_net_bpr_annotations"].facts("t"))
     assert named["author"].startswith("Deepa Krishnaswamy and Dennis Bontempi")
     assert citation_fields({"citation": "no citation in any known form"}) == {}
+
+
+def test_fetch_estimate_scales_collections_by_a_subject_cap(client: TestClient) -> None:
+    whole = client.get(
+        "/api/v1/sources/estimate", params={"d": ["lidc-idri", "semi-teethseg", "lits"]}
+    ).json()
+    by_slug = {e["slug"]: e for e in whole["datasets"]}
+    assert whole["counts"] == {"automatic": 2, "credentials": 0, "manual": 1} and whole["can_fetch"]
+    lidc = by_slug["lidc-idri"]
+    assert (
+        lidc["subjects"] == 1010 and whole["sizes_unknown"] == 1
+    )  # Zenodo states its size only at fetch time
+    capped = client.get(
+        "/api/v1/sources/estimate",
+        params={"d": ["lidc-idri", "semi-teethseg"], "max_subjects_per_dataset": 10},
+    ).json()
+    assert capped["download_bytes"] == round(lidc["download_bytes"] * 10 / 1010)
+    manual_only = client.get("/api/v1/sources/estimate", params={"d": ["lits"]}).json()
+    assert manual_only["can_fetch"] is False
+    refused = client.get("/api/v1/sources/estimate", params={"d": ["lidc-idri", "no-such-dataset"]})
+    assert refused.status_code == 422 and "no-such-dataset" in refused.json()["error"]

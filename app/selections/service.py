@@ -29,7 +29,7 @@ from app.selections.schemas import (
     SelectionEntry,
     SelectionTotals,
 )
-from app.sources.service import fetch_overview
+from app.sources.service import fetch_overview_of
 
 MAX_DATASETS = 1_000
 COMPARE_MIN, COMPARE_MAX = 2, 6
@@ -219,7 +219,7 @@ def selection_detail(session: Session, selection: Selection, api_prefix: str = "
         dataset_slugs=list(selection.dataset_slugs),
         missing_slugs=[s for s in selection.dataset_slugs if s not in found],
         totals=selection_totals(rows),
-        fetch=fetch_overview(rows),
+        fetch=fetch_overview_of(session, [row.slug for row in rows]),
         datasets=[
             SelectionEntry(**summarise(row, api_prefix).model_dump(), access_next_step=access_next_step(row))
             for row in rows

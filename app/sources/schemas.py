@@ -62,11 +62,16 @@ class FetchEntry(BaseModel):
     download_bytes: int | None = Field(
         default=None, description="estimated download, when the source states it"
     )
+    subjects: int | None = Field(
+        default=None,
+        description="subjects the source states (IDC): a subject cap scales the download by cap / subjects",
+    )
 
 
 class FetchOverview(BaseModel):
     """How a list of datasets (a selection, a plan's final list) would be fetched by a bundle job."""
 
+    ok: bool = True
     counts: dict[str, int] = Field(description="datasets by fetch method")
     download_bytes: int = Field(
         description="sum of the known estimates (automatic and credentialed datasets)"
@@ -75,4 +80,5 @@ class FetchOverview(BaseModel):
         description="fetchable datasets whose host states its size only when the job runs"
     )
     can_fetch: bool = Field(description="false when no dataset can be fetched: a bundle would hold no data")
+    max_subjects: int | None = Field(default=None, description="the subject cap the estimate assumes, if any")
     datasets: list[FetchEntry]

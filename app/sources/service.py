@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.catalog.models import CatalogState, Dataset
+from app.core.errors import InvalidInput
 from app.sources.idc import index_version, load_entries
 from app.sources.rules import CREDENTIAL_SETTINGS, DatasetKeys, IdcIndex, Resolution, resolve_dataset
 from app.sources.schemas import (
@@ -189,26 +190,54 @@ def dataset_source(dataset: Dataset) -> DatasetSource:
     )
 
 
-def fetch_overview_of(session: Session, slugs: Sequence[str]) -> FetchOverview:
+def fetch_overview_of(
+    session: Session, slugs: Sequence[str], max_subjects: int | None = None
+) -> FetchOverview:
     """fetch_overview() of the datasets with these slugs, in that order (one query)."""
-    columns = (Dataset.slug, Dataset.name, Dataset.fetch_method, Dataset.fetch_note, Dataset.download_bytes)
+    columns = (
+        Dataset.slug,
+        Dataset.name,
+        Dataset.fetch_method,
+        Dataset.fetch_note,
+        Dataset.download_bytes,
+        Dataset.source_facts["subjects"].as_integer().label("subjects"),
+    )
     rows = {row.slug: row for row in session.execute(select(*columns).where(Dataset.slug.in_(list(slugs))))}
-    return fetch_overview([rows[slug] for slug in slugs if slug in rows])
+    return fetch_overview([rows[slug] for slug in slugs if slug in rows], max_subjects)
 
 
-def fetch_overview(datasets: Sequence[Any]) -> FetchOverview:
-    """How a bundle of these datasets would fetch each one, with the estimated download (selection and plan
-    pages, the selection's JSON, and the build form's warning when nothing can be fetched)."""
-    entries = [
-        FetchEntry(
-            slug=d.slug,
-            name=d.name,
-            fetch=FetchMethod(d.fetch_method),
-            note=d.fetch_note or "",
-            download_bytes=d.download_bytes,
+def estimate_fetch(session: Session, slugs: Sequence[str], max_subjects: int | None = None) -> FetchOverview:
+    """fetch_overview_of() for slugs a client sent: each must be a catalog dataset, else a 422 naming them."""
+    wanted = list(dict.fromkeys(s.strip() for s in slugs if s.strip()))
+    known = set(session.scalars(select(Dataset.slug).where(Dataset.slug.in_(wanted)))) if wanted else set()
+    unknown = [s for s in wanted if s not in known]
+    if not wanted or unknown:
+        raise InvalidInput(
+            ["query", "d"], f"unknown datasets: {', '.join(unknown)}" if unknown else "no dataset"
         )
-        for d in datasets
-    ]
+    return fetch_overview_of(session, wanted, max_subjects)
+
+
+def fetch_overview(datasets: Sequence[Any], max_subjects: int | None = None) -> FetchOverview:
+    """How a bundle of these datasets would fetch each one, with the estimated download (selection and plan
+    pages, the selection's JSON, and the build form's warning when nothing can be fetched). With
+    `max_subjects`, a source that states its subjects (IDC) is estimated at its share: bytes x cap / subjects;
+    the others are taken whole."""
+    entries = []
+    for d in datasets:
+        size, subjects = d.download_bytes, getattr(d, "subjects", None)
+        if size is not None and subjects and max_subjects and max_subjects < subjects:
+            size = round(size * max_subjects / subjects)
+        entries.append(
+            FetchEntry(
+                slug=d.slug,
+                name=d.name,
+                fetch=FetchMethod(d.fetch_method),
+                note=d.fetch_note or "",
+                download_bytes=size,
+                subjects=subjects,
+            )
+        )
     fetchable = [e for e in entries if e.fetch is not FetchMethod.manual]
     counts = Counter(e.fetch.value for e in entries)
     return FetchOverview(
@@ -216,5 +245,6 @@ def fetch_overview(datasets: Sequence[Any]) -> FetchOverview:
         download_bytes=sum(e.download_bytes or 0 for e in fetchable),
         sizes_unknown=sum(1 for e in fetchable if e.download_bytes is None),
         can_fetch=bool(fetchable),
+        max_subjects=max_subjects,
         datasets=entries,
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import pydicom
+import pytest
 import SimpleITK as sitk
 from imaging_fixtures import CT5N
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -143,7 +144,11 @@ def drop_source_references(path: Path) -> None:
 def make_rtstruct(series_folder: Path, masks: dict[str, np.ndarray], path: Path) -> Path:
     """An RTSTRUCT with rt-utils from boolean masks (z, y, x) on the one series in `series_folder`. rt-utils
     reads every image under the folder it is given, so it gets a copy holding that series alone."""
-    from rt_utils import RTStructBuilder
+    # rt-utils draws with OpenCV, whose wheel needs the system's libGL (Debian: apt-get install libgl1)
+    RTStructBuilder = pytest.importorskip(
+        "rt_utils",
+        reason="RTSTRUCT fixtures need rt-utils' OpenCV, which needs libGL (apt-get install libgl1)",
+    ).RTStructBuilder
 
     with tempfile.TemporaryDirectory(prefix="rtstruct-series-") as scratch:
         for name in series_files(series_folder):

@@ -303,3 +303,18 @@ def test_fetch_estimate_scales_collections_by_a_subject_cap(client: TestClient) 
     assert manual_only["can_fetch"] is False
     refused = client.get("/api/v1/sources/estimate", params={"d": ["lidc-idri", "no-such-dataset"]})
     assert refused.status_code == 422 and "no-such-dataset" in refused.json()["error"]
+
+
+def test_planner_licence_allowlist_takes_the_licences_sources_state(client: TestClient) -> None:
+    spec = {
+        "target_modalities": ["CT"],
+        "target_task_types": ["segmentation"],
+        "target_dims": ["3D"],
+        "licence_allowlist": ["CC-BY-4.0"],
+    }
+    plan = client.post("/api/v1/plans", json={"spec": spec}).json()
+    final = next(t for t in plan["phases"][3]["tables"] if t["id"] == "final")
+    licence_at = final["fields"].index("licence")
+    rows = final["rows"]
+    assert len(rows) >= 10  # IDC collections under CC BY 4.0 (the survey records no licence at all)
+    assert {row[licence_at] for row in rows} == {"CC-BY-4.0"}

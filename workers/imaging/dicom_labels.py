@@ -50,6 +50,7 @@ from workers.imaging.dicom_objects import (
     seg_label_table,
 )
 from workers.imaging.errors import UnreadableItemError
+from workers.imaging.layout import is_dicom_file
 from workers.imaging.orientation import OriginalGeometry
 from workers.imaging.readers import DicomSeries, find_dicom_series, list_dicom_series
 
@@ -68,12 +69,7 @@ FRACTIONAL_THRESHOLD = 0.5
 
 def is_dicom_label(path: Path) -> bool:
     """A label path that is a DICOM Part 10 file (SEG or RTSTRUCT), not a volume file."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
+    return is_dicom_file(path)
 
 
 def read_dicom_label(case: Case, geometry: OriginalGeometry | None) -> sitk.Image:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from workers.safety import UnpackLimits, UnsafeArchiveError, unpack_archive
+from workers.safety import UnpackLimits, UnsafeArchiveError, is_public_address, unpack_archive
+from workers.sources.base import SourceError
+from workers.sources.descriptors import parse_source
 
 LIMITS = UnpackLimits(max_bytes=10 * 2**20, max_members=100, max_ratio=200)
 ROOMY = UnpackLimits(max_bytes=2**30, max_members=100, max_ratio=200)  # only the ratio can catch a bomb
@@ -189,3 +191,64 @@ def test_damaged_archives_are_refused(job: Path) -> None:
     data[60] ^= 0xFF  # inside the deflated data: the CRC no longer matches
     zipped.write_bytes(bytes(data))
     assert_refused(zipped, job, "z.zip is damaged")
+
+
+def test_tar_gz_member_count_is_checked_before_any_member_is_written(
+    job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # empty members: no size nor ratio limit can catch them, only the count; extraction writes each one it
+    # meets, so the count must be known before the first is written
+    tar_members = [tar_file(f"d{i // 1000}/f{i}.txt", b"") for i in range(5_000)]
+    archive = make_tar(job.parent / "empty-members.tar.gz", tar_members, mode="w:gz")
+    written: list[str] = []
+    original_makefile = tarfile.TarFile.makefile
+
+    def recording_makefile(self: tarfile.TarFile, tarinfo: tarfile.TarInfo, targetpath: str) -> None:
+        written.append(tarinfo.name)
+        original_makefile(self, tarinfo, targetpath)
+
+    monkeypatch.setattr(tarfile.TarFile, "makefile", recording_makefile)
+    limits = UnpackLimits(max_bytes=2**30, max_members=4_000, max_ratio=1e9)
+    assert_refused(archive, job, "more than 4000 members", limits)
+    assert written == []
+    # the same archive under a roomier limit is written completely, through the recorder
+    unpack_archive(archive, job / "all", job, UnpackLimits(2**30, 5_000, 1e9))
+    assert len(written) == 5_000
+    assert (job / "all" / "d4" / "f4999.txt").read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254 (cloud metadata)
+        "2002:808:808::1",  # 6to4 of a public address: still a relay workers do not use
+        "fec0::1",  # site-local
+        "feff:ffff::1",  # the top of fec0::/10
+    ],
+)
+def test_6to4_and_site_local_addresses_are_not_public(address: str) -> None:
+    assert not is_public_address(address)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1/a.nii.gz",
+        "http://[zzz]/a.nii.gz",
+        "http://[::1]x/a.nii.gz",
+        "http://[::1]:99999/a",
+        "http://a]b/c",
+    ],
+)
+def test_malformed_ipv6_urls_are_refused_when_the_descriptor_is_set(url: str) -> None:
+    descriptor = {"kind": "http", "files": [{"url": url, "sha256": "0" * 64, "name": "a.nii.gz"}]}
+    with pytest.raises(SourceError, match=r"files\.0\.url: .*malformed"):
+        parse_source(descriptor)
+
+
+def test_well_formed_ipv6_urls_are_accepted_in_descriptors() -> None:
+    url = "https://[2606:4700::6810:84e5]:8443/data/a.nii.gz"
+    source = parse_source({"kind": "http", "files": [{"url": url, "sha256": "0" * 64}]})
+    assert source.files[0].url == url
+    assert source.files[0].file_name == "a.nii.gz"

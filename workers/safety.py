@@ -25,6 +25,10 @@ from app.core.config import Settings
 
 CHUNK = 1024 * 1024
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# ranges Python's `is_global` calls global but that lead to addresses workers may not reach: 6to4 relays
+# forward to the IPv4 address embedded in bits 16-48 (2002:7f00:1:: is 127.0.0.1), and deprecated site-local
+# addresses (RFC 3879) are routed inside a site only; both are refused whatever they embed
+_REFUSED_V6 = (ipaddress.IPv6Network("2002::/16"), ipaddress.IPv6Network("fec0::/10"))
 
 
 class UnsafeSourceError(Exception):
@@ -40,9 +44,12 @@ class UnsafeArchiveError(Exception):
 
 def is_public_address(address: str) -> bool:
     """True for globally routable unicast addresses; False for private, loopback, link-local (cloud metadata
-    at 169.254.169.254), shared, reserved, multicast and unspecified ones, and IPv4-mapped forms of those."""
+    at 169.254.169.254), shared, reserved, multicast and unspecified ones, IPv4-mapped and NAT64 forms of
+    those, and every 6to4 (2002::/16) and site-local (fec0::/10) address."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in network for network in _REFUSED_V6):
+            return False
         if ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         elif ip in _NAT64:  # a NAT64 gateway forwards to the IPv4 address in the last 32 bits
@@ -190,13 +197,31 @@ def _unpack_zip(archive: Path, staging: Path, archive_size: int, limits: UnpackL
                     sink.write(chunk)
 
 
+def _list_tar(archive: Path, archive_size: int, limits: UnpackLimits) -> None:
+    """Read every header of a tar (decompressing as a stream, data skipped) and check member paths, count,
+    total size and ratio before extraction writes anything: 250,000 empty members are refused at the
+    limit's first excess, not after the limit's worth of files were created."""
+    members = 0
+    total = 0
+    with tarfile.open(archive, "r|*") as tf:
+        # next() rather than iteration, and the member list emptied each time: the listing holds one header in
+        # memory however many the archive has (TarFile keeps every header it reads otherwise)
+        while (member := tf.next()) is not None:
+            tf.members.clear()
+            _safe_member_path(member.name, archive.name)
+            members += 1
+            total += member.size if member.isfile() else 0
+            _check_totals(archive.name, members, total, archive_size, limits)
+
+
 def _unpack_tar(archive: Path, staging: Path, archive_size: int, limits: UnpackLimits) -> None:
+    _list_tar(archive, archive_size, limits)
     members = 0
     total = 0
 
     def check_then_data_filter(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None:
-        # called with each header before its data is read: a bomb stops at the first member past a limit,
-        # in the same single pass that extracts (a .tar.gz is decompressed once)
+        # the listing checked these already; checked again with each header before its data is read, since
+        # the file could have changed between the two passes
         nonlocal members, total
         _safe_member_path(member.name, archive.name)
         members += 1

@@ -58,6 +58,7 @@ from pydantic import (
 )
 
 from workers.sources.base import SourceError
+from workers.sources.net import check_http_url
 
 
 class _Strict(BaseModel):
@@ -156,7 +157,7 @@ class HttpFile(_Strict):
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL")
-        return value
+        return check_http_url(value)
 
     @field_validator("name")
     @classmethod
@@ -302,7 +303,7 @@ class DataverseSource(_Source):
     def _base_url(cls, value: str) -> str:
         if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
             raise ValueError("must be the http(s) base URL of a Dataverse installation")
-        return value.rstrip("/")
+        return check_http_url(value).rstrip("/")
 
 
 class KaggleSource(_Source):

@@ -9,7 +9,9 @@ listen on 127.0.0.1 on a free port with a generated password, and keep their sta
     <home>/run/*.pid, *.lock   pid files and locks
 
 `start()` first stops whatever a SIGKILLed earlier run left running for the same home (recognised by pid file,
-start time and executable, plus any process of that binary still working in that directory).
+start time and executable, plus any process of that binary still working in that directory). `restart()` brings
+a service that died back on the same port with the same password, so URLs handed out stay valid (`imagingx
+serve` calls it when its supervisor sees the service exit).
 """
 
 from __future__ import annotations
@@ -177,6 +179,11 @@ class _EmbeddedService:
     def pid(self) -> int | None:
         return self._child.pid if self._child else None
 
+    @property
+    def child(self) -> ChildProcess | None:
+        """The running server process (None before start and after stop)."""
+        return self._child
+
     def __enter__(self) -> _EmbeddedService:
         self.start()
         return self
@@ -196,6 +203,21 @@ class _EmbeddedService:
             self.stop()
             raise
         return self.url
+
+    def restart(self) -> ChildProcess:
+        """Start the service (first call) or start it again after it died, on the port it had, and return the
+        new server process. The lock for the home stays held throughout. Raises when that port stays taken by
+        someone else (the caller retries later) rather than moving: other processes hold the URL."""
+        if self.url is None:
+            self.start()
+        else:
+            if self._child is not None:
+                self._child.stop()  # reaps it and kills what is left of its process group
+                self._child = None
+            self.stop_leftovers()
+            self.url = self._start(fixed_port=self.port)
+        assert self._child is not None
+        return self._child
 
     def stop(self) -> None:
         """Stop the service and anything of it still running in its directory. Safe to call twice."""
@@ -223,8 +245,14 @@ class _EmbeddedService:
             stopped = True
         return stopped
 
-    def _start(self) -> str:
+    def _start(self, fixed_port: int | None = None) -> str:
+        """Start the server on `fixed_port` (a free one when None) and return its URL."""
         raise NotImplementedError
+
+    def _ports(self, port: int | None) -> list[int]:
+        """Ports to try in turn: a fixed one a few times (a dying server's socket may linger a moment), else
+        fresh free ports."""
+        return [port] * 5 if port is not None else [free_port() for _ in range(5)]
 
     def _spawn(self, argv: list[str], log_file: Path, url: str, **kwargs: Any) -> ChildProcess:
         with log_file.open("ab") as log_handle:
@@ -317,7 +345,7 @@ class EmbeddedPostgres(_EmbeddedService):
                 postmaster_pid.unlink()
         return stopped
 
-    def _start(self) -> str:
+    def _start(self, fixed_port: int | None = None) -> str:
         run_as = unprivileged_account(self.account)
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o711 if run_as else 0o700)
@@ -329,8 +357,9 @@ class EmbeddedPostgres(_EmbeddedService):
             if libs.is_dir():
                 _grant_read(run_as, libs)
         password = self._ensure_cluster(run_as)
-        for _attempt in range(5):
-            port = free_port()
+        for attempt, port in enumerate(self._ports(fixed_port)):
+            if attempt:
+                time.sleep(0.5)
             url = f"postgresql://{POSTGRES_USER}:{password}@127.0.0.1:{port}/{self.database}"
             settings = {
                 "listen_addresses": "127.0.0.1",
@@ -351,7 +380,9 @@ class EmbeddedPostgres(_EmbeddedService):
             self.port = port
             self._ensure_database(port, password)
             return url
-        raise RuntimeError("PostgreSQL could not bind a free port on 127.0.0.1")
+        raise RuntimeError(
+            f"PostgreSQL could not bind {f'port {fixed_port}' if fixed_port else 'a free port'} on 127.0.0.1"
+        )
 
     def _env(self) -> dict[str, str]:
         env = {
@@ -452,7 +483,7 @@ class EmbeddedRedis(_EmbeddedService):
     def workdir(self) -> Path:
         return self.root
 
-    def _start(self) -> str:
+    def _start(self, fixed_port: int | None = None) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         if self.password_file.exists():
@@ -460,8 +491,9 @@ class EmbeddedRedis(_EmbeddedService):
         else:
             password = secrets.token_urlsafe(24)
             _write_private(self.password_file, password + "\n")
-        for _attempt in range(5):
-            port = free_port()
+        for attempt, port in enumerate(self._ports(fixed_port)):
+            if attempt:
+                time.sleep(0.5)
             url = f"redis://:{password}@127.0.0.1:{port}/0"
             self._write_config(port, password)
             # the config file, not the command line, carries the password: /proc/*/cmdline is world-readable
@@ -474,7 +506,9 @@ class EmbeddedRedis(_EmbeddedService):
                 continue
             self.port = port
             return url
-        raise RuntimeError("Redis could not bind a free port on 127.0.0.1")
+        raise RuntimeError(
+            f"Redis could not bind {f'port {fixed_port}' if fixed_port else 'a free port'} on 127.0.0.1"
+        )
 
     def _write_config(self, port: int, password: str) -> None:
         def quoted(value: str) -> str:
@@ -487,10 +521,12 @@ class EmbeddedRedis(_EmbeddedService):
             "daemonize no",
             f"dir {quoted(str(self.root))}",
             'logfile ""',
-            # keep queued jobs across a restart; none of it is the system of record
+            # keep queued jobs across a restart, even after kill -9 (the append-only file loses at most the last
+            # second); none of it is the system of record: a restart also re-sends unfinished units
             "save 300 1",
             "stop-writes-on-bgsave-error no",
-            "appendonly no",
+            "appendonly yes",
+            "appendfsync everysec",
             f"requirepass {quoted(password)}",
         ]
         _write_private(self.config_file, "\n".join(lines) + "\n")

@@ -3,6 +3,11 @@
 Every child runs in its own process group (so a terminal's Ctrl-C reaches only us and we stop the children in
 order), is told by the kernel to stop if we die without cleaning up (parent-death signal), and leaves a pid
 file under `<home>/run/` so a later run can stop whatever a SIGKILLed run left behind.
+
+A supervised child that dies on its own (a crash, the OOM killer, kill -9) is started again after a delay that
+doubles with each consecutive failure (RESTART_BACKOFF), and every exit and restart is reported. The embedded
+PostgreSQL and Redis come back on the same port with the same password, so the web app and the worker keep
+their URLs: the web answers 503 while PostgreSQL is away and recovers by itself (its pool checks connections).
 """
 
 from __future__ import annotations
@@ -47,6 +52,23 @@ class ChildExited(Exception):
         super().__init__(f"{name} exited with code {returncode}")
         self.name = name
         self.returncode = returncode
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before a restart: `initial` doubled per consecutive failure up to `maximum`. A child that stayed up
+    `healthy_after` seconds counts as healthy again, so its next death restarts it after `initial`."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    healthy_after: float = 60.0
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait before restart number `failures` (1 for the first) in a row."""
+        return min(self.maximum, self.initial * 2 ** max(0, failures - 1))
+
+
+RESTART_BACKOFF = Backoff()
 
 
 class AlreadyRunning(RuntimeError):
@@ -312,18 +334,68 @@ def spawn(
 # --- the supervisor ------------------------------------------------------------------------------------------
 
 
-class Supervisor:
-    """Owns everything `imagingx serve` starts and stops it in reverse order exactly once.
+class Supervised:
+    """One restartable child: `start()` launches it and returns its handle, `stop()` ends the current one.
 
-    Inside `with Supervisor() as s:` the first SIGINT/SIGTERM raises ShutdownRequested wherever the main thread
-    is (even mid-startup); later signals are ignored so the shutdown itself cannot be interrupted.
+    `after_restart` runs after every successful restart (not the first start), e.g. to re-send work that a
+    restarted Redis lost. Its failure is reported but does not count as a failed restart.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        name: str,
+        start: Callable[[], ChildProcess],
+        *,
+        stop: Callable[[], object] | None = None,
+        backoff: Backoff = RESTART_BACKOFF,
+        after_restart: Callable[[], object] | None = None,
+    ) -> None:
+        self.name = name
+        self._start = start
+        self._stop = stop
+        self.backoff = backoff
+        self.after_restart = after_restart
+        self.child: ChildProcess | None = None
+        self.started_at = 0.0
+        self.failures = 0  # consecutive deaths or failed starts since it was last healthy
+        self.restarts = 0  # restarts since serve started
+        self.restart_at: float | None = None  # when a pending restart is due (monotonic)
+
+    def start(self) -> ChildProcess:
+        self.child = self._start()
+        self.started_at = time.monotonic()
+        return self.child
+
+    def stop(self) -> None:
+        self.restart_at = None
+        if self._stop is not None:
+            self._stop()
+        elif self.child is not None:
+            self.child.stop()
+
+    def exit_code(self) -> int | None:
+        """The exit code of the current child if it died (None while it runs or while a restart is pending)."""
+        if self.child is None or self.restart_at is not None:
+            return None
+        return self.child.poll()
+
+
+class Supervisor:
+    """Owns everything `imagingx serve` starts, restarts children that die, and stops it all in reverse order
+    exactly once.
+
+    Inside `with Supervisor() as s:` the first SIGINT/SIGTERM raises ShutdownRequested wherever the main thread
+    is (even mid-startup); later signals are ignored so the shutdown itself cannot be interrupted. `report`
+    receives one line per child exit and per restart (serve prints them next to its other output).
+    """
+
+    def __init__(self, report: Callable[[str], None] | None = None) -> None:
         self._stops: list[tuple[str, Callable[[], object]]] = []
         self._children: list[ChildProcess] = []
+        self._supervised: list[Supervised] = []
         self._signalled = False
         self._previous: dict[int, Any] = {}
+        self._report = report or log.warning
 
     def __enter__(self) -> Supervisor:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -353,14 +425,69 @@ class Supervisor:
         self.on_stop(name, child.stop)
         return child
 
-    def watch(self, interval: float = 0.5) -> None:
-        """Block until a signal arrives (ShutdownRequested) or a child exits (ChildExited)."""
+    def supervise(
+        self,
+        name: str,
+        start: Callable[[], ChildProcess],
+        *,
+        stop: Callable[[], object] | None = None,
+        backoff: Backoff = RESTART_BACKOFF,
+        after_restart: Callable[[], object] | None = None,
+    ) -> Supervised:
+        """Start a child now and restart it with backoff whenever it dies while `watch()` runs. `stop` (default:
+        stop the current child) runs at shutdown, in reverse order of registration like `on_stop`."""
+        supervised = Supervised(name, start, stop=stop, backoff=backoff, after_restart=after_restart)
+        self.on_stop(name, supervised.stop)  # registered first: a start interrupted by a signal is cleaned up
+        supervised.start()
+        self._supervised.append(supervised)
+        return supervised
+
+    def watch(self, interval: float = 0.2) -> None:
+        """Block until a signal arrives (ShutdownRequested); restart supervised children that die. An unsupervised
+        child that exits raises ChildExited."""
         while True:
             for child in self._children:
                 code = child.poll()
                 if code is not None:
                     raise ChildExited(child.name, code)
+            for supervised in self._supervised:
+                self._check(supervised)
             time.sleep(interval)
+
+    def _check(self, supervised: Supervised) -> None:
+        now = time.monotonic()
+        code = supervised.exit_code()
+        if code is not None:
+            if now - supervised.started_at >= supervised.backoff.healthy_after:
+                supervised.failures = 0
+            supervised.failures += 1
+            delay = supervised.backoff.delay(supervised.failures)
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+            self._report(f"{supervised.name} exited ({how}); restarting in {delay:.1f} s")
+            supervised.restart_at = now + delay
+            return
+        if supervised.restart_at is None or now < supervised.restart_at:
+            return
+        # the old child's whole process group goes before the new one starts (a worker's pool processes,
+        # PostgreSQL's backends), so nothing of it holds a port, a lock or a job
+        if supervised.child is not None:
+            supervised.child.stop()
+        try:
+            child = supervised.start()
+        except Exception as error:
+            supervised.failures += 1
+            delay = supervised.backoff.delay(supervised.failures)
+            self._report(f"{supervised.name} could not be restarted ({error}); trying again in {delay:.1f} s")
+            supervised.restart_at = time.monotonic() + delay
+            return
+        supervised.restart_at = None
+        supervised.restarts += 1
+        self._report(f"{supervised.name} restarted (pid {child.pid}, restart {supervised.restarts})")
+        if supervised.after_restart is not None:
+            try:
+                supervised.after_restart()
+            except Exception as error:
+                self._report(f"after restarting {supervised.name}: {error}")
 
     def stop_all(self) -> None:
         self._signalled = True  # from here on, signals must not interrupt the shutdown
@@ -418,6 +545,8 @@ def web_argv(host: str, port: int) -> list[str]:
     return [
         sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
         "--host", host, "--port", str(port), "--log-level", get_settings().log_level.lower(),
+        # on SIGTERM, requests still running (a streamed bundle download) get this long, then are cut
+        "--timeout-graceful-shutdown", "3",
     ]  # fmt: skip
 
 
@@ -503,10 +632,33 @@ def display_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+WEB_STOP_TIMEOUT = 4.0  # uvicorn's own graceful limit (web_argv) is shorter, so this is rarely reached
+# A worker's warm shutdown would wait for every running unit (a download can take hours). Units are idempotent,
+# resumable and re-sent when a worker starts, and a download keeps its partial file, so after this the worker's
+# process group is killed: `imagingx serve` stops within about 10 s in all.
+WORKER_STOP_TIMEOUT = 4.0
+
+
+def resend_unfinished_units() -> None:
+    """Ask a worker to re-send every unfinished unit (workers.tasks.resume_bundles): messages queued in a Redis
+    that died may be lost, and units that failed to reach a PostgreSQL that died must run again."""
+    from celery import Celery
+
+    from app.core.config import get_settings
+
+    settings = get_settings()
+    client = Celery(broker=settings.redis_url)
+    try:
+        client.send_task("workers.tasks.resume_bundles", queue=settings.celery_queue)
+    finally:
+        client.close()
+
+
 def serve(host: str, port: int, *, worker_concurrency: int = 2, out: Callable[[str], None] = print) -> int:
     """`imagingx serve`: start what is not configured, migrate, seed, run a worker and the web app, wait.
 
-    Returns the exit code: 0 after Ctrl-C/SIGTERM, 1 when startup fails or a child dies.
+    Every child is restarted with backoff when it dies (see Supervisor.watch). Returns the exit code: 0 after
+    Ctrl-C/SIGTERM, 1 when startup fails.
     """
     from app.core.config import get_settings
     from app.core.embedded import EmbeddedPostgres, EmbeddedRedis, mask_password
@@ -521,43 +673,66 @@ def serve(host: str, port: int, *, worker_concurrency: int = 2, out: Callable[[s
         out(f"error: {error}")
         return 1
     try:
-        with Supervisor() as supervisor:
+        with Supervisor(report=out) as supervisor:
             try:
                 for name in ("web", "worker"):
                     stop_stale(run_dir / f"{name}.pid")
                 if not settings.database_url:
                     out(f"Starting PostgreSQL (data in {home / 'postgres'})...")
                     postgres = EmbeddedPostgres(home)
-                    supervisor.on_stop("postgres", postgres.stop)
-                    os.environ["DATABASE_URL"] = postgres.start()
+                    supervisor.supervise(
+                        "postgres",
+                        postgres.restart,
+                        stop=postgres.stop,
+                        after_restart=resend_unfinished_units,
+                    )
+                    assert postgres.url is not None
+                    os.environ["DATABASE_URL"] = postgres.url
                 else:
                     out(f"PostgreSQL: {mask_password(settings.database_url)} (configured)")
                 if not settings.redis_url:
                     out("Starting Redis...")
                     redis = EmbeddedRedis(home)
-                    supervisor.on_stop("redis", redis.stop)
-                    os.environ["REDIS_URL"] = redis.start()
+                    supervisor.supervise(
+                        "redis", redis.restart, stop=redis.stop, after_restart=resend_unfinished_units
+                    )
+                    assert redis.url is not None
+                    os.environ["REDIS_URL"] = redis.url
                 else:
                     out(f"Redis: {mask_password(settings.redis_url)} (configured)")
                 reload_settings()
                 prepare_database(out)
                 reload_settings()  # the web and worker processes open their own connections
 
-                supervisor.spawn(
+                worker_command = [
+                    *worker_argv(concurrency=worker_concurrency, node_name=f"imagingx-{os.getpid()}@%h"),
+                    "--without-gossip",
+                    "--without-mingle",
+                ]
+                supervisor.supervise(
                     "worker",
-                    [
-                        *worker_argv(concurrency=worker_concurrency, node_name=f"imagingx-{os.getpid()}@%h"),
-                        "--without-gossip",
-                        "--without-mingle",
-                    ],
-                    stop_timeout=30.0,
-                    pidfile=run_dir / "worker.pid",
+                    lambda: spawn(
+                        "worker",
+                        worker_command,
+                        stop_timeout=WORKER_STOP_TIMEOUT,
+                        pidfile=run_dir / "worker.pid",
+                    ),
                 )
-                web = supervisor.spawn(
-                    "web", web_argv(host, port), stop_timeout=15.0, pidfile=run_dir / "web.pid"
+                web = supervisor.supervise(
+                    "web",
+                    lambda: spawn(
+                        "web",
+                        web_argv(host, port),
+                        stop_timeout=WEB_STOP_TIMEOUT,
+                        pidfile=run_dir / "web.pid",
+                    ),
                 )
                 url = display_url(host, port)
-                wait_for_http(f"{url}/api/v1/openapi.json", timeout=120, alive=lambda: web.poll() is None)
+                wait_for_http(
+                    f"{url}/api/v1/openapi.json",
+                    timeout=120,
+                    alive=lambda: web.child is not None and web.child.poll() is None,
+                )
                 services = write_services(run_dir, url)
                 supervisor.on_stop("services file", lambda: services.unlink(missing_ok=True))
                 out(f"Imaging-X Portal is running at {url}/ (Ctrl-C to stop)")

@@ -5,6 +5,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__
 from app.core.errors import install_error_handlers
+from app.core.security import SecurityMiddleware
 from app.core.templating import STATIC_DIR
 
 API_PREFIX = "/api/v1"
@@ -28,6 +29,8 @@ def create_app() -> FastAPI:
     for module in DOMAIN_MODULES:
         _include(app, module)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # outermost: headers on every response, and cross-site writes or over-limit creations refused first
+    app.add_middleware(SecurityMiddleware)
     return app
 
 

@@ -1,6 +1,7 @@
 """JSON routes of bundle jobs: thin wrappers around service.py (the pages and the CLI use the same calls)."""
 
-from typing import Annotated
+import secrets
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -8,20 +9,29 @@ from fastapi.responses import StreamingResponse
 from app.api.deps import SessionDep
 from app.bundles import service
 from app.bundles.schemas import BundleItemsPage, BundleJobOut, BundleJobSummary, BundleRequest, ItemState
+from app.core.forms import set_visitor_cookie
 from app.core.ranges import RangeNotSatisfiable, attachment, requested_range
 
 router = APIRouter()
 API = "/api/v1"
 TAR = "application/x-tar"
 OWNER_COOKIE = "imagingx_bundles"
+OWNER_HEADER = "X-Owner-Key"
 
 JobId = Annotated[str, Path(description="The job id returned when the bundle was requested", max_length=64)]
 
 
 def request_owner(request: Request) -> str | None:
-    """Until accounts exist, the browser that asked for a bundle is recognised by a random cookie."""
-    value = request.cookies.get(OWNER_COOKIE, "")
+    """Until accounts exist, whoever asked for a bundle is recognised by a random owner key: browsers hold it
+    in a cookie, API clients send it back in the X-Owner-Key header (the header wins when both are sent)."""
+    value = request.headers.get(OWNER_HEADER) or request.cookies.get(OWNER_COOKIE, "")
     return value if 16 <= len(value) <= 64 and value.replace("-", "").replace("_", "").isalnum() else None
+
+
+OWNER_KEY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"description": "The request did not carry the job's owner key (cookie or X-Owner-Key)"},
+    409: {"description": "The job has already finished"},
+}
 
 
 @router.post(
@@ -54,17 +64,24 @@ def create_bundle(
     """Request a fused bundle. Answers 202 at once with the job's id and `status_url`; workers download,
     harmonise and package in the background. Datasets without an automated source are reported in the job
     (state `manual`, with the step that gets their data), never faked. The job id is the only key to the
-    bundle: keep it."""
-    job, messages = service.create_job(session, body, owner=request_owner(request))
+    bundle: keep it. Cancelling needs the owner key as well: the one sent with the request (X-Owner-Key
+    header or `imagingx_bundles` cookie), else a new one, returned in the X-Owner-Key header and as that
+    cookie. Requests with the same key list their bundles at `GET /bundles`."""
+    owner = request_owner(request) or secrets.token_urlsafe(24)
+    job, messages = service.create_job(session, body, owner=owner)
     service.send(messages)
     response.headers["Location"] = f"{API}/bundles/{job.id}"
+    response.headers[OWNER_HEADER] = owner
+    if request.cookies.get(OWNER_COOKIE) != owner:
+        set_visitor_cookie(request, response, OWNER_COOKIE, owner)
     return service.job_status(session, job)
 
 
 @router.get("/bundles", operation_id="list_bundles", response_model=list[BundleJobSummary], tags=["bundles"])
 def list_bundles(session: SessionDep, request: Request) -> list[BundleJobSummary]:
-    """Bundles requested with this client's `imagingx_bundles` cookie (set by the web pages), newest first.
-    Without the cookie the list is empty: a bundle is private to whoever holds its id."""
+    """Bundles requested with this client's owner key (X-Owner-Key header, or the `imagingx_bundles` cookie
+    the web pages and `POST /bundles` set), newest first. Without a key the list is empty: a bundle is private
+    to whoever holds its id."""
     return service.list_jobs(session, request_owner(request))
 
 
@@ -94,12 +111,18 @@ def list_bundle_items(
 
 
 @router.post(
-    "/bundles/{job_id}/cancel", operation_id="cancel_bundle", response_model=BundleJobOut, tags=["bundles"]
+    "/bundles/{job_id}/cancel",
+    operation_id="cancel_bundle",
+    response_model=BundleJobOut,
+    responses=OWNER_KEY_RESPONSES,
+    tags=["bundles"],
 )
-def cancel_bundle(session: SessionDep, job_id: JobId) -> BundleJobOut:
-    """Cancel a job that has not finished (409 otherwise). Downloads in flight stop within about a second
-    (what they received stays in the cache for a later job); a case being harmonised finishes first."""
-    job, messages = service.cancel_job(session, job_id)
+def cancel_bundle(session: SessionDep, request: Request, job_id: JobId) -> BundleJobOut:
+    """Cancel a job that has not finished (409 otherwise). Only its owner may: send the owner key returned when
+    it was requested (X-Owner-Key header, or the `imagingx_bundles` cookie); 403 otherwise. Downloads in flight
+    stop within about a second (what they received stays in the cache for a later job); a case being
+    harmonised finishes first."""
+    job, messages = service.cancel_job(session, job_id, owner=request_owner(request))
     service.send(messages)
     return service.job_status(session, job)
 

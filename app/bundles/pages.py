@@ -262,11 +262,12 @@ def bundle_status_partial(request: Request, session: SessionDep, job_id: str) ->
 
 
 @router.post(BUNDLES_PATH + "/{job_id}/cancel", dependencies=[Depends(refuse_cross_site)])
-def cancel_bundle(session: SessionDep, job_id: str) -> Response:
-    """Cancel, then back to the job's page. A job that finished meanwhile is left as it is: its page says how
-    it ended, which answers the click better than an error page would."""
+def cancel_bundle(request: Request, session: SessionDep, job_id: str) -> Response:
+    """Cancel, then back to the job's page; only the browser that built the bundle may (its owner cookie). A job
+    that finished meanwhile is left as it is: its page says how it ended, which answers the click better than
+    an error page would."""
     try:
-        _, messages = service.cancel_job(session, job_id)
+        _, messages = service.cancel_job(session, job_id, owner=request_owner(request))
     except ApiError as error:
         if error.status != 409:
             raise

@@ -384,13 +384,24 @@ def download(session: Session, job_id: str, settings: Settings | None = None) ->
 
 
 # -- cancelling ---------------------------------------------------------------------------------------------------
-def cancel_job(session: Session, job_id: str) -> tuple[BundleJob, list[Message]]:
+def is_owner(job: BundleJob, owner: str | None) -> bool:
+    """Whether `owner` is the job's owner key (compared in constant time; a job without one has no owner)."""
+    return bool(owner and job.owner) and secrets.compare_digest(owner.encode(), str(job.owner).encode())
+
+
+def cancel_job(session: Session, job_id: str, *, owner: str | None) -> tuple[BundleJob, list[Message]]:
     """Stop a job: no new unit starts (each checks the state first); a download in flight asks about once a
     second and stops (workers/sources/download.py); a case being harmonised finishes. 409 for a finished
-    job."""
+    job; 403 unless `owner` is the key the job was requested with (its id only lets one read and download)."""
     job = get_job(session, job_id, for_update=True)
     if job.state in FINISHED:
         raise ApiError(409, f"bundle {job_id} is already {job.state}")
+    if not is_owner(job, owner):
+        session.rollback()  # release the row lock
+        raise ApiError(
+            403,
+            f"only whoever requested bundle {job_id} can cancel it (its owner key: cookie or X-Owner-Key)",
+        )
     messages = finish_job(session, job, JobState.cancelled)
     session.execute(
         update(BundleSource)

@@ -128,6 +128,28 @@ class Settings(BaseSettings):
         default=0.2, ge=0, le=0.9, description="Share of subjects a bundle puts in its test split by default."
     )
 
+    # security (app/core/security.py)
+    trusted_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins besides the server's own whose pages may post to it (JSON list; a reverse proxy's).",
+    )
+    rate_limit_plans: str = Field(
+        default="60/minute, 2000/day",
+        pattern=r"^\s*(\d+\s*/\s*(second|minute|hour|day)\s*(,\s*|$))*$",
+        description="Plans one client address may create, per window (N/second|minute|hour|day, comma "
+        "separated); empty: no limit.",
+    )
+    rate_limit_selections: str = Field(
+        default="60/minute, 2000/day",
+        pattern=r"^\s*(\d+\s*/\s*(second|minute|hour|day)\s*(,\s*|$))*$",
+        description="Selections one client address may create, per window; empty: no limit.",
+    )
+    rate_limit_bundles: str = Field(
+        default="20/minute, 200/day",
+        pattern=r"^\s*(\d+\s*/\s*(second|minute|hour|day)\s*(,\s*|$))*$",
+        description="Bundle jobs one client address may request, per window; empty: no limit.",
+    )
+
     @property
     def store_url(self) -> str:
         return self.storage_url or str(self.home / "store")

@@ -1,0 +1,191 @@
+"""Owner-only writes: security headers on every response, cross-site writes refused, and a bundle cancelled only
+by whoever requested it (its owner key) while its id still reads it.
+
+Jobs made here never reach a worker: their tasks go to a queue no worker consumes, and each is cancelled by its
+owner at the end.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from bundle_fixtures import queue_for_this_process
+from fastapi.testclient import TestClient
+
+from app.bundles.api import OWNER_COOKIE, OWNER_HEADER
+
+HTML = {"Accept": "text/html"}
+MANUAL_ONLY = ["lits", "kits19"]  # no source descriptor in the seed catalog: nothing to fetch
+CROSS_SITE = ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}, {"Origin": "null"})
+
+
+@pytest.fixture(autouse=True)
+def no_worker_runs_our_jobs() -> Iterator[None]:
+    with queue_for_this_process("imagingx-test-nobody-listens"):
+        yield
+
+
+@pytest.fixture
+def stranger(configured_services: None) -> Iterator[TestClient]:
+    """A second browser: no cookies of the first."""
+    from app.main import create_app
+
+    with TestClient(create_app()) as other:
+        yield other
+
+
+def _error(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text[:500]
+    body = response.json()
+    assert body["ok"] is False and body["status"] == status
+    return body
+
+
+# -- headers ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "path, accept",
+    [
+        ("/datasets", "text/html"),
+        ("/api/v1/datasets?q=liver", "application/json"),
+        ("/static/app.css", "*/*"),
+        ("/no-such-page", "text/html"),
+        ("/api/v1/bundles/no-such-bundle", "application/json"),
+    ],
+)
+def test_every_response_carries_the_security_headers(client: TestClient, path: str, accept: str) -> None:
+    response = client.get(path, headers={"Accept": accept})
+    assert response.status_code in (200, 404)
+    policy = response.headers["content-security-policy"]
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+    assert directives["script-src"] == "'self'"
+    assert directives["style-src"] == "'self'"
+    assert directives["frame-ancestors"] == "'none'"
+    assert directives["object-src"] == "'none'"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "same-origin"
+
+
+INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)(?![^>]*type=\"application/(ld\+)?json\")[^>]*>", re.I)
+
+
+def test_pages_use_no_inline_script_or_style_element(client: TestClient) -> None:
+    """The policy allows scripts and styles from this origin only: a page with an inline one would break."""
+    plan = client.post("/api/v1/plans", json={"spec": {"target_modalities": ["CT"]}}).json()
+    client.post("/selection/add", data={"slug": "lits"}, headers=HTML, follow_redirects=False)
+    pages = [
+        "/datasets",
+        "/datasets/lits",
+        "/statistics",
+        "/plans/new",
+        f"/plans/{plan['id']}",
+        "/selection",
+        "/compare?d=lits&d=kits19",
+        "/bundles",
+    ]
+    for path in pages:
+        html = client.get(path, headers=HTML).text
+        assert "<html" in html, path
+        assert not INLINE_SCRIPT.search(html), f"{path}: {INLINE_SCRIPT.search(html)}"
+        assert "<style" not in html, path
+        loaded = re.findall(r'<script[^>]*\bsrc="([^"]+)"|<link rel="stylesheet" href="([^"]+)"', html)
+        for src in ["".join(pair) for pair in loaded]:
+            assert src.startswith("/") and not src.startswith("//"), f"{path} loads {src} from elsewhere"
+
+
+# -- cross-site writes ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cross", CROSS_SITE)
+def test_cross_site_form_posts_are_refused_and_change_nothing(
+    client: TestClient, cross: dict[str, str]
+) -> None:
+    client.post("/selection/add", data={"slug": "lits"}, headers=HTML, follow_redirects=False)
+    created = client.post("/api/v1/bundles", json={"datasets": MANUAL_ONLY})
+    job_id = created.json()["id"]
+    posts = [
+        ("/selection/clear", {}),
+        ("/selection/name", {"name": "renamed"}),
+        ("/plans", {"source": "filters", "target_modalities": "CT"}),
+        ("/bundles", {"dataset": "lits"}),
+        (f"/bundles/{job_id}/cancel", {}),
+        (f"/api/v1/bundles/{job_id}/cancel", {}),
+        ("/api/v1/selections", {}),
+    ]
+    for path, data in posts:
+        body = _error(client.post(path, data=data, headers=cross, follow_redirects=False), 403)
+        assert "this site's pages" in body["error"], path
+    assert client.get("/api/v1/bundles/" + job_id).json()["state"] == "queued"
+    selection = client.get("/api/v1/selections/" + client.cookies["imagingx_selection"]).json()
+    assert (selection["name"], selection["dataset_slugs"]) == (None, ["lits"])
+    html = client.post("/selection/clear", headers={**HTML, **cross}, follow_redirects=False)
+    assert html.status_code == 403 and "<html" in html.text, "browsers get the error page"
+    assert client.post(f"/api/v1/bundles/{job_id}/cancel").json()["state"] == "cancelled"
+
+
+def test_posts_from_this_origin_or_a_trusted_one_pass_others_do_not(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.core.config import get_settings
+
+    same = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
+    added = client.post("/selection/add", data={"slug": "lits"}, headers=same, follow_redirects=False)
+    assert added.status_code == 303
+    _error(client.post("/selection/clear", headers={"Origin": "http://testserver:8080"}), 403)
+    _error(client.post("/selection/clear", headers={"Origin": "https://testserver"}), 403)
+    assert client.post("/selection/clear", headers=same, follow_redirects=False).status_code == 303
+    assert (
+        client.get("/api/v1/selections/" + client.cookies["imagingx_selection"]).json()["dataset_slugs"] == []
+    )
+
+    monkeypatch.setenv("IMAGINGX_TRUSTED_ORIGINS", '["https://portal.example.org"]')
+    get_settings.cache_clear()
+    try:
+        proxied = {"Origin": "https://portal.example.org"}
+        assert client.post("/selection/add", data={"slug": "lits"}, headers=proxied).status_code == 200
+        other = {"Origin": "https://portal.example.org.evil.example"}
+        _error(client.post("/selection/add", data={"slug": "lits"}, headers=other), 403)
+    finally:
+        monkeypatch.delenv("IMAGINGX_TRUSTED_ORIGINS")
+        get_settings.cache_clear()
+
+
+# -- bundles: the owner key -------------------------------------------------------------------------------------
+def test_only_the_owner_cancels_a_bundle_and_the_id_still_reads_it(
+    configured_services: None, stranger: TestClient
+) -> None:
+    from app.main import create_app
+
+    with TestClient(create_app()) as script:  # an API client: no cookie jar is relied on
+        created = script.post("/api/v1/bundles", json={"datasets": MANUAL_ONLY})
+        assert created.status_code == 202
+        key = created.headers[OWNER_HEADER]
+        assert len(key) >= 16 and created.cookies[OWNER_COOKIE] == key
+    job_id = created.json()["id"]
+
+    assert stranger.get(f"/api/v1/bundles/{job_id}").json()["state"] == "queued", "the id still reads it"
+    body = _error(stranger.post(f"/api/v1/bundles/{job_id}/cancel"), 403)
+    assert "owner key" in body["error"]
+    wrong = {OWNER_HEADER: "x" * 32}
+    _error(stranger.post(f"/api/v1/bundles/{job_id}/cancel", headers=wrong), 403)
+    page = stranger.post(f"/bundles/{job_id}/cancel", headers=HTML, follow_redirects=False)
+    assert page.status_code == 403
+    assert stranger.get(f"/api/v1/bundles/{job_id}").json()["state"] == "queued"
+
+    listed = stranger.get("/api/v1/bundles", headers={OWNER_HEADER: key}).json()
+    assert [job["id"] for job in listed] == [job_id], "the key lists its bundles"
+    cancelled = stranger.post(f"/api/v1/bundles/{job_id}/cancel", headers={OWNER_HEADER: key})
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+
+
+def test_the_build_form_browser_cancels_its_bundle_another_browser_cannot(
+    client: TestClient, stranger: TestClient
+) -> None:
+    built = client.post("/bundles", data={"dataset": "lits"}, headers=HTML, follow_redirects=False)
+    assert built.status_code == 303
+    job_id = built.headers["location"].rsplit("/", 1)[1]
+    assert stranger.post(f"/bundles/{job_id}/cancel", headers=HTML, follow_redirects=False).status_code == 403
+    mine = client.post(f"/bundles/{job_id}/cancel", headers=HTML, follow_redirects=False)
+    assert mine.status_code == 303
+    assert client.get(f"/api/v1/bundles/{job_id}").json()["state"] == "cancelled"

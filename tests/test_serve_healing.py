@@ -8,6 +8,8 @@ within 10 s and the download resumes (with `Range`) on the next start.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import signal
 import subprocess
@@ -211,3 +213,83 @@ def test_every_child_killed_with_sigkill_is_restarted_and_the_portal_answers_aga
         if run.process.poll() is None:
             run.process.kill()
             run.process.wait()
+
+
+def test_sigterm_with_a_download_in_flight_stops_within_10_s_and_the_next_start_resumes_it(
+    tmp_path: Path, cleanup_home: Path
+) -> None:
+    from bundle_fixtures import build_archives
+    from fixtures_http import LocalHTTPServer
+
+    home = cleanup_home
+    name, body, _ = build_archives(tmp_path / "sources")["msd03-liver"]
+    log_file = tmp_path / "serve.log"
+    port = free_port()
+    with LocalHTTPServer() as server:
+        path = f"/msd03-liver/{name}"
+        # ~14 s for the whole archive: the download is certainly running when serve is told to stop
+        route = server.add_file(path, body, rate=20_000)
+        descriptor = tmp_path / "source.json"
+        digest = hashlib.sha256(body).hexdigest()
+        descriptor.write_text(
+            json.dumps(
+                {"kind": "http", "files": [{"url": server.url(path), "sha256": digest, "size": len(body)}]}
+            )
+        )
+        loopback = {"IMAGINGX_ALLOW_PRIVATE_SOURCES": "1"}
+        run = start_serve(home, log_file, port, **loopback)
+        try:
+            set_source = subprocess.run(
+                [*imagingx_command(), "catalog", "set-source", "msd03-liver", str(descriptor)],
+                env=service_environment(home),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert set_source.returncode == 0, set_source.stdout + set_source.stderr
+            created = httpx.post(f"{run.url}/api/v1/bundles", json={"datasets": ["msd03-liver"]}, timeout=30)
+            assert created.status_code == 202, created.text
+            job_id = created.json()["id"]
+
+            deadline = time.monotonic() + 90
+            while not any(request.bytes_sent >= 40_000 for request in server.requests_to(path)):
+                assert time.monotonic() < deadline, f"the download did not start:\n{run.log()[-3000:]}"
+                time.sleep(0.1)
+            took = run.stop()
+            print(f"serve stopped {took:.1f} s after SIGTERM with a download in flight")
+            assert took <= 10, f"serve took {took:.1f} s to stop with a download in flight"
+        finally:
+            if run.process.poll() is None:
+                run.process.kill()
+                run.process.wait()
+        assert not processes_of(home), run.log()[-3000:]
+        partials = list((home / "cache" / "partial").glob("*.part")) if (home / "cache").exists() else []
+        partials = partials or list(home.rglob("*.part"))
+        assert len(partials) == 1, f"the partial download is kept: {list(home.rglob('*'))[:50]}"
+        kept = partials[0].stat().st_size
+        first = server.requests_to(path)
+        assert len(first) == 1 and "Range" not in first[0].headers
+        assert 40_000 <= kept < len(body), kept
+
+        route.rate = None  # the host is fast now: the resume finishes at once
+        run = start_serve(home, log_file, port, **loopback)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                job = httpx.get(f"{run.url}/api/v1/bundles/{job_id}", timeout=30).json()
+                if job["state"] in ("done", "failed", "cancelled"):
+                    break
+                assert time.monotonic() < deadline, f"the job did not finish: {job}\n{run.log()[-3000:]}"
+                time.sleep(0.5)
+            assert job["state"] == "done", job
+            resumed = server.requests_to(path)[1:]
+            assert resumed, "the next start downloads the rest"
+            assert resumed[0].headers.get("Range") == f"bytes={kept}-", resumed[0].headers
+            assert resumed[0].bytes_sent == len(body) - kept
+            # nothing is fetched twice but what was still in flight (socket buffers) when the worker stopped
+            assert kept <= first[0].bytes_sent <= kept + 2**20
+            assert run.stop() <= 10
+        finally:
+            if run.process.poll() is None:
+                run.process.kill()
+                run.process.wait()

@@ -189,3 +189,93 @@ def test_the_build_form_browser_cancels_its_bundle_another_browser_cannot(
     mine = client.post(f"/bundles/{job_id}/cancel", headers=HTML, follow_redirects=False)
     assert mine.status_code == 303
     assert client.get(f"/api/v1/bundles/{job_id}").json()["state"] == "cancelled"
+
+
+# -- selections: the owner key and the read-only share link ----------------------------------------------------
+def test_a_selection_shared_by_its_link_reads_and_exports_but_cannot_be_changed(
+    client: TestClient, stranger: TestClient
+) -> None:
+    created = client.post("/api/v1/selections", json={"name": "Kidney", "dataset_slugs": ["lits", "kits19"]})
+    owner = created.json()
+    key, read_id = owner["id"], owner["read_id"]
+    assert key != read_id and len(read_id) >= 32 and owner["owner"] is True
+    assert owner["share_url"] == f"/api/v1/selections/{read_id}"
+    assert all(f"/selections/{read_id}/export." in url for url in owner["exports"].values())
+    assert all(key not in url for url in owner["exports"].values()), "exports never carry the owner key"
+
+    shared = stranger.get(owner["share_url"]).json()
+    assert shared["dataset_slugs"] == ["lits", "kits19"] and shared["name"] == "Kidney"
+    assert shared["owner"] is False and shared["id"] == read_id
+    assert key not in stranger.get(owner["share_url"]).text, "the share link never reveals the owner key"
+    exported = stranger.get(owner["exports"]["json"])
+    assert [row["slug"] for row in exported.json()["results"]] == ["lits", "kits19"]
+    assert key not in exported.text and key[:8] not in exported.headers["content-disposition"]
+
+    base = f"/api/v1/selections/{read_id}"
+    writes = [
+        stranger.put(base, json={"name": "mine now", "dataset_slugs": []}),
+        stranger.post(f"{base}/datasets", json={"slug": "ct-org"}),
+        stranger.delete(f"{base}/datasets/lits"),
+        stranger.delete(base),
+    ]
+    for response in writes:
+        assert "read-only link" in _error(response, 403)["error"]
+    after = client.get(f"/api/v1/selections/{key}").json()
+    assert (after["name"], after["dataset_slugs"]) == ("Kidney", ["lits", "kits19"])
+
+    renamed = stranger.put(f"/api/v1/selections/{key}", json={"name": "Renal", "dataset_slugs": ["lits"]})
+    assert renamed.status_code == 200, "the owner key is what allows a write"
+    assert stranger.get(owner["share_url"]).json()["dataset_slugs"] == ["lits"]
+
+
+def test_the_selection_page_shares_its_read_link_and_the_cookie_stays_the_owner_key(
+    client: TestClient,
+) -> None:
+    client.post("/selection/add", data={"slug": "lits"}, headers=HTML, follow_redirects=False)
+    key = client.cookies["imagingx_selection"]
+    detail = client.get(f"/api/v1/selections/{key}").json()
+    html = client.get("/selection", headers=HTML).text
+    assert f'<a href="{detail["share_url"]}" data-share-link>' in html
+    exports = re.findall(r'href="(/api/v1/selections/[^"]+/export\.[a-z.]+)"', html)
+    assert len(exports) == 5 and all(detail["read_id"] in url and key not in url for url in exports)
+
+
+def test_the_migration_gives_existing_selections_a_share_id(configured_services: None) -> None:
+    """0007 on a database holding selections made before it: each gets a distinct read_id."""
+    import secrets as random_ids
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from app.core.config import get_settings
+    from app.core.db import MIGRATIONS_DIR, normalise_url
+
+    server = make_url(normalise_url(get_settings().database_url or ""))
+    name = f"imagingx_migration_{random_ids.token_hex(4)}"
+    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name)
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.set_main_option("sqlalchemy.url", url.render_as_string(hide_password=False))
+        command.upgrade(config, "0006")
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            for selection_id in ("a" * 32, "b" * 32):
+                connection.execute(
+                    text("INSERT INTO selection (id, dataset_slugs) VALUES (:id, '{}')"), {"id": selection_id}
+                )
+        command.upgrade(config, "0007")
+        with engine.connect() as connection:
+            rows = dict(connection.execute(text("SELECT id, read_id FROM selection")).all())
+        engine.dispose()
+        assert set(rows) == {"a" * 32, "b" * 32}
+        assert len(set(rows.values())) == 2 and all(len(r) == 32 and r not in rows for r in rows.values())
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

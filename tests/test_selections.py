@@ -355,9 +355,13 @@ def test_selection_page_links_exports_compare_and_its_json_twin(client: TestClie
         client.post("/selection/add", data={"slug": slug}, headers=HTML, follow_redirects=False)
     html = client.get("/selection", headers=HTML).text
     twin = re.search(r'<link rel="alternate" type="application/json" href="([^"]+)"', html).group(1)
-    assert client.get(twin).json()["dataset_slugs"] == slugs
+    detail = client.get(twin).json()
+    assert detail["dataset_slugs"] == slugs
+    # exports hang below the read-only share link, never the owner key the twin's URL holds
+    share = detail["share_url"]
+    assert share != twin and f'href="{share}"' in html
     for suffix in ("csv", "json", "bib", "jsonld", "manifest.json"):
-        assert f'href="{twin}/export.{suffix}"' in html
+        assert f'href="{share}/export.{suffix}"' in html
     compare = "/compare?" + "&amp;".join(f"d={s}" for s in slugs)
     assert f'href="{compare}"' in html
 

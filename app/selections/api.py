@@ -24,8 +24,21 @@ router = APIRouter()
 API = "/api/v1"
 
 SelectionId = Annotated[
-    str, Path(description="The selection's id (returned when it was created)", max_length=64)
+    str,
+    Path(
+        description="The selection's owner key (its `id` when it was created), or for reading only its "
+        "`read_id` (the share link)",
+        max_length=64,
+    ),
 ]
+OwnerKey = Annotated[
+    str, Path(description="The selection's owner key: the `id` returned when it was created", max_length=64)
+]
+# writes through the read-only share id
+OWNER_ONLY: dict[int | str, dict[str, Any]] = {
+    403: {"description": "The id is the read-only share id: changes need the owner key"},
+    404: {"description": "No selection has this id"},
+}
 FormatSuffix = Annotated[ExportFormat, Path(description="csv, json, bib, jsonld or manifest.json")]
 
 EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -63,7 +76,10 @@ def create_selection(
 ) -> SelectionDetail:
     """Create a selection (a cart of datasets): empty, from slugs, or from a saved plan's final dataset list.
 
-    Unknown slugs are a 422 that names them; a selection holds at most 1,000 datasets."""
+    The answer's `id` is the owner key: keep it private, it is the only way to change or delete the selection
+    (put it in the URL of those calls). Share `share_url` (its `read_id`) instead: it reads and exports the
+    selection, and nothing more. Unknown slugs are a 422 that names them; a selection holds at most 1,000
+    datasets."""
     body = body or SelectionCreate()
     selection = service.create_selection(
         session, name=body.name, dataset_slugs=body.dataset_slugs, plan_id=body.plan_id
@@ -80,19 +96,21 @@ def create_selection(
 )
 def get_selection(session: SessionDep, selection_id: SelectionId) -> SelectionDetail:
     """A selection: its datasets in order, totals (images, modalities, licences, access) and what each dataset
-    needs before it can be downloaded."""
-    return service.selection_detail(session, service.get_selection(session, selection_id), API)
+    needs before it can be downloaded. Read with the share id, it shows that id only (`owner` false)."""
+    selection, owner = service.readable_selection(session, selection_id)
+    return service.selection_detail(session, selection, API, owner=owner)
 
 
 @router.put(
     "/selections/{selection_id}",
     operation_id="replace_selection",
     response_model=SelectionDetail,
+    responses=OWNER_ONLY,
     tags=["selections"],
 )
 def replace_selection(
     session: SessionDep,
-    selection_id: SelectionId,
+    selection_id: OwnerKey,
     body: Annotated[
         SelectionReplace,
         Body(
@@ -117,11 +135,12 @@ def replace_selection(
     "/selections/{selection_id}/datasets",
     operation_id="add_to_selection",
     response_model=SelectionDetail,
+    responses=OWNER_ONLY,
     tags=["selections"],
 )
 def add_to_selection(
     session: SessionDep,
-    selection_id: SelectionId,
+    selection_id: OwnerKey,
     body: Annotated[SelectionAdd, Body(openapi_examples={"add": {"value": {"slug": "lits"}}})],
 ) -> SelectionDetail:
     """Add one dataset at the end (adding one already there changes nothing)."""
@@ -133,10 +152,11 @@ def add_to_selection(
     "/selections/{selection_id}/datasets/{slug}",
     operation_id="remove_from_selection",
     response_model=SelectionDetail,
+    responses=OWNER_ONLY,
     tags=["selections"],
 )
 def remove_from_selection(
-    session: SessionDep, selection_id: SelectionId, slug: Annotated[str, Path(max_length=200)]
+    session: SessionDep, selection_id: OwnerKey, slug: Annotated[str, Path(max_length=200)]
 ) -> SelectionDetail:
     """Remove one dataset; 404 when it is not in the selection."""
     selection = service.remove_dataset(session, selection_id, slug)
@@ -147,10 +167,11 @@ def remove_from_selection(
     "/selections/{selection_id}",
     operation_id="delete_selection",
     status_code=status.HTTP_204_NO_CONTENT,
+    responses=OWNER_ONLY,
     response_class=Response,
     tags=["selections"],
 )
-def delete_selection(session: SessionDep, selection_id: SelectionId) -> Response:
+def delete_selection(session: SessionDep, selection_id: OwnerKey) -> Response:
     """Delete the selection."""
     service.delete_selection(session, selection_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -217,8 +238,8 @@ def export_search(request: Request, session: SessionDep, search: SearchFilterDep
 def export_selection(
     request: Request, session: SessionDep, selection_id: SelectionId, fmt: FormatSuffix
 ) -> Any:
-    """A selection's datasets, in its order, in any export format."""
-    selection = service.get_selection(session, selection_id)
+    """A selection's datasets, in its order, in any export format (by its share id or its owner key)."""
+    selection, _ = service.readable_selection(session, selection_id)
     subject = exports.selection_subject(session, selection)
     return _streamed(request, fmt, "slug", list(selection.dataset_slugs), subject)
 

@@ -109,8 +109,9 @@ def selection_subject(session: Session, selection: Selection) -> ExportSubject:
     return ExportSubject(
         kind="selection",
         title=f"Selection {selection.name!r}" if selection.name else "Selection",
-        filename=_file_stem("imagingx-selection", selection.name or selection.id[:8]),
-        about={"selection": {"id": selection.id, "name": selection.name}},
+        # the share id, never the owner key: an export is passed around
+        filename=_file_stem("imagingx-selection", selection.name or selection.read_id[:8]),
+        about={"selection": {"id": selection.read_id, "name": selection.name}},
         catalog_version=catalog_version(session),
     )
 

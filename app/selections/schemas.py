@@ -62,7 +62,15 @@ class SelectionEntry(DatasetSummary):
 
 class SelectionDetail(BaseModel):
     ok: bool = True
-    id: str
+    id: str = Field(
+        description="The id this selection was read with: its owner key for the owner (keep it private: it "
+        "changes the selection), its read-only share id for anyone given the share link"
+    )
+    read_id: str = Field(
+        description="The read-only share id: reads and exports the selection, never changes it"
+    )
+    owner: bool = Field(description="Whether this was read with the owner key (writes allowed)")
+    share_url: str = Field(description="The read-only share link (JSON); exports hang below it")
     name: str | None
     dataset_slugs: list[str]
     missing_slugs: list[str] = Field(
@@ -75,7 +83,9 @@ class SelectionDetail(BaseModel):
     updated_at: datetime
     api_url: str
     compare_url: str | None = Field(description="Side-by-side comparison, when it holds 2 to 6 datasets")
-    exports: dict[str, str] = Field(description="Download links by format: csv, json, bib, jsonld, manifest")
+    exports: dict[str, str] = Field(
+        description="Download links by format (csv, json, bib, jsonld, manifest), under the read-only share id"
+    )
 
 
 class CompareField(BaseModel):

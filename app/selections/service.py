@@ -1,8 +1,10 @@
 """Selections (the cart) and side-by-side comparison: one function per operation, called by pages and the API.
 
-A selection is an ordered list of dataset slugs behind an unguessable id. Anonymous users hold the id in a
-cookie (see pages.py); API clients hold it in the URL. Every write locks the row (SELECT ... FOR UPDATE), so two
-quick clicks on "Add to selection" in two tabs cannot lose one another's dataset.
+A selection is an ordered list of dataset slugs behind two unguessable ids. Its id is the owner key: anonymous
+users hold it in a cookie (see pages.py), API clients get it when they create the selection and put it in the
+URL; renaming, emptying, deleting and adding or removing datasets need it. Its read_id is the share link: it
+reads and exports the selection, and a write through it is a 403. Every write locks the row (SELECT ... FOR
+UPDATE), so two quick clicks on "Add to selection" in two tabs cannot lose one another's dataset.
 """
 
 import importlib.util
@@ -102,12 +104,37 @@ def plan_slugs(session: Session, plan_id: str) -> list[str]:
 
 # -- the cart ---------------------------------------------------------------------------------------------------
 def get_selection(session: Session, selection_id: str, *, for_update: bool = False) -> Selection:
+    """The selection whose owner key is `selection_id`: what every write starts from. Its read-only share id
+    is a 403 (the link reads, never changes); anything else a 404."""
     selection = None
     if 0 < len(selection_id) <= ID_LENGTH:
         selection = session.get(Selection, selection_id, with_for_update=for_update or None)
     if selection is None:
+        if _by_read_id(session, selection_id) is not None:
+            raise ApiError(
+                403,
+                "this is the selection's read-only link: changing it needs its owner key (the id it was created with)",
+            )
         raise NotFound(f"selection {selection_id!r}")
     return selection
+
+
+def readable_selection(session: Session, selection_id: str) -> tuple[Selection, bool]:
+    """The selection `selection_id` names, by its owner key or by its read-only share id, and whether it was the
+    owner key. 404 for neither."""
+    selection = session.get(Selection, selection_id) if 0 < len(selection_id) <= ID_LENGTH else None
+    if selection is not None:
+        return selection, True
+    selection = _by_read_id(session, selection_id)
+    if selection is None:
+        raise NotFound(f"selection {selection_id!r}")
+    return selection, False
+
+
+def _by_read_id(session: Session, read_id: str) -> Selection | None:
+    if not 0 < len(read_id) <= ID_LENGTH:
+        return None
+    return session.scalars(select(Selection).where(Selection.read_id == read_id)).one_or_none()
 
 
 def find_selection_slugs(session: Session, selection_id: str | None) -> list[str] | None:
@@ -130,7 +157,12 @@ def create_selection(
         slugs = checked_slugs(session, plan_slugs(session, plan_id), ["body", "plan_id"])
     else:
         slugs = checked_slugs(session, dataset_slugs or [], ["body", "dataset_slugs"])
-    selection = Selection(id=secrets.token_urlsafe(24), name=_clean_name(name), dataset_slugs=slugs)
+    selection = Selection(
+        id=secrets.token_urlsafe(24),
+        read_id=secrets.token_urlsafe(24),
+        name=_clean_name(name),
+        dataset_slugs=slugs,
+    )
     session.add(selection)
     session.commit()
     session.refresh(selection)
@@ -208,13 +240,20 @@ def _saved(session: Session, selection: Selection) -> Selection:
 
 
 # -- what a selection holds -------------------------------------------------------------------------------------
-def selection_detail(session: Session, selection: Selection, api_prefix: str = "/api/v1") -> SelectionDetail:
-    """The selection with its datasets, totals, the step each dataset needs before download, and links."""
+def selection_detail(
+    session: Session, selection: Selection, api_prefix: str = "/api/v1", *, owner: bool = True
+) -> SelectionDetail:
+    """The selection with its datasets, totals, the step each dataset needs before download, and links. Read
+    through its share link (`owner` false) it shows only the share id: the owner key is never handed out."""
     rows = datasets_by_slug(session, selection.dataset_slugs)
     found = {row.slug for row in rows}
-    base = f"{api_prefix}/selections/{selection.id}"
+    shared = f"{api_prefix}/selections/{selection.read_id}"
+    base = f"{api_prefix}/selections/{selection.id}" if owner else shared
     return SelectionDetail(
-        id=selection.id,
+        id=selection.id if owner else selection.read_id,
+        read_id=selection.read_id,
+        owner=owner,
+        share_url=shared,
         name=selection.name,
         dataset_slugs=list(selection.dataset_slugs),
         missing_slugs=[s for s in selection.dataset_slugs if s not in found],
@@ -230,7 +269,7 @@ def selection_detail(session: Session, selection: Selection, api_prefix: str = "
         compare_url=compare_url([row.slug for row in rows])
         if COMPARE_MIN <= len(rows) <= COMPARE_MAX
         else None,
-        exports={fmt.name: f"{base}/export.{fmt.suffix}" for fmt in ExportFormat},
+        exports={fmt.name: f"{shared}/export.{fmt.suffix}" for fmt in ExportFormat},
     )
 
 

@@ -150,6 +150,35 @@ class Settings(BaseSettings):
         description="Bundle jobs one client address may request, per window; empty: no limit.",
     )
 
+    # bounded input (app/core/limits.py, workers/sources/download.py)
+    max_json_body_bytes: int = Field(
+        default=2**20,
+        ge=1,
+        description="Largest request body of a JSON (or other non-form) request; larger is a 413.",
+    )
+    max_form_body_bytes: int = Field(
+        default=256 * 2**10, ge=1, description="Largest request body of an HTML form post; larger is a 413."
+    )
+    download_min_bytes_per_second: int = Field(
+        default=16 * 2**10,
+        ge=1,
+        description="Slowest transfer a download may keep: a file's deadline is "
+        "`download_grace_seconds` + its size / this rate; a hanging or slower server is cut off.",
+    )
+    download_grace_seconds: float = Field(
+        default=60.0, gt=0, description="Time every download gets on top of its size-scaled deadline."
+    )
+
+    # bounded input (app/core/limits.py, workers/sources/download.py)
+    max_json_body_bytes: int = Field(
+        default=2**20,
+        ge=1,
+        description="Largest request body of a JSON (or other non-form) request; larger is a 413.",
+    )
+    max_form_body_bytes: int = Field(
+        default=256 * 2**10, ge=1, description="Largest request body of an HTML form post; larger is a 413."
+    )
+
     @property
     def store_url(self) -> str:
         return self.storage_url or str(self.home / "store")

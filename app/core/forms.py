@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import Request, Response
 
-from app.core.errors import ApiError, InvalidInput
+from app.core.errors import ApiError
 
 VISITOR_COOKIE_MAX_AGE = 400 * 24 * 3600  # browsers cap a cookie's lifetime at 400 days
 
@@ -20,12 +20,20 @@ def refuse_cross_site(request: Request) -> None:
 
 
 async def same_site_form(request: Request, max_bytes: int) -> list[tuple[str, str]]:
-    """The fields of a urlencoded form post from this site, in order, repeated keys kept."""
+    """The fields of a urlencoded form post from this site, in order, repeated keys kept. A body over this
+    form's `max_bytes` is a 413, raised at the first chunk past it (every form body is also within
+    IMAGINGX_MAX_FORM_BODY_BYTES before the route runs: app/core/limits.py)."""
     refuse_cross_site(request)
-    body = await request.body()
-    if len(body) > max_bytes:
-        raise InvalidInput(["body"], "form too large")
-    return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(
+                413, f"form too large: at most {max_bytes} bytes", [{"loc": ["body"], "msg": "too large"}]
+            )
+        chunks.append(chunk)
+    return parse_qsl(b"".join(chunks).decode("utf-8", "replace"), keep_blank_values=True)
 
 
 def set_visitor_cookie(request: Request, response: Response, name: str, value: str) -> None:

@@ -237,9 +237,12 @@ class SecurityMiddleware:
 async def _refuse(
     scope: Scope, receive: Receive, send: Send, status: int, message: str, headers: dict[str, str]
 ) -> None:
-    """The error envelope (JSON, or the error page for a browser's page request), as every other error."""
+    """The error envelope (JSON, or the error page for a browser's page request), as every other error. Built in
+    a worker thread: the error page's header reads the visitor's selection from the database."""
+    import anyio
+
     from app.core.errors import _respond
 
-    response = _respond(Request(scope, receive), status, message, [])
+    response = await anyio.to_thread.run_sync(_respond, Request(scope, receive), status, message, [])
     response.headers.update(headers)
     await response(scope, receive, send)

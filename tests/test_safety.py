@@ -3,17 +3,24 @@
 
 from __future__ import annotations
 
+import fcntl
+import http.server
 import io
 import stat
 import tarfile
+import threading
+import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from app.core.config import Settings
 from workers.safety import UnpackLimits, UnsafeArchiveError, is_public_address, unpack_archive
-from workers.sources.base import SourceError
+from workers.sources.base import RemoteFile, SourceError
 from workers.sources.descriptors import parse_source
+from workers.sources.download import Downloader, DownloadTooSlow
 
 LIMITS = UnpackLimits(max_bytes=10 * 2**20, max_members=100, max_ratio=200)
 ROOMY = UnpackLimits(max_bytes=2**30, max_members=100, max_ratio=200)  # only the ratio can catch a bomb
@@ -252,3 +259,79 @@ def test_well_formed_ipv6_urls_are_accepted_in_descriptors() -> None:
     source = parse_source({"kind": "http", "files": [{"url": url, "sha256": "0" * 64}]})
     assert source.files[0].url == url
     assert source.files[0].file_name == "a.nii.gz"
+
+
+# --- slow servers ------------------------------------------------------------------------------------------
+
+
+class _TricklingHandler(http.server.BaseHTTPRequestHandler):
+    """Promises 2,000 bytes; `/trickle` sends one byte per second, `/hang` sends nothing after the headers."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2000")
+        self.send_header("ETag", '"v1"')
+        self.end_headers()
+        try:
+            for _ in range(2000):
+                if self.path == "/trickle":
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                time.sleep(1)
+        except OSError:
+            pass  # the client gave up: what the test wants
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def trickling_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TricklingHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("path", ["/trickle", "/hang"])
+def test_a_slow_server_is_cut_off_by_the_size_scaled_deadline_and_the_lock_released(
+    tmp_path: Path, trickling_server: str, path: str
+) -> None:
+    settings = Settings(
+        home=tmp_path / "home",
+        allow_private_sources=True,
+        download_grace_seconds=1.0,
+        download_min_bytes_per_second=1000,  # deadline: 1 s + 2,000 bytes / 1,000 bytes/s = 3 s
+    )
+    remote = RemoteFile(name="slow.bin", url=trickling_server + path, size=2000, sha256="0" * 64)
+    outcome: list[BaseException | None] = []
+
+    def fetch() -> None:
+        try:
+            Downloader(settings, attempts=3, retry_delay=0.1).fetch(remote)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    elapsed = time.monotonic() - started
+    assert not worker.is_alive(), "the download was still running after 20 s"
+    assert isinstance(outcome[0], DownloadTooSlow), outcome
+    assert "too slow" in str(outcome[0]) and "IMAGINGX_DOWNLOAD_MIN_BYTES_PER_SECOND" in str(outcome[0])
+    assert 2.5 < elapsed < 6.0
+    # the content's lock is free: another worker could take it at once
+    lock = tmp_path / "home" / "cache" / "locks" / f"sha256-{'0' * 64}.lock"
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    # what arrived stays for a resume
+    partial = tmp_path / "home" / "cache" / "partial" / f"sha256-{'0' * 64}.part"
+    assert partial.exists() and partial.stat().st_size <= 6
+    if path == "/trickle":
+        assert partial.read_bytes() == b"x" * partial.stat().st_size and partial.stat().st_size >= 1

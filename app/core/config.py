@@ -166,17 +166,9 @@ class Settings(BaseSettings):
         "`download_grace_seconds` + its size / this rate; a hanging or slower server is cut off.",
     )
     download_grace_seconds: float = Field(
-        default=60.0, gt=0, description="Time every download gets on top of its size-scaled deadline."
-    )
-
-    # bounded input (app/core/limits.py, workers/sources/download.py)
-    max_json_body_bytes: int = Field(
-        default=2**20,
-        ge=1,
-        description="Largest request body of a JSON (or other non-form) request; larger is a 413.",
-    )
-    max_form_body_bytes: int = Field(
-        default=256 * 2**10, ge=1, description="Largest request body of an HTML form post; larger is a 413."
+        default=60.0,
+        gt=0,
+        description="Time every download gets on top of its size-scaled deadline; also the longest single wait.",
     )
 
     @property

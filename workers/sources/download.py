@@ -6,6 +6,10 @@
   so a second fetch of the same content, by any job, downloads nothing.
 - One lock file per content keeps two workers from writing the same partial file.
 - Files land in the job folder by hard link (copy across file systems), each published by rename.
+- Every fetch has a deadline that scales with the file: `download_grace_seconds` + size /
+  `download_min_bytes_per_second` (retries included; a file of unknown size earns 1 / rate seconds per byte
+  received), and no single wait lasts longer than the grace time. A server sending 1 byte per second, or nothing
+  at all, is cut off (DownloadTooSlow) and the content's lock released for the next try.
 - A download to a host that needs the operator's account carries the file's Credential, which net.open_response
   sends to that host only (never to the storage host a redirect leads to).
 
@@ -58,6 +62,31 @@ class DownloadStopped(Exception):
 
 class SizeMismatchError(SourceError):
     pass
+
+
+class DownloadTooSlow(SourceError):
+    """A download ran past its size-scaled deadline (module docstring). The partial file stays, so a later
+    fetch resumes it."""
+
+
+@dataclass
+class _Deadline:
+    """When one fetch must end: `grace` + `size` / `rate` seconds after `start`; for a file of unknown size,
+    `received` bytes (so far, this fetch) stand in for `size`."""
+
+    start: float
+    grace: float
+    rate: float
+    size: int | None
+    received: int = 0
+
+    def left(self) -> float:
+        budget = self.size if self.size is not None else self.received
+        return self.start + self.grace + budget / self.rate - time.monotonic()
+
+    def wait_timeout(self) -> float:
+        """The longest any single wait (connect, one read) may take now."""
+        return max(0.01, min(self.left(), self.grace))
 
 
 class _Retry(Exception):
@@ -208,16 +237,33 @@ class Downloader:
         return final
 
     def _transfer_with_retries(self, remote: RemoteFile, partial: Path, **how: Any) -> _Received:
+        have = partial.stat().st_size if partial.exists() else 0
+        deadline = _Deadline(
+            start=time.monotonic(),
+            grace=self.settings.download_grace_seconds,
+            rate=self.settings.download_min_bytes_per_second,
+            size=None if remote.size is None else max(remote.size - have, 0),
+        )
         for attempt in range(1, self.attempts + 1):
             try:
-                return self._transfer(remote, partial, **how)
+                return self._transfer(remote, partial, deadline=deadline, **how)
             except _Retry as exc:
+                if deadline.left() <= 0:
+                    raise self._too_slow(remote, deadline) from exc
                 if attempt == self.attempts:
                     raise SourceError(
                         f"{remote.name}: download failed after {self.attempts} attempts: {exc}"
                     ) from exc
                 time.sleep(self.retry_delay * 2 ** (attempt - 1))
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _too_slow(self, remote: RemoteFile, deadline: _Deadline) -> DownloadTooSlow:
+        elapsed = time.monotonic() - deadline.start
+        return DownloadTooSlow(
+            f"{remote.name}: download too slow ({deadline.received} bytes in {elapsed:.0f} s; at least "
+            f"{deadline.rate} bytes/s after {deadline.grace:g} s are needed: "
+            "IMAGINGX_DOWNLOAD_MIN_BYTES_PER_SECOND, IMAGINGX_DOWNLOAD_GRACE_SECONDS)"
+        )
 
     def _publish(self, partial: Path, final: Path) -> None:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -229,11 +275,13 @@ class Downloader:
         self,
         remote: RemoteFile,
         partial: Path,
+        deadline: _Deadline,
         known_etags: Collection[str] = (),
         hash_sha256: bool = False,
     ) -> _Received:
-        """One attempt at the rest of `remote` into `partial` (resuming what it holds). `known_etags`: versions
-        already cached, asked for with If-None-Match; `hash_sha256`: compute the whole file's sha256 meanwhile."""
+        """One attempt at the rest of `remote` into `partial` (resuming what it holds), ending by `deadline`.
+        `known_etags`: versions already cached, asked for with If-None-Match; `hash_sha256`: compute the whole
+        file's sha256 meanwhile."""
         assert remote.url is not None
         etag_path = partial.with_suffix(".etag")
         have = partial.stat().st_size if partial.exists() else 0
@@ -249,6 +297,8 @@ class Downloader:
             headers["If-None-Match"] = ", ".join(known_etags)
         resuming = "Range" in headers
         limit = remote.size if remote.size is not None else self.settings.download_max_file_bytes
+        if deadline.left() <= 0:
+            raise self._too_slow(remote, deadline)
         try:
             response, url = open_response(
                 self.client,
@@ -257,6 +307,7 @@ class Downloader:
                 headers,
                 credential=remote.credential,
                 https_only=remote.no_checksum,
+                timeout=deadline.wait_timeout(),
             )
         except UnsafeSourceError as exc:
             raise SourceError(f"{remote.name}: {exc}") from exc
@@ -305,6 +356,9 @@ class Downloader:
                             self._check_stop(remote)
                             next_check = time.monotonic() + STOP_CHECK_SECONDS
                         have += len(chunk)
+                        deadline.received += len(chunk)
+                        if deadline.left() < 0:
+                            raise self._too_slow(remote, deadline)
                         if have > limit:
                             sink.close()
                             _discard(partial)

@@ -78,6 +78,7 @@ def _pinned_request(
     headers: dict[str, str] | None,
     method: str = "GET",
     body: bytes | None = None,
+    timeout: float | None = None,
 ) -> httpx.Request:
     parts = urlsplit(url)
     host = f"[{address}]" if ":" in address else address
@@ -94,6 +95,8 @@ def _pinned_request(
         headers={**(headers or {}), "Host": host_header},
         content=body,
         extensions=extensions,
+        # every wait of this request (connect, each read) ends within `timeout`; else the client's defaults
+        timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout),
     )
 
 
@@ -112,6 +115,7 @@ def open_response(
     credential: Credential | None = None,
     https_only: bool = False,
     follow_redirects: bool = True,
+    timeout: float | None = None,
 ) -> tuple[httpx.Response, str]:
     """Send `method` to `url` (with `json_body` as a JSON body) as a stream, following redirects unless told
     not to; returns the open response (the caller closes it) and the final URL. Raises UnsafeSourceError for a
@@ -119,7 +123,9 @@ def open_response(
 
     `credential`: its headers go to the hops on its origin until the first hop that leaves it (module
     docstring); SourceError if its origin would get them over plain http to a non-loopback address.
-    `https_only`: every hop must be https (or loopback), for content that no published checksum protects."""
+    `https_only`: every hop must be https (or loopback), for content that no published checksum protects.
+    `timeout`: seconds any single wait (connect, a read of the streamed body) may take, instead of the
+    client's (a download past its deadline must not block in a read for the client's 120 s)."""
     body = None if json_body is None else json.dumps(json_body).encode()
     if body is not None:
         headers = {**(headers or {}), "Content-Type": "application/json"}
@@ -139,7 +145,7 @@ def open_response(
                     f"refused to send the account for {credential.origin} over plain http ({url})"
                 )
             hop_headers.update(credential.headers)
-        request = _pinned_request(client, url, addresses[0], hop_headers, method, body)
+        request = _pinned_request(client, url, addresses[0], hop_headers, method, body, timeout)
         response = client.send(request, stream=True)
         if follow_redirects and response.is_redirect and "location" in response.headers:
             response.close()

@@ -279,3 +279,46 @@ def test_the_migration_gives_existing_selections_a_share_id(configured_services:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+# -- the pages in a browser, under the policy -------------------------------------------------------------------
+CSP_WATCH = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__cspViolations.push(e.violatedDirective + " " + (e.blockedURI || "inline"));
+});
+"""
+
+
+def test_pages_work_in_a_browser_under_the_policy(page: Any) -> None:
+    """Chromium enforces the policy the server sends: scripts (htmx, charts, the page's own) still run, styles
+    still apply, and nothing is blocked."""
+    from playwright.sync_api import expect
+
+    page.add_init_script(CSP_WATCH)
+    plan = page.request.post("/api/v1/plans", data={"spec": {"target_modalities": ["CT"]}}).json()
+    visited = []
+    for path in ("/datasets?modality=CT", "/statistics", "/plans/new", f"/plans/{plan['id']}", "/bundles"):
+        response = page.goto(path)
+        assert response is not None and response.ok, path
+        assert "script-src 'self'" in response.headers["content-security-policy"], path
+        assert page.evaluate("document.documentElement.className") == "js", f"{path}: the head script ran"
+        visited.append((path, page.evaluate("window.__cspViolations")))
+        if path == "/statistics":
+            expect(page.locator("#chart-modality")).to_have_attribute("data-drawn", "true")
+        if path == "/datasets?modality=CT":
+            page.locator("ol.result-list > li.with-actions").first.locator(".selection-toggle button").click()
+            expect(page.locator("#nav-selection")).to_have_text("Selection (1)")  # an htmx swap
+    page.goto("/selection")
+    expect(page.locator("[data-share-link]")).to_have_count(1)
+    visited.append(("/selection", page.evaluate("window.__cspViolations")))
+    assert all(not violations for _, violations in visited), visited
+    display = page.evaluate("getComputedStyle(document.querySelector('.site-header')).display")
+    assert display != "inline", "the stylesheet applies"
+    # and the watch sees what the policy blocks: an injected inline script
+    page.evaluate(
+        "() => { const s = document.createElement('script'); s.textContent = 'window.__ran = 1';"
+        " document.head.append(s); }"
+    )
+    page.wait_for_function("window.__cspViolations.length > 0")
+    assert page.evaluate("window.__ran") is None

@@ -50,6 +50,10 @@ class BodyTooLarge(Exception):
     """The body grew past its limit while arriving (a chunked body)."""
 
 
+class _Disconnected(Exception):
+    """The client went away before its body was complete."""
+
+
 def unstorable_at(value: str) -> int | None:
     """Index of the first character of `value` that a text column cannot store, or None."""
     found = _UNSTORABLE.search(value)
@@ -162,10 +166,6 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-class _Disconnected(Exception):
-    """The client went away before its body was complete."""
-
-
 def _replay(body: bytes, receive: Receive) -> Receive:
     """A receive that hands the route the body read here, then waits on the real one (disconnects)."""
     sent = False
@@ -181,13 +181,17 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 async def _refuse(scope: Scope, send: Send, status: int, message: str, loc: list[str | int]) -> None:
-    """The error envelope (JSON, or the error page for a browser's page request), as every other error."""
+    """The error envelope (JSON, or the error page for a browser's page request), as every other error. Built in
+    a worker thread: the error page's header reads the visitor's selection from the database."""
+    import anyio
+
     from app.core.errors import _respond
 
     async def no_body() -> Message:
         return {"type": "http.disconnect"}
 
-    response = _respond(Request(scope, no_body), status, message, [{"loc": loc, "msg": message}])
+    errors = [{"loc": loc, "msg": message}]
+    response = await anyio.to_thread.run_sync(_respond, Request(scope, no_body), status, message, errors)
     await response(scope, no_body, send)
 
 

@@ -51,6 +51,7 @@ def _error(response: Any, status: int) -> dict[str, Any]:
         ("/datasets", "text/html"),
         ("/api/v1/datasets?q=liver", "application/json"),
         ("/static/app.css", "*/*"),
+        ("/api/v1/docs", "text/html"),
         ("/no-such-page", "text/html"),
         ("/api/v1/bundles/no-such-bundle", "application/json"),
     ],

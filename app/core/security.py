@@ -7,7 +7,7 @@ its body:
 - **Headers.** Every response carries a Content-Security-Policy (scripts, styles, images, fonts and fetches
   from this origin only; no frames of this site anywhere: `frame-ancestors 'none'`), `X-Frame-Options: DENY`
   for browsers without CSP level 2, `X-Content-Type-Options: nosniff` and `Referrer-Policy`. The API docs page
-  (Swagger UI starts itself with an inline script) gets a policy that allows exactly that.
+  is no exception: its Swagger UI is vendored under static/ and started by a static script.
 - **Same origin.** A POST, PUT, PATCH or DELETE that a browser marks as sent from another site
   (`Sec-Fetch-Site: cross-site` or `same-site`), or whose `Origin` is neither this server nor one of
   `IMAGINGX_TRUSTED_ORIGINS`, is refused with 403 in the error envelope. Clients that send neither header
@@ -53,12 +53,6 @@ CONTENT_SECURITY_POLICY = (
     "img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
-# FastAPI's Swagger UI page starts itself with an inline script.
-DOCS_CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
-)
-DOCS_PATHS = frozenset({"/api/v1/docs", "/api/v1/docs/oauth2-redirect"})
 SECURITY_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -208,12 +202,11 @@ class SecurityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = DOCS_CONTENT_SECURITY_POLICY if scope["path"] in DOCS_PATHS else CONTENT_SECURITY_POLICY
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                headers.setdefault("content-security-policy", policy)
+                headers.setdefault("content-security-policy", CONTENT_SECURITY_POLICY)
                 for name, value in SECURITY_HEADERS:
                     headers.setdefault(name.decode(), value.decode())
             await send(message)

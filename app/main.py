@@ -1,6 +1,7 @@
 """The application factory: mounts each domain's JSON router under /api/v1 and its pages at the root."""
 
 from html import escape
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
@@ -8,7 +9,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__
 from app.core.errors import install_error_handlers
-from app.core.security import SecurityMiddleware
+from app.core.security import SecurityMiddleware, counted_kind
 from app.core.templating import STATIC_DIR
 
 API_PREFIX = "/api/v1"
@@ -31,11 +32,69 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     for module in DOMAIN_MODULES:
         _include(app, module)
+    _document_common_responses(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_docs(app)
     # outermost: headers on every response, and cross-site writes or over-limit creations refused first
     app.add_middleware(SecurityMiddleware)
     return app
+
+
+# -- statuses every JSON route may answer, documented once here rather than on each route -----------------------
+_ENVELOPE = {
+    "type": "object",
+    "required": ["ok", "status", "error", "errors"],
+    "properties": {
+        "ok": {"const": False},
+        "status": {"type": "integer"},
+        "error": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before trying again", "schema": {"type": "integer"}}
+}
+
+
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ENVELOPE}}, **extra}
+
+
+def _document_common_responses(app: FastAPI) -> None:
+    """Add to each JSON operation of the OpenAPI the error statuses that code shared by every route answers
+    (the middlewares, the error handlers, path lookups), so that a client and Schemathesis see every status an
+    operation can give. An operation's own description of a status wins."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for path, operations in schema.get("paths", {}).items():
+                for method, operation in operations.items():
+                    responses = operation.setdefault("responses", {})
+                    common = _common_responses(path, method.upper(), "requestBody" in operation)
+                    for status, response in common.items():
+                        responses.setdefault(str(status), response)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _common_responses(path: str, method: str, has_body: bool) -> dict[int, dict[str, Any]]:
+    common = {
+        422: _error("Invalid input: a parameter out of range, or a character that cannot be stored (NUL)"),
+        503: _error("The database is unavailable, or the server is at capacity", headers=_RETRY_AFTER),
+    }
+    if "{" in path or has_body:
+        common[404] = _error("Nothing with this id or name (in the path, or named in the body)")
+    if has_body:
+        common[400] = _error("The body is not valid JSON")
+        common[413] = _error("The body is larger than the limit for this route")
+    if method in {"POST", "PUT", "PATCH", "DELETE"}:
+        common[403] = _error("Sent by a page of another site (Origin / Sec-Fetch-Site), or not the owner")
+    if counted_kind({"type": "http", "method": method, "path": path, "headers": []}):
+        common[429] = _error("Too many created from this address: see Retry-After", headers=_RETRY_AFTER)
+    return common
 
 
 def _include(app: FastAPI, domain: str) -> None:

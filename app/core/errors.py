@@ -3,6 +3,7 @@
 HTML pages render the same message with templates/error.html; htmx partials get it as a swap-able fragment.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +12,8 @@ from fastapi.responses import JSONResponse
 from psycopg.errors import QueryCanceled
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
+from starlette.staticfiles import StaticFiles
 
 
 class ApiError(Exception):
@@ -41,19 +44,64 @@ def _wants_html(request: Request) -> bool:
     return not request.url.path.startswith("/api/") and "text/html" in request.headers.get("accept", "")
 
 
-def _respond(request: Request, status: int, error: str, errors: list[dict[str, Any]]) -> Any:
+def _respond(
+    request: Request,
+    status: int,
+    error: str,
+    errors: list[dict[str, Any]],
+    headers: Mapping[str, str] | None = None,
+) -> Any:
     if _wants_html(request):
         from app.core.templating import templates
 
         template = "_error.html" if request.headers.get("hx-request") else "error.html"
         return templates.TemplateResponse(
-            request, template, {"status": status, "error": error, "errors": errors}, status_code=status
+            request,
+            template,
+            {"status": status, "error": error, "errors": errors},
+            status_code=status,
+            headers=headers,
         )
-    return JSONResponse(error_body(status, error, errors), status_code=status)
+    return JSONResponse(error_body(status, error, errors), status_code=status, headers=headers)
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "invalid")} for e in exc.errors()]
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path (RFC 9110 asks a 405 to list them in Allow). Starlette names
+    only the first route whose path matches, which is wrong when a path's methods are separate routes. Each
+    method is tried on a fresh scope through the routes' public `matches`, whatever their nesting; a mount
+    matches whatever the method, so a mount of static files counts for the two methods they take."""
+    path = request.scope["path"]
+    openapi = getattr(request.app, "openapi", None)
+    documented = openapi().get("paths", {}).get(path) if openapi else None
+    if documented:
+        # a path the OpenAPI names literally: its operations, since a literal path beats a template there
+        # (GET /api/v1/datasets/search reaches /api/v1/datasets/{slug}, yet no dataset is called "search")
+        return ", ".join(method for method in METHODS if method.lower() in documented)
+    allowed: set[str] = set()
+    for method in METHODS:
+        probe = {
+            "type": "http",
+            "method": method,
+            "path": path,
+            "root_path": "",
+            "headers": [],
+            "query_string": b"",
+        }
+        for route in request.app.router.routes:
+            if route.matches(probe)[0] is not Match.FULL:
+                continue
+            if not isinstance(route, Mount):
+                allowed.add(method)
+            elif isinstance(route.app, StaticFiles):
+                allowed |= {"GET", "HEAD"}
+    return ", ".join(method for method in METHODS if method in allowed)
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -72,7 +120,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
         messages = {404: "not found", 405: "method not allowed"}
         detail = exc.detail if isinstance(exc.detail, str) else messages.get(exc.status_code, "error")
-        return _respond(request, exc.status_code, detail, [])
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        return _respond(request, exc.status_code, detail, [], headers)
 
     @app.exception_handler(OperationalError)
     async def database_error(request: Request, exc: OperationalError) -> Any:

@@ -188,7 +188,7 @@ async def create_plan_from_form(request: Request, session: SessionDep) -> Any:
             data = _parse_json(spec_json)
             spec = PlanSpec.model_validate(data)
         else:
-            spec = PlanSpec.model_validate(raw)
+            spec = PlanSpec.model_validate(raw, strict=False)  # form fields are text: '3' means 3
     except _JsonSyntaxError as error:
         errors = [{"field": "spec_json", "loc": ["spec"], "path": "spec", "msg": str(error)}]
         return _invalid(request, raw, spec_json, errors, source)

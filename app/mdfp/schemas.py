@@ -8,12 +8,15 @@ and give the same plan. Unknown keys are rejected everywhere: a misspelt rule mu
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
 
 from app.catalog.vocabularies import ALL
 
 STRICT = ConfigDict(extra="forbid")
+# The spec's numbers and switches take JSON's own types only (StrictInt, StrictBool): pydantic's lax mode would
+# read `true` as 1, 1.0 as 1 and "0" as False, so a typo'd spec would plan something else than it says. The
+# planner form's quick filters send text, and are validated with strict=False (app/mdfp/pages.py).
 
 
 def _vocabulary_value(kind: str):
@@ -63,24 +66,24 @@ class SelectionSpec(BaseModel):
         json_schema_extra={"examples": [{"enable": True, "min_datasets_per_modality": 3}]},
     )
 
-    enable: bool = Field(default=False, description="Apply the constraints below")
-    min_datasets_per_modality: int | None = Field(
+    enable: StrictBool = Field(default=False, description="Apply the constraints below")
+    min_datasets_per_modality: StrictInt | None = Field(
         default=None,
         ge=0,
         description="A target modality with fewer eligible datasets is dropped (its datasets are rejected "
         "unless another kept modality holds them)",
     )
-    min_orgs_per_modality: int | None = Field(
+    min_orgs_per_modality: StrictInt | None = Field(
         default=None,
         ge=0,
         description="A target modality whose datasets come from fewer organisations is dropped. Unknown "
         "organisations are never assumed: when they make the check undecidable the modality is kept and "
         "marked unverified",
     )
-    max_datasets: int | None = Field(
+    max_datasets: StrictInt | None = Field(
         default=None, ge=1, description="Keep at most this many datasets (best ranked first)"
     )
-    max_total_images: int | None = Field(
+    max_total_images: StrictInt | None = Field(
         default=None,
         ge=1,
         description="Keep adding datasets (best ranked first) while the summed image count stays within "
@@ -125,7 +128,7 @@ class PlanSpec(BaseModel):
         max_length=10,
         description=f"A dataset must have one of these dimensionalities; empty = any. One of {_allowed('dim')}",
     )
-    allow_3d_as_2d_sources: bool = Field(
+    allow_3d_as_2d_sources: StrictBool = Field(
         default=False, description="3D volumes may feed a 2D goal (sliced): they pass a target_dims of 2D"
     )
     anatomy_whitelist: list[Anatomy] | None = Field(
@@ -146,20 +149,20 @@ class PlanSpec(BaseModel):
         max_length=10,
         description=f"Only these access modes; null or empty = any. One of {_allowed('access')}",
     )
-    include_unlabeled: bool = Field(
+    include_unlabeled: StrictBool = Field(
         default=True, description="Unlabeled datasets (and datasets whose label status is unknown) may enter"
     )
-    prefer_labeled: bool = Field(
+    prefer_labeled: StrictBool = Field(
         default=True,
         description="Labeled datasets rank first when a cap (max_datasets, max_total_images) bites",
     )
-    min_valid_images_per_dataset: int = Field(
+    min_valid_images_per_dataset: StrictInt = Field(
         default=0,
         ge=0,
         description="Drop datasets with fewer images (or cases, as the survey counts them); a dataset with "
         "an unknown count is dropped when this is above 0",
     )
-    release_year_min: int | None = Field(
+    release_year_min: StrictInt | None = Field(
         default=None,
         ge=1900,
         le=2100,

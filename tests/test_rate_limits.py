@@ -15,7 +15,7 @@ from bundle_fixtures import queue_for_this_process
 from fastapi.testclient import TestClient
 
 from app.core.config import get_settings
-from app.core.security import Limit, parse_limits, retry_after
+from app.core.security import Limit, client_key, parse_limits, retry_after
 
 HTML = {"Accept": "text/html"}
 
@@ -70,6 +70,14 @@ def test_parse_limits() -> None:
     assert parse_limits("") == []
     with pytest.raises(ValueError, match="N/minute"):
         parse_limits("5/week")
+
+
+def test_clients_are_counted_by_ip_address() -> None:
+    assert client_key({"client": ("192.0.2.1", 5000)}) == "192.0.2.1"
+    assert client_key({"client": ("::1", 5000)}) == "::1"
+    # no address to tell clients apart: an in-process test client, a Unix socket peer
+    assert client_key({"client": ("testclient", 50000)}) is None
+    assert client_key({"client": None}) is None
 
 
 def test_selections_over_the_limit_get_429_and_other_clients_do_not(limits: Any) -> None:

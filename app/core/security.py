@@ -12,7 +12,7 @@ its body:
   (`Sec-Fetch-Site: cross-site` or `same-site`), or whose `Origin` is neither this server nor one of
   `IMAGINGX_TRUSTED_ORIGINS`, is refused with 403 in the error envelope. Clients that send neither header
   (curl, scripts, the CLI) are not browsers acting for someone else, and pass.
-- **Rate limits.** Creating plans, selections and bundle jobs is counted per client address in fixed windows
+- **Rate limits.** Creating plans, selections and bundle jobs is counted per client IP address in fixed windows
   (`IMAGINGX_RATE_LIMIT_PLANS` etc., e.g. `20/minute, 300/day`: a burst limit and a daily quota). Over a
   limit: 429 with `Retry-After` (seconds until the window ends). Counters live in Redis so that every web
   process shares them; when Redis cannot be reached, requests pass (logged): limits protect the portal, they
@@ -22,6 +22,7 @@ its body:
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import re
 import time
@@ -124,10 +125,17 @@ def counted_kind(scope: Scope) -> str | None:
     return None
 
 
-def client_key(scope: Scope) -> str:
-    """Who is counted: the client's address (uvicorn puts a trusted proxy's forwarded address there)."""
+def client_key(scope: Scope) -> str | None:
+    """Who is counted: the client's IP address (uvicorn puts a trusted proxy's forwarded address there). None
+    for a client without one, which cannot be told from any other: an in-process ASGI client (the test
+    suite's) or a peer on a Unix socket (a proxy there must forward the address for limits to apply)."""
     client = scope.get("client")
-    return client[0] if client else "unknown"
+    if not client:
+        return None
+    try:
+        return str(ipaddress.ip_address(client[0]))
+    except ValueError:
+        return None
 
 
 async def retry_after(kind: str, client: str, settings: Settings, now: float | None = None) -> int | None:
@@ -217,9 +225,9 @@ class SecurityMiddleware:
             if reason is not None:
                 await _refuse(scope, receive, send_with_headers, 403, reason, {})
                 return
-            kind = counted_kind(scope)
-            if kind is not None:
-                wait = await retry_after(kind, client_key(scope), settings)
+            kind, client = counted_kind(scope), client_key(scope)
+            if kind is not None and client is not None:
+                wait = await retry_after(kind, client, settings)
                 if wait is not None:
                     message = f"too many {kind} created from this address: try again in {wait} s"
                     await _refuse(scope, receive, send_with_headers, 429, message, {"Retry-After": str(wait)})

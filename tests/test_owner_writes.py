@@ -70,6 +70,22 @@ def test_every_response_carries_the_security_headers(client: TestClient, path: s
     assert response.headers["referrer-policy"] == "same-origin"
 
 
+def test_an_unexpected_error_carries_the_headers_too(configured_services: None) -> None:
+    from app.main import create_app
+
+    app = create_app()
+
+    @app.get("/api/v1/fails-for-the-test")
+    def fails() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/api/v1/fails-for-the-test")
+    assert _error(response, 500)["error"] == "internal error: the failure was logged"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)(?![^>]*type=\"application/(ld\+)?json\")[^>]*>", re.I)
 
 

@@ -211,8 +211,12 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
 
+        started = False
+
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = MutableHeaders(scope=message)
                 headers.setdefault("content-security-policy", CONTENT_SECURITY_POLICY)
                 for name, value in SECURITY_HEADERS:
@@ -232,7 +236,16 @@ class SecurityMiddleware:
                     message = f"too many {kind} created from this address: try again in {wait} s"
                     await _refuse(scope, receive, send_with_headers, 429, message, {"Retry-After": str(wait)})
                     return
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            # Starlette's outermost middleware would answer the 500 past this one, without the headers: answer it
+            # here (the same envelope) and re-raise, so that it still logs the failure and sends nothing more.
+            if not started:
+                await _refuse(
+                    scope, receive, send_with_headers, 500, "internal error: the failure was logged", {}
+                )
+            raise
 
 
 async def _refuse(

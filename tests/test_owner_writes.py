@@ -252,9 +252,36 @@ def test_the_selection_page_shares_its_read_link_and_the_cookie_stays_the_owner_
     key = client.cookies["imagingx_selection"]
     detail = client.get(f"/api/v1/selections/{key}").json()
     html = client.get("/selection", headers=HTML).text
-    assert f'<a href="{detail["share_url"]}" data-share-link>' in html
+    assert detail["share_page"] == f"/selections/{detail['read_id']}"
+    assert f'<a href="{detail["share_page"]}" data-share-link>' in html
     exports = re.findall(r'href="(/api/v1/selections/[^"]+/export\.[a-z.]+)"', html)
     assert len(exports) == 5 and all(detail["read_id"] in url and key not in url for url in exports)
+
+
+def test_the_shared_page_shows_the_selection_without_a_control_that_changes_it(
+    client: TestClient, stranger: TestClient
+) -> None:
+    client.post("/selection/add", data={"slug": "lits"}, headers=HTML, follow_redirects=False)
+    client.post("/selection/add", data={"slug": "kits19"}, headers=HTML, follow_redirects=False)
+    client.post("/selection/name", data={"name": "Kidney CT"}, headers=HTML, follow_redirects=False)
+    key = client.cookies["imagingx_selection"]
+    detail = client.get(f"/api/v1/selections/{key}").json()
+
+    page = stranger.get(detail["share_page"], headers=HTML)
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+    html = page.text
+    assert "<h1>Kidney CT</h1>" in html and "shared read-only" in html
+    listed = re.findall(r'<li class="selection-item" data-slug="([^"]+)"', html)
+    assert listed == ["lits", "kits19"]
+    assert key not in html, "the owner key appears nowhere on the shared page"
+    for control in ('action="/selection/remove"', 'action="/selection/clear"', 'action="/selection/name"'):
+        assert control not in html
+    assert 'id="build-bundle"' not in html
+    assert f'href="{detail["share_url"]}/export.csv"' in html
+    assert stranger.get("/selection", headers=HTML).text.count('class="selection-item"') == 0, "not adopted"
+    # the owner key is not a share link, and an unknown id is a 404
+    assert stranger.get(f"/selections/{key}", headers=HTML).status_code == 404
+    assert stranger.get("/selections/" + "Z" * 32, headers=HTML).status_code == 404
 
 
 def test_the_migration_gives_existing_selections_a_share_id(configured_services: None) -> None:

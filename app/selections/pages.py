@@ -1,6 +1,7 @@
 """HTML pages of selections: the selection page, add/remove buttons, and the comparison page.
 
-Anonymous users keep their selection through a cookie holding its id. Add and remove are plain POST forms that
+Anonymous users keep their selection through a cookie holding its id, the owner key: only that browser changes
+it. Others see it at its read-only share page, /selections/{read_id}. Add and remove are plain POST forms that
 redirect back (303) without JavaScript; with htmx the button swaps itself and the header's "Selection (N)"
 link is refreshed out of band. The same service functions answer the JSON API (app/selections/api.py).
 """
@@ -18,13 +19,13 @@ from sqlalchemy.orm import Session
 import app.catalog.pages  # noqa: F401  (registers the shared template helpers: vocab_label, code_spans...)
 from app.api.deps import SessionDep
 from app.core.db import new_session
-from app.core.errors import InvalidInput
+from app.core.errors import InvalidInput, NotFound
 from app.core.forms import same_site_form, set_visitor_cookie
 from app.core.templating import templates
 from app.search.schemas import SearchFilter
 from app.search.service import filter_pairs, query_string
 from app.selections import service
-from app.selections.schemas import ExportFormat
+from app.selections.schemas import ExportFormat, SelectionDetail
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("imagingx")
@@ -219,14 +220,34 @@ def selection_page(request: Request, session: SessionDep) -> Response:
     return response
 
 
+@router.get(service.SHARED_PAGE_PATH + "/{read_id}", response_class=HTMLResponse)
+def shared_selection_page(request: Request, session: SessionDep, read_id: str) -> Response:
+    """A selection as it is shared: its datasets, totals, exports and comparison, with nothing that changes it.
+    Only the share id opens it (the owner key is never put in a link)."""
+    selection, owner = service.readable_selection(session, read_id)
+    if owner:  # an owner key in a URL: not how this page is linked, and it must not become one
+        raise NotFound(f"shared selection {read_id!r}")
+    detail = service.selection_detail(session, selection, API, owner=False)
+    response = _render_selection(request, detail, partial=False, read_only=True)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _selection_page(request: Request, session: Session, partial: bool) -> HTMLResponse:
     visitor = visitor_selection(request)
     detail = None
     if visitor.id is not None:
         detail = service.selection_detail(session, service.get_selection(session, visitor.id), API)
+    return _render_selection(request, detail, partial=partial, read_only=False)
+
+
+def _render_selection(
+    request: Request, detail: SelectionDetail | None, *, partial: bool, read_only: bool
+) -> HTMLResponse:
     context: dict[str, Any] = {
+        "read_only": read_only,
         "detail": detail,
-        "section": "selection",
+        "section": "" if read_only else "selection",  # someone else's: not the header's "Selection"
         "json_url": detail.api_url if detail else None,
         "export_links": [(EXPORT_LABELS[fmt], detail.exports[fmt.name]) for fmt in ExportFormat]
         if detail

@@ -71,6 +71,7 @@ class SelectionDetail(BaseModel):
     )
     owner: bool = Field(description="Whether this was read with the owner key (writes allowed)")
     share_url: str = Field(description="The read-only share link (JSON); exports hang below it")
+    share_page: str = Field(description="The read-only share link as a web page")
     name: str | None
     dataset_slugs: list[str]
     missing_slugs: list[str] = Field(

@@ -36,6 +36,7 @@ from app.sources.service import fetch_overview_of
 MAX_DATASETS = 1_000
 COMPARE_MIN, COMPARE_MAX = 2, 6
 ID_LENGTH = 32  # secrets.token_urlsafe(24) is 32 characters, the width of selection.id
+SHARED_PAGE_PATH = "/selections"  # + /{read_id}: the read-only page a selection is shared as (pages.py)
 
 # The columns a summary, an access step or an export reads; the raw survey rows and the search text stay behind.
 LIGHT_COLUMNS = (
@@ -254,6 +255,7 @@ def selection_detail(
         read_id=selection.read_id,
         owner=owner,
         share_url=shared,
+        share_page=f"{SHARED_PAGE_PATH}/{selection.read_id}",
         name=selection.name,
         dataset_slugs=list(selection.dataset_slugs),
         missing_slugs=[s for s in selection.dataset_slugs if s not in found],

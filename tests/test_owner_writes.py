@@ -202,6 +202,9 @@ def test_the_build_form_browser_cancels_its_bundle_another_browser_cannot(
     built = client.post("/bundles", data={"dataset": "lits"}, headers=HTML, follow_redirects=False)
     assert built.status_code == 303
     job_id = built.headers["location"].rsplit("/", 1)[1]
+    # the job page offers Cancel to its owner only
+    assert 'id="bundle-cancel"' in client.get(f"/bundles/{job_id}", headers=HTML).text
+    assert 'id="bundle-cancel"' not in stranger.get(f"/bundles/{job_id}", headers=HTML).text
     assert stranger.post(f"/bundles/{job_id}/cancel", headers=HTML, follow_redirects=False).status_code == 403
     mine = client.post(f"/bundles/{job_id}/cancel", headers=HTML, follow_redirects=False)
     assert mine.status_code == 303

@@ -230,10 +230,11 @@ def source_counts(job: BundleJobOut) -> list[tuple[str, int, str]]:
     ]
 
 
-def _job_context(job: BundleJobOut) -> dict[str, Any]:
+def _job_context(job: BundleJobOut, can_cancel: bool) -> dict[str, Any]:
     return {
         "section": "bundles",
         "job": job,
+        "can_cancel": can_cancel,  # only the owner may: others would get a 403
         "source_counts": source_counts(job),
         "finished": job.state.finished,
         "status_partial_url": f"{BUNDLES_PATH}/{job.id}/status",
@@ -244,8 +245,10 @@ def _job_context(job: BundleJobOut) -> dict[str, Any]:
 
 
 def _job_response(request: Request, session: Any, job_id: str, template: str) -> HTMLResponse:
-    job = service.job_status(session, service.get_job(session, job_id))
-    response = templates.TemplateResponse(request, template, _job_context(job))
+    record = service.get_job(session, job_id)
+    job = service.job_status(session, record)
+    can_cancel = service.is_owner(record, request_owner(request))
+    response = templates.TemplateResponse(request, template, _job_context(job, can_cancel))
     response.headers["Cache-Control"] = "no-store"  # live progress: never a stale copy
     return response
 

@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__
 from app.core.errors import install_error_handlers
+from app.core.limits import install_input_limits
 from app.core.security import SecurityMiddleware, counted_kind
 from app.core.templating import STATIC_DIR
 
@@ -30,6 +31,7 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
+    install_input_limits(app)  # oversized bodies (413) and unstorable characters (422) before any route
     for module in DOMAIN_MODULES:
         _include(app, module)
     _document_common_responses(app)

@@ -1,4 +1,4 @@
-"""Celery tasks. Each is small and idempotent (see ARCHITECTURE.md, Principles): the work is in
+"""Celery tasks. Each is small and idempotent (README, Layout): the work is in
 workers/pipeline/, the bookkeeping in app/bundles/service.py; a task runs one unit, then sends the tasks the
 job's state machine asks for next."""
 

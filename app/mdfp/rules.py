@@ -1,4 +1,4 @@
-"""Which datasets a spec admits: the rules of MDFP.md evaluated over a snapshot, column-wise.
+"""Which datasets a spec admits: the rules of docs/mdfp.md evaluated over a snapshot, column-wise.
 
 `evaluate(snapshot, spec)` is the one place where rules are applied; the four phases only arrange what it
 finds. It is pure and deterministic: the same snapshot and spec give the same arrays.

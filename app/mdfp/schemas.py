@@ -92,7 +92,7 @@ class SelectionSpec(BaseModel):
 
 
 class PlanSpec(BaseModel):
-    """An MDFP goal refined into rules (docs: /work/shared/design/MDFP.md, the table of rules)."""
+    """An MDFP goal refined into rules (the table of rules: docs/mdfp.md)."""
 
     model_config = ConfigDict(
         extra="forbid",

@@ -1,9 +1,9 @@
 """Benchmark: harmonise + package N synthetic CT cases with what a bundle job runs, against a naive pipeline and
 against the bound of reading and writing the same bytes (results and reading guide: bench/fusion/README.md).
 
-    /work/venv/bin/python -m bench.fusion.run                 # 20 cases of 512x512x200 int16 (~3.1 GB voxels)
-    /work/venv/bin/python -m bench.fusion.run --small         # 4 cases of 256x256x64, a quick check
-    /work/venv/bin/python -m bench.fusion.run --only "job units" naive
+    .venv/bin/python -m bench.fusion.run                 # 20 cases of 512x512x200 int16 (~3.1 GB voxels)
+    .venv/bin/python -m bench.fusion.run --small         # 4 cases of 256x256x64, a quick check
+    .venv/bin/python -m bench.fusion.run --only "job units" naive
 
 The same voxels are stored twice, LPS (the bundle must reorient them) and RAS (already the bundle's form).
 - naive: SimpleITK ReadImage, SimpleITK WriteImage with default settings, one process, per file;

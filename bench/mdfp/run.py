@@ -1,7 +1,7 @@
 """The planner benchmark: MDFP plans over the synthetic catalogs of bench/search/synth.py.
 
-    /work/venv/bin/python -m bench.mdfp.run                         # 100k (builds or reuses bench_100000)
-    /work/venv/bin/python -m bench.mdfp.run --sizes real,100k --reps 15
+    .venv/bin/python -m bench.mdfp.run                         # 100k (builds or reuses bench_100000)
+    .venv/bin/python -m bench.mdfp.run --sizes real,100k --reps 15
 
 For each size it reuses (or builds) the catalog with bench.search.synth.ensure_data, then measures:
 

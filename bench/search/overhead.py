@@ -1,6 +1,6 @@
 """What the HTTP layer costs a search request, without the search: the route's dependencies measured alone.
 
-    /work/venv/bin/python -m bench.search.overhead [--requests 2000]
+    .venv/bin/python -m bench.search.overhead [--requests 2000]
 
 Serves a small FastAPI app (built here, not the app's) on 127.0.0.1 with uvicorn, one worker, and times
 sequential GETs with the real catalog's query strings against routes that return a constant small JSON body:

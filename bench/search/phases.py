@@ -1,6 +1,6 @@
 """Where a search request's time goes: the query mix run in-process, each phase of search_datasets timed.
 
-    /work/venv/bin/python -m bench.search.phases --size 100k [--reps 20]
+    .venv/bin/python -m bench.search.phases --size 100k [--reps 20]
 
 Wraps (without changing them) the service functions a search calls and times each call; also times the
 response's JSON serialisation (what FastAPI does with the returned model). No HTTP, no threads: the numbers

@@ -1,8 +1,8 @@
 """The search benchmark: our API with all facets vs a linear scan in Python vs Datasette, at several sizes.
 
-    /work/venv/bin/python -m bench.search.run                      # real, 100k and 1M (builds data if missing)
-    /work/venv/bin/python -m bench.search.run --sizes real,100k    # a quicker rerun
-    /work/venv/bin/python -m bench.search.run --sizes real --systems api --reps 20
+    .venv/bin/python -m bench.search.run                      # real, 100k and 1M (builds data if missing)
+    .venv/bin/python -m bench.search.run --sizes real,100k    # a quicker rerun
+    .venv/bin/python -m bench.search.run --sizes real --systems api --reps 20
 
 For each size it builds or reuses the data (bench/search/synth.py; cached in bench/.data/ and bench_<n>),
 then for each system runs the fixed query mix below: warm-up, then `reps` sequential rounds over the mix
@@ -903,7 +903,7 @@ def main() -> None:
         print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    command = "/work/venv/bin/python -m bench.search.run " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = ".venv/bin/python -m bench.search.run " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     results: dict[str, Any] = {
         "started_at": time.strftime("%Y-%m-%d %H:%M"),
         "command": command.strip(),

@@ -1,5 +1,5 @@
 """Harmonising imaging data for fused bundles: layouts, readers, RAS, label unification, dedup, splits.
 
-See BUNDLES.md (Sources, Harmonising). Each module is one idea; `harmonise.harmonise_case` chains them for one
+See docs/bundles.md (Sources and layouts, Harmonising). Each module is one idea; `harmonise.harmonise_case` chains them for one
 case.
 """

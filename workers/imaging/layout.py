@@ -1,6 +1,6 @@
 """Layout detection: turn an unpacked source folder into a list of cases.
 
-Public sets ship in a handful of conventions (BUNDLES.md, Sources). `detect_layout` tries them from the most
+Public sets ship in a handful of conventions (docs/bundles.md). `detect_layout` tries them from the most
 self-describing to the least, so a folder that happens to satisfy two rules gets the one that carries more
 information:
 

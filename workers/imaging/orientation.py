@@ -7,7 +7,7 @@ the directions the axes *point to* and produces exactly that, so written as NIfT
 
 DICOMOrient only permutes and flips axes (the closest canonical orientation): voxels are never interpolated,
 native spacing and raw intensities (int16 HU stays int16) are kept, and an oblique scan stays oblique in its
-direction matrix. Resampling is left to optional exports (BUNDLES.md, Harmonising).
+direction matrix. Resampling is left to optional exports (docs/bundles.md, Harmonising).
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """Reading one item into a SimpleITK image, or saying precisely why it cannot be read.
 
-SimpleITK reads volumes (DICOM series, NIfTI, NRRD, MHA): it keeps spacing, origin and direction together
-with the voxels, and its series reader is an order of magnitude faster than the alternatives (BUNDLES.md,
-Throughput). A plain `.nii.gz` (workers/imaging/nifti.py) is inflated by ISA-L straight into the array, with
-ITK reading its header alone, so both ways see one geometry. Its DICOM series reader, however, builds a volume from *anything* it is
-given: a series with a missing slice, slices in three planes, or two scout images. It only logs a warning. So
-the geometry of a series is checked from the headers first, and a bad series is rejected with its reason.
-2D rasters go through Pillow, which handles PNG/JPEG modes (palette, 16-bit) that ITK's PNG reader does not.
+SimpleITK reads volumes (DICOM series, NIfTI, NRRD, MHA): it keeps spacing, origin and direction together with
+the voxels, and its series reader is an order of magnitude faster than the alternatives (a 300-slice series in
+0.24 s, against 3.9 to 6.5 s with dicom2nifti). A plain `.nii.gz` (workers/imaging/nifti.py) is inflated by
+ISA-L straight into the array, with ITK reading its header alone, so both ways see one geometry. Its DICOM
+series reader, however, builds a volume from *anything* it is given: a series with a missing slice, slices in
+three planes, or two scout images. It only logs a warning. So the geometry of a series is checked from the
+headers first, and a bad series is rejected with its reason. 2D rasters go through Pillow, which handles
+PNG/JPEG modes (palette, 16-bit) that ITK's PNG reader does not.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Packaging of fused bundles: harmonised cases in, one self-describing, checksummed bundle folder out.
 
-See BUNDLES.md ("Packaging"). Entry point: `build_bundle`.
+See docs/bundles.md ("Packaging"). Entry point: `build_bundle`.
 
 The names below load on first use: the web process imports `workers.packaging.archive` to serve downloads and
 should not pay for numpy, SimpleITK and pyarrow, which only the packaging itself needs.

@@ -95,12 +95,30 @@ def worker(
 ) -> None:
     """Run only a Celery worker, against the configured REDIS_URL and DATABASE_URL."""
     from app.core.config import get_settings
-    from app.core.supervisor import worker_argv
+    from app.core.supervisor import (
+        UnknownAccount,
+        drop_privileges,
+        prepare_worker,
+        worker_account,
+        worker_argv,
+    )
 
     settings = get_settings()
     _require("REDIS_URL", settings.redis_url)
     _require("DATABASE_URL", settings.database_url)
+    try:
+        account = worker_account(settings)
+    except UnknownAccount as error:
+        console.print(f"error: {error}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
     argv = worker_argv(concurrency=concurrency, queues=queues)
+    if account is not None:
+        # run as root, the worker would parse untrusted archives and images with every privilege
+        os.environ.update(prepare_worker(account, settings))
+        print(
+            f"The worker runs as {account.name} (IMAGINGX_WORKER_USER), not root", file=sys.stderr, flush=True
+        )
+        drop_privileges(account)
     os.execv(argv[0], argv)
 
 

@@ -133,6 +133,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Origins besides the server's own whose pages may post to it (JSON list; a reverse proxy's).",
     )
+    worker_user: str = Field(
+        default="nobody",
+        min_length=1,
+        description="Account the worker drops to when `imagingx serve` (or `imagingx worker`) runs as root: it "
+        "parses untrusted archives and images. An operator may create a dedicated account for it.",
+    )
     rate_limit_plans: str = Field(
         default="60/minute, 2000/day",
         pattern=r"^\s*(\d+\s*/\s*(second|minute|hour|day)\s*(,\s*|$))*$",

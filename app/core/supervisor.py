@@ -20,17 +20,23 @@ import logging
 import os
 import pwd
 import signal
+import stat
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import psutil
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
 
 log = logging.getLogger("imagingx.supervisor")
 
@@ -90,6 +96,151 @@ def unprivileged_account(name: str = "nobody") -> RunAs | None:
         return None
     entry = pwd.getpwnam(name)
     return RunAs(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid)
+
+
+def grant_traversal(account: RunAs, directory: Path, who: str) -> None:
+    """Let `account` reach `directory`: add search permission (o+x, never read) to ancestors lacking it."""
+    for ancestor in [directory, *directory.parents]:
+        info = ancestor.stat()
+        if info.st_uid == account.uid or info.st_mode & stat.S_IXOTH:
+            continue
+        if info.st_gid == account.gid and info.st_mode & stat.S_IXGRP:
+            continue
+        log.warning(
+            "adding o+x to %s so %s, running as %s, can reach %s", ancestor, who, account.name, directory
+        )
+        os.chmod(ancestor, info.st_mode | stat.S_IXOTH)
+
+
+def grant_read(account: RunAs, tree: Path) -> None:
+    """Let `account` read (and run) the files under `tree` that lack it: a root umask of 077 at install."""
+    for path in [tree, *tree.rglob("*")]:
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            continue
+        wanted = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) or mode & stat.S_IXUSR else 0)
+        if mode & wanted != wanted:
+            os.chmod(path, mode | wanted)
+
+
+# --- the worker's account ------------------------------------------------------------------------------------
+# The worker unpacks and parses archives and images from anywhere: run as root, a flaw in any of those parsers
+# would own the machine. So when serve (or `imagingx worker`) runs as root, the worker runs as
+# IMAGINGX_WORKER_USER instead, owning only the folders it writes to.
+
+WORKER_HOME = "worker-home"
+
+
+class UnknownAccount(RuntimeError):
+    """IMAGINGX_WORKER_USER names no account on this machine."""
+
+
+def worker_account(settings: Settings) -> RunAs | None:
+    """The account the worker drops to: None unless we are root (the worker then runs as us)."""
+    try:
+        return unprivileged_account(settings.worker_user)
+    except KeyError:
+        raise UnknownAccount(
+            f"IMAGINGX_WORKER_USER={settings.worker_user!r} is not an account on this machine: create it "
+            "(e.g. `useradd --system --no-create-home imagingx`) or name an existing unprivileged one"
+        ) from None
+
+
+def local_store(store_url: str) -> Path | None:
+    """The bundle store as a local folder, or None for a remote URL (nothing to chown there)."""
+    parts = urlsplit(store_url)
+    if parts.scheme not in ("", "file"):
+        return None
+    return Path(parts.path if parts.scheme == "file" else store_url).expanduser().resolve()
+
+
+def worker_folders(settings: Settings) -> list[Path]:
+    """Every folder the worker writes to: the bundle store, the download cache, the jobs' work folders (see
+    app.bundles.service.work_dir) and its own HOME."""
+    home = settings.home.expanduser().resolve()
+    store = local_store(settings.store_url)
+    return [*([store] if store else []), home / "cache", home / "jobs", home / WORKER_HOME]
+
+
+def _hardlinks_protected() -> bool:
+    """Whether the kernel refuses hard links to files one does not own (fs.protected_hardlinks)."""
+    try:
+        return Path("/proc/sys/fs/protected_hardlinks").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def hand_over(account: RunAs, folders: Iterable[Path]) -> None:
+    """Create each folder if missing and make it, and everything already in it (say a download cache from an
+    earlier run as root, which the worker must lock, resume and prune), owned by `account`.
+
+    The folders may hold what a compromised worker left there, so the walk never follows a symbolic link
+    (os.fwalk with directory descriptors; links themselves are lchowned), chowns only directories, regular files
+    and links (never a device or socket), and leaves alone a file with several links unless the kernel stops
+    `account` from linking files it does not own: else a link to /etc/shadow would be handed over.
+    """
+    links_protected = _hardlinks_protected()
+    owner = (account.uid, account.gid)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        top = folder.resolve()
+        for dirpath, dirnames, filenames, dir_fd in os.fwalk(top, follow_symlinks=False):
+            info = os.fstat(dir_fd)
+            if (info.st_uid, info.st_gid) != owner:
+                os.chown(dir_fd, *owner)
+            for name in [*dirnames, *filenames]:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                mode = info.st_mode
+                if (info.st_uid, info.st_gid) == owner or stat.S_ISDIR(mode):
+                    continue  # a directory is chowned when the walk enters it
+                if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+                    continue
+                if stat.S_ISREG(mode) and info.st_nlink > 1 and not links_protected:
+                    log.warning(
+                        "not handing %s/%s to %s: it has other hard links", dirpath, name, account.name
+                    )
+                    continue
+                os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
+        grant_traversal(account, top, "the worker")
+
+
+def grant_code_access(account: RunAs) -> None:
+    """Let `account` run this Python with our packages: search permission down to the interpreter, the
+    environment and app/ and workers/; read permission on our packages, and on the environment only when its
+    top folders lack it (walking all of it on every start would take seconds)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("workers")
+    packages = [Path(__file__).resolve().parents[1]]
+    if spec is not None and spec.submodule_search_locations:
+        packages.append(Path(next(iter(spec.submodule_search_locations))).resolve())
+    prefix = Path(sys.prefix).resolve()
+    interpreter = Path(os.path.realpath(sys.executable)).parent
+    for directory in dict.fromkeys([*packages, prefix, Path(sys.base_prefix).resolve(), interpreter]):
+        grant_traversal(account, directory, "the worker")
+    for package in packages:
+        grant_read(account, package)
+    wanted = stat.S_IROTH | stat.S_IXOTH
+    tops = [prefix, *(Path(sysconfig.get_path(name)) for name in ("purelib", "platlib"))]
+    if any(top.is_dir() and top.stat().st_mode & wanted != wanted for top in tops):
+        grant_read(account, prefix)
+
+
+def prepare_worker(account: RunAs, settings: Settings) -> dict[str, str]:
+    """Get the machine ready for a worker running as `account`; returns the variables to add to its
+    environment."""
+    grant_code_access(account)
+    hand_over(account, worker_folders(settings))
+    # a HOME of its own: root's is out of reach, and libraries may keep caches or configuration there
+    home = settings.home.expanduser().resolve() / WORKER_HOME
+    return {"HOME": str(home), "USER": account.name, "LOGNAME": account.name}
+
+
+def drop_privileges(account: RunAs) -> None:
+    """Become `account` for good (no supplementary groups): for `imagingx worker`, before exec'ing Celery."""
+    os.setgroups([])
+    os.setgid(account.gid)
+    os.setuid(account.uid)
 
 
 # --- locks and pid files -------------------------------------------------------------------------------------
@@ -664,6 +815,11 @@ def serve(host: str, port: int, *, worker_concurrency: int = 2, out: Callable[[s
     from app.core.embedded import EmbeddedPostgres, EmbeddedRedis, mask_password
 
     settings = get_settings()
+    try:
+        worker_runs_as = worker_account(settings)
+    except UnknownAccount as error:
+        out(f"error: {error}")
+        return 1
     home = settings.home.expanduser().resolve()
     run_dir = home / "run"
     os.environ["IMAGINGX_HOME"] = str(home)
@@ -709,11 +865,17 @@ def serve(host: str, port: int, *, worker_concurrency: int = 2, out: Callable[[s
                     "--without-gossip",
                     "--without-mingle",
                 ]
+                worker_variables: dict[str, str] = {}
+                if worker_runs_as is not None:
+                    worker_variables = prepare_worker(worker_runs_as, get_settings())
+                    out(f"The worker runs as {worker_runs_as.name} (IMAGINGX_WORKER_USER), not root")
                 supervisor.supervise(
                     "worker",
                     lambda: spawn(
                         "worker",
                         worker_command,
+                        env={**os.environ, **worker_variables} if worker_variables else None,
+                        run_as=worker_runs_as,
                         stop_timeout=WORKER_STOP_TIMEOUT,
                         pidfile=run_dir / "worker.pid",
                     ),

@@ -8,6 +8,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
+from app.core.admission import AdmissionMiddleware
 from app.core.errors import install_error_handlers
 from app.core.limits import install_input_limits
 from app.core.security import SecurityMiddleware, counted_kind
@@ -37,6 +38,8 @@ def create_app() -> FastAPI:
     _document_common_responses(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_docs(app)
+    # beyond capacity: 503 + Retry-After within about a second, before any body is read or route runs
+    app.add_middleware(AdmissionMiddleware)
     # outermost: headers on every response, and cross-site writes or over-limit creations refused first
     app.add_middleware(SecurityMiddleware)
     return app

@@ -10,8 +10,9 @@ from markupsafe import Markup, escape
 
 from app.api.deps import SessionDep
 from app.catalog import service
+from app.catalog.schemas import DatasetDetail
 from app.catalog.vocabularies import ALL
-from app.core.templating import templates
+from app.core.templating import page_response, templates
 
 router = APIRouter(include_in_schema=False)
 
@@ -62,10 +63,13 @@ templates.env.filters["code_spans"] = code_spans
 @router.get("/datasets/{slug}", response_class=HTMLResponse)
 def dataset_page(request: Request, session: SessionDep, slug: str) -> HTMLResponse:
     detail = service.dataset_detail(session, slug)
+    catalog_key = (session.get_bind().url, detail.catalog_version)
+    return page_response(
+        request, "catalog/dataset.html", lambda: dataset_context(request, detail), catalog_key
+    )
+
+
+def dataset_context(request: Request, detail: DatasetDetail) -> dict[str, Any]:
     # schema.org wants an absolute URL for the page; the service only knows the path.
     json_ld = {**detail.json_ld, "url": str(request.base_url).rstrip("/") + detail.html_url}
-    return templates.TemplateResponse(
-        request,
-        "catalog/dataset.html",
-        {"detail": detail, "json_ld": json_ld, "json_url": detail.api_url},
-    )
+    return {"detail": detail, "json_ld": json_ld, "json_url": detail.api_url}

@@ -1,11 +1,12 @@
 """Catalog operations: importing the seed file, reading datasets and vocabularies, the catalog version."""
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -13,6 +14,7 @@ from app.catalog.importer import SEED_FILE, ImportPlan, load_rows, plan_import
 from app.catalog.models import CatalogState, Dataset, Vocabulary
 from app.catalog.schemas import DatasetDetail, DatasetSummary, QualityFlag, RelatedDataset
 from app.catalog.vocabularies import ALL, HOST
+from app.core.cache import VersionedCache
 from app.core.errors import InvalidInput, NotFound
 from app.sources.service import dataset_source, resolve_sources, set_operator_source
 
@@ -164,8 +166,40 @@ def catalog_is_empty(session: Session) -> bool:
     return session.execute(select(Dataset.id).limit(1)).first() is None
 
 
+# Every search, page and plan reads the catalog version, so it is read from the database at most once per
+# CATALOG_VERSION_TTL seconds per process and database: a change committed by another process (an import run
+# from the command line) shows within that time, one committed in this process at once (see below).
+CATALOG_VERSION_TTL = 1.0
+_versions: dict[Any, tuple[float, int]] = {}
+
+
 def catalog_version(session: Session) -> int:
-    return session.execute(text("SELECT coalesce(max(version), 0) FROM catalog_state")).scalar_one()
+    """The catalog's version number (bumped by every change that can alter search results)."""
+    key = session.get_bind().url
+    now = time.monotonic()
+    cached = _versions.get(key)
+    if cached is not None and now - cached[0] < CATALOG_VERSION_TTL:
+        return cached[1]
+    version = session.execute(text("SELECT coalesce(max(version), 0) FROM catalog_state")).scalar_one()
+    _versions[key] = (now, version)
+    return version
+
+
+def forget_catalog_version() -> None:
+    """Read the version from the database on next use (after a change made behind the ORM's back)."""
+    _versions.clear()
+
+
+@event.listens_for(Session, "after_flush")
+def _note_catalog_change(session: Session, _context: Any) -> None:
+    if any(isinstance(obj, CatalogState) for obj in (*session.new, *session.dirty)):
+        session.info["catalog_changed"] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_version_after_change(session: Session) -> None:
+    if session.info.pop("catalog_changed", False):
+        forget_catalog_version()
 
 
 def get_dataset(session: Session, slug: str) -> Dataset:
@@ -296,7 +330,17 @@ def describe(dataset: Dataset) -> str:
 
 
 def dataset_detail(session: Session, slug: str, api_prefix: str = "/api/v1") -> DatasetDetail:
-    """Everything the dataset page and its JSON twin show."""
+    """Everything the dataset page and its JSON twin show (shared between requests: read-only)."""
+    version = catalog_version(session)
+    key = (session.get_bind().url, version, slug, api_prefix)
+    return _details.get_or_compute(key, lambda: _dataset_detail(session, slug, api_prefix, version))
+
+
+# Every dataset page of a catalog version, once built (about 10 KB each).
+_details: VersionedCache[DatasetDetail] = VersionedCache(maxsize=5000)
+
+
+def _dataset_detail(session: Session, slug: str, api_prefix: str, version: int) -> DatasetDetail:
     dataset = get_dataset(session, slug)
     related = related_datasets(session, dataset)
     quality = ALL["quality"]
@@ -321,7 +365,7 @@ def dataset_detail(session: Session, slug: str, api_prefix: str = "/api/v1") -> 
         same_url=[RelatedDataset(slug=s, name=n) for s, n in related["same_url"]],
         raw_records=dataset.raw_records,
         json_ld=dataset_json_ld(dataset, f"/datasets/{dataset.slug}"),
-        catalog_version=catalog_version(session),
+        catalog_version=version,
     )
 
 

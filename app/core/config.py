@@ -156,6 +156,27 @@ class Settings(BaseSettings):
         description="Bundle jobs one client address may request, per window; empty: no limit.",
     )
 
+    # capacity of the web side (app/core/admission.py, app/core/db.py)
+    web_processes: int = Field(
+        default=0,
+        ge=0,
+        description="Web processes `imagingx serve` and `imagingx web` run; 0: one per CPU core (at most 4).",
+    )
+    web_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Requests one web process works on at once (its database pool holds twice as many "
+        "connections); more wait their turn.",
+    )
+    web_queue_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Longest a request waits for its turn; then it gets 503 with `Retry-After`.",
+    )
+    web_queue_max: int = Field(
+        default=200, ge=0, description="Requests one web process lets wait; beyond, 503 at once."
+    )
+
     # bounded input (app/core/limits.py, workers/sources/download.py)
     max_json_body_bytes: int = Field(
         default=2**20,

@@ -29,11 +29,18 @@ def get_engine(url: str | None = None) -> Engine:
     url = url or get_settings().database_url
     if not url:
         raise RuntimeError("DATABASE_URL is not set (imagingx serve sets it after starting PostgreSQL)")
-    timeout = get_settings().query_timeout_ms
+    settings = get_settings()
+    # A web process runs at most web_concurrency requests at once (app/core/admission.py); a request may hold
+    # two connections (its session, and the page header's selection lookup), so the pool never makes a running
+    # request wait. If it ever is exhausted, waiting 5 s then answering 503 beats the default 30 s stall.
+    # No ping before each checkout (a round trip per request): when PostgreSQL restarts, the first query that
+    # meets a dead connection fails (503) and SQLAlchemy then discards every connection made before it.
     return create_engine(
         normalise_url(url),
-        pool_pre_ping=True,
-        connect_args={"options": f"-c statement_timeout={timeout}"},
+        pool_size=settings.web_concurrency,
+        max_overflow=settings.web_concurrency,
+        pool_timeout=5,
+        connect_args={"options": f"-c statement_timeout={settings.query_timeout_ms}"},
     )
 
 

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg.errors import QueryCanceled
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 from starlette.staticfiles import StaticFiles
@@ -136,6 +137,12 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         logging.getLogger("imagingx").exception("database error on %s", request.url.path)
         return _respond(request, 503, "the database is unavailable: the failure was logged", [])
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_exhausted(request: Request, exc: PoolTimeout) -> Any:
+        return _respond(
+            request, 503, "the server is at capacity: try again in a second", [], {"Retry-After": "1"}
+        )
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> Any:

@@ -15,9 +15,9 @@ from app.api.deps import FacetSizeDep, QueryStringFilterDep, SessionDep
 from app.catalog.pages import vocabulary_label  # registers the shared template helpers
 from app.catalog.vocabularies import ALL
 from app.core.config import get_settings
-from app.core.templating import templates
+from app.core.templating import page_response
 from app.search import service
-from app.search.schemas import FACETS, RANGE_FIELDS, Facet, FacetValue, Range, SearchFilter
+from app.search.schemas import FACETS, RANGE_FIELDS, Facet, FacetValue, Range, SearchFilter, SearchResponse
 
 router = APIRouter(include_in_schema=False)
 
@@ -132,13 +132,46 @@ def search_page(
     response = service.search_datasets(
         session, search, page_size=page_size, cursor=_next, facet_size=facet_size, base_path=SEARCH_PATH
     )
+    partial = wants_partial(request)
+    html = page_response(
+        request,
+        "search/_region.html" if partial else "search/index.html",
+        lambda: search_page_context(request, search, response, page_size, _next, partial),
+        (session.get_bind().url, response.catalog_version),
+    )
+    if partial:
+        # The address bar shows the canonical query string, not the raw form fields (empty inputs and all).
+        html.headers["HX-Push-Url"] = _page_url(request, search, page_size, _next)
+    return html
+
+
+def _paging(request: Request, page_size: int | None, _next: str | None) -> tuple[list, list]:
+    """The page's own paging parameters, and the facet expansion (`_facet_size`) it asked for."""
     facet_size_raw = request.query_params.get("_facet_size")
     paging = [("page_size", str(page_size))] if page_size is not None else []
     if _next:
         paging.append(("_next", _next))
     expanded = [("_facet_size", facet_size_raw)] if facet_size_raw else []
-    page_url = _url(search, paging + expanded)
-    context: dict[str, Any] = {
+    return paging, expanded
+
+
+def _page_url(request: Request, search: SearchFilter, page_size: int | None, _next: str | None) -> str:
+    paging, expanded = _paging(request, page_size, _next)
+    return _url(search, paging + expanded)
+
+
+def search_page_context(
+    request: Request,
+    search: SearchFilter,
+    response: SearchResponse,
+    page_size: int | None,
+    _next: str | None,
+    partial: bool,
+) -> dict[str, Any]:
+    """What search/index.html and its htmx region render."""
+    paging, expanded = _paging(request, page_size, _next)
+    facet_size_raw = request.query_params.get("_facet_size")
+    return {
         "response": response,
         "search": search,
         "facets": [
@@ -150,7 +183,7 @@ def search_page(
             for facet in response.facets
         ],
         "chips": active_filters(search, response.facets),
-        "page_url": page_url,
+        "page_url": _url(search, paging + expanded),
         "json_url": _url(search, paging + expanded, path=f"{API_PATH}{SEARCH_PATH}"),
         "clear_url": _url(SearchFilter(sort=search.sort, order=search.order, prefer_open=search.prefer_open)),
         "first_page_url": _url(search, expanded) if _next else None,
@@ -162,37 +195,26 @@ def search_page(
         "page_size": page_size,
         "offset": service.decode_cursor(_next),
         "facet_size_default": get_settings().facet_size,
+        "partial": partial,
     }
-    partial = context["partial"] = wants_partial(request)
-    html = templates_response(request, "search/_region.html" if partial else "search/index.html", context)
-    if partial:
-        # The address bar shows the canonical query string, not the raw form fields (empty inputs and all).
-        html.headers["HX-Push-Url"] = page_url
-    return html
-
-
-def templates_response(request: Request, name: str, context: dict[str, Any]) -> HTMLResponse:
-    response = templates.TemplateResponse(request, name, context)
-    # The same URL answers with a fragment or a full page: caches (and the back button) must keep them apart.
-    response.headers["Vary"] = "HX-Request, HX-History-Restore-Request"
-    return response
 
 
 @router.get("/statistics", response_class=HTMLResponse)
 def statistics_page(request: Request, session: SessionDep) -> HTMLResponse:
     stats = service.catalog_statistics(session)
+    catalog_key = (session.get_bind().url, stats["catalog_version"])
+    return page_response(request, "search/statistics.html", lambda: statistics_context(stats), catalog_key)
+
+
+def statistics_context(stats: dict[str, Any]) -> dict[str, Any]:
     distributions: dict[str, Facet] = stats["distributions"]
     chart_data = {
         "distributions": {name: facet.model_dump() for name, facet in distributions.items()},
         "taxonomy": stats["taxonomy"],
     }
-    return templates_response(
-        request,
-        "search/statistics.html",
-        {
-            "stats": stats,
-            "distributions": distributions,
-            "chart_data": chart_data,
-            "json_url": f"{API_PATH}/statistics",
-        },
-    )
+    return {
+        "stats": stats,
+        "distributions": distributions,
+        "chart_data": chart_data,
+        "json_url": f"{API_PATH}/statistics",
+    }

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from app.catalog.models import Dataset
 from app.catalog.service import SUMMARY_COLUMNS, catalog_version, summarise
 from app.catalog.vocabularies import ALL
+from app.core.cache import VersionedCache
 from app.core.config import get_settings
 from app.core.errors import InvalidInput
 from app.search.index import CatalogIndex, current_index
@@ -309,8 +310,38 @@ def search_datasets(
         )
     offset = decode_cursor(cursor)
     version = catalog_version(session)
-    index = current_index(session, version)
+    facet_size = facet_size or settings.facet_size
+    key = (
+        session.get_bind().url, version, search.model_dump_json(), page_size, offset, facet_size,
+        base_path, api_prefix, with_facets,
+    )  # fmt: skip
+    response = _search_results.get_or_compute(
+        key,
+        lambda: _search(
+            session, version, search, page_size, offset, facet_size, base_path, api_prefix, with_facets
+        ),
+    )
+    # shared with other requests: a copy carries this request's own time
+    return response.model_copy(update={"timing_ms": round((time.perf_counter() - started) * 1000, 2)})
 
+
+# The same searches come back (the landing page, a popular facet, the next page): their answers are kept per
+# catalog version. About 20 KB each.
+_search_results: VersionedCache[SearchResponse] = VersionedCache(maxsize=2000)
+
+
+def _search(
+    session: Session,
+    version: int,
+    search: SearchFilter,
+    page_size: int,
+    offset: int,
+    facet_size: int,
+    base_path: str,
+    api_prefix: str,
+    with_facets: bool,
+) -> SearchResponse:
+    index = current_index(session, version)
     match = _match(session, index, search)
     base, constraints = match.base, match.constraints
     ordered = match.ordered_positions(index, search)
@@ -329,11 +360,7 @@ def search_datasets(
     next_pairs = [*filter_pairs(search), ("page_size", str(page_size)), ("_next", encode_cursor(next_offset))]
     next_url = f"{base_path}{query_string(next_pairs)}" if next_offset < ordered.size else None
 
-    facets = (
-        facet_counts(index, search, base, constraints, facet_size or settings.facet_size, base_path)
-        if with_facets
-        else []
-    )
+    facets = facet_counts(index, search, base, constraints, facet_size, base_path) if with_facets else []
     return SearchResponse(
         count=int(ordered.size),
         results=results,
@@ -342,7 +369,7 @@ def search_datasets(
         next_url=next_url,
         filter=search,
         catalog_version=version,
-        timing_ms=round((time.perf_counter() - started) * 1000, 2),
+        timing_ms=0.0,
     )
 
 
@@ -555,8 +582,17 @@ STATISTIC_FACETS = ("modality", "dim", "task", "anatomy", "access", "year", "siz
 
 
 def catalog_statistics(session: Session) -> dict:
-    """Distributions over the whole catalog (charts link each bar to the filtered search) and the taxonomy."""
+    """Distributions over the whole catalog (charts link each bar to the filtered search) and the taxonomy.
+    A new dict each call (callers may replace its keys); the values are shared and read-only."""
     version = catalog_version(session)
+    key = (session.get_bind().url, version)
+    return dict(_statistics.get_or_compute(key, lambda: _catalog_statistics(session, version)))
+
+
+_statistics: VersionedCache[dict] = VersionedCache(maxsize=4)
+
+
+def _catalog_statistics(session: Session, version: int) -> dict:
     index = current_index(session, version)
     facets = facet_counts(index, SearchFilter(), index.all, [], 10_000, "/datasets")
     distributions = {f.name: f for f in facets if f.name in STATISTIC_FACETS}

@@ -63,6 +63,8 @@ def visitor_selection(request: Request) -> VisitorSelection:
     cached = getattr(request.state, "visitor_selection", None)
     if cached is not None:
         return cached
+    if getattr(request.state, "degraded", False):  # an overload answer does no database work
+        return VisitorSelection(None, [])
     selection_id = selection_id_of(request)
     slugs: list[str] | None = None
     if selection_id:

@@ -696,9 +696,19 @@ def web_argv(host: str, port: int) -> list[str]:
     return [
         sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
         "--host", host, "--port", str(port), "--log-level", get_settings().log_level.lower(),
+        # one process per core: a request is mostly Python (GIL-bound), and a process restarts its dead peers
+        "--workers", str(web_process_count()),
         # on SIGTERM, requests still running (a streamed bundle download) get this long, then are cut
         "--timeout-graceful-shutdown", "3",
     ]  # fmt: skip
+
+
+def web_process_count() -> int:
+    """IMAGINGX_WEB_PROCESSES, or one per CPU core up to 4 (beyond, PostgreSQL and the workers need them)."""
+    from app.core.config import get_settings
+
+    configured = get_settings().web_processes
+    return configured if configured > 0 else max(1, min(4, os.cpu_count() or 1))
 
 
 def reload_settings() -> None:

@@ -62,10 +62,11 @@ templates.env.filters["code_spans"] = code_spans
 
 @router.get("/datasets/{slug}", response_class=HTMLResponse)
 def dataset_page(request: Request, session: SessionDep, slug: str) -> HTMLResponse:
-    detail = service.dataset_detail(session, slug)
-    catalog_key = (session.get_bind().url, detail.catalog_version)
     return page_response(
-        request, "catalog/dataset.html", lambda: dataset_context(request, detail), catalog_key
+        request,
+        "catalog/dataset.html",
+        lambda: dataset_context(request, service.dataset_detail(session, slug)),
+        (session.get_bind().url, service.catalog_version(session)),
     )
 
 

@@ -14,7 +14,6 @@ from app.catalog.importer import SEED_FILE, ImportPlan, load_rows, plan_import
 from app.catalog.models import CatalogState, Dataset, Vocabulary
 from app.catalog.schemas import DatasetDetail, DatasetSummary, QualityFlag, RelatedDataset
 from app.catalog.vocabularies import ALL, HOST
-from app.core.cache import VersionedCache
 from app.core.errors import InvalidInput, NotFound
 from app.sources.service import dataset_source, resolve_sources, set_operator_source
 
@@ -330,17 +329,8 @@ def describe(dataset: Dataset) -> str:
 
 
 def dataset_detail(session: Session, slug: str, api_prefix: str = "/api/v1") -> DatasetDetail:
-    """Everything the dataset page and its JSON twin show (shared between requests: read-only)."""
+    """Everything the dataset page and its JSON twin show."""
     version = catalog_version(session)
-    key = (session.get_bind().url, version, slug, api_prefix)
-    return _details.get_or_compute(key, lambda: _dataset_detail(session, slug, api_prefix, version))
-
-
-# Every dataset page of a catalog version, once built (about 10 KB each).
-_details: VersionedCache[DatasetDetail] = VersionedCache(maxsize=5000)
-
-
-def _dataset_detail(session: Session, slug: str, api_prefix: str, version: int) -> DatasetDetail:
     dataset = get_dataset(session, slug)
     related = related_datasets(session, dataset)
     quality = ALL["quality"]

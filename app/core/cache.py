@@ -41,6 +41,26 @@ class VersionedCache(Generic[V]):
                 self._entries.popitem(last=False)
         return value
 
+    def get_many(self, keys: list[Hashable]) -> dict[Hashable, V]:
+        """The cached values among `keys` (the others are simply absent)."""
+        found = {}
+        with self._lock:
+            for key in keys:
+                if key in self._entries:
+                    self._entries.move_to_end(key)
+                    found[key] = self._entries[key]
+            self.hits += len(found)
+            self.misses += len(keys) - len(found)
+        return found
+
+    def put_many(self, items: dict[Hashable, V]) -> None:
+        with self._lock:
+            self._entries.update(items)
+            for key in items:
+                self._entries.move_to_end(key)
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

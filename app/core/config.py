@@ -169,7 +169,7 @@ class Settings(BaseSettings):
         "connections); more wait their turn.",
     )
     web_queue_seconds: float = Field(
-        default=1.0,
+        default=0.75,
         gt=0,
         description="Longest a request waits for its turn; then it gets 503 with `Retry-After`.",
     )

@@ -13,10 +13,11 @@ router = APIRouter(tags=["search"])
 API = "/api/v1"
 
 
-def as_json(model: SearchResponse) -> Response:
-    """Serialise in pydantic's core: FastAPI would validate the model again and encode it in Python, which
-    costs more than the search itself (the model is documented through response_model all the same)."""
-    return Response(content=model.model_dump_json(), media_type="application/json")
+def json_bytes(body: bytes) -> Response:
+    """JSON the service serialised already (in pydantic's core, and kept per catalog version): FastAPI would
+    validate the model again and encode it in Python, which costs more than the search itself. The models are
+    documented through response_model all the same."""
+    return Response(content=body, media_type="application/json")
 
 
 @router.get(
@@ -33,8 +34,8 @@ def search_datasets(
     _next: Annotated[str | None, Query(description="Cursor from a previous response's next_url")] = None,
 ) -> Response:
     """Faceted search: strict matches, facet counts (disjunctive) and near matches that miss one or two filters."""
-    return as_json(
-        service.search_datasets(
+    return json_bytes(
+        service.search_json(
             session,
             search,
             page_size=page_size,
@@ -60,23 +61,25 @@ def search_datasets_by_body(
     _next: Annotated[str | None, Query()] = None,
 ) -> Response:
     """The same search with the filter as a JSON body `{terms, ranges, q}`."""
-    return service.search_datasets(
-        session,
-        service.normalise_filter(search),
-        page_size=page_size,
-        cursor=_next,
-        base_path=f"{API}/datasets",
+    return json_bytes(
+        service.search_json(
+            session,
+            service.normalise_filter(search),
+            page_size=page_size,
+            cursor=_next,
+            base_path=f"{API}/datasets",
+        )
     )
 
 
 @router.get(
     "/facets", operation_id="facet_counts", response_model=list[Facet], openapi_extra=SEARCH_FILTER_OPENAPI
 )
-def facets(session: SessionDep, search: QueryStringFilterDep, facet_size: FacetSizeDep) -> list[Facet]:
+def facets(session: SessionDep, search: QueryStringFilterDep, facet_size: FacetSizeDep) -> Response:
     """Only the facets of a search (same parameters as /datasets)."""
-    return service.search_datasets(
-        session, search, page_size=1, facet_size=facet_size, base_path=f"{API}/datasets"
-    ).facets
+    return json_bytes(
+        service.facets_json(session, search, facet_size=facet_size, base_path=f"{API}/datasets")
+    )
 
 
 @router.get("/statistics", operation_id="catalog_statistics")

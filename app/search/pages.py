@@ -129,16 +129,15 @@ def search_page(
     page_size: Annotated[int | None, Query()] = None,
     _next: Annotated[str | None, Query()] = None,
 ) -> HTMLResponse:
-    response = service.search_datasets(
-        session, search, page_size=page_size, cursor=_next, facet_size=facet_size, base_path=SEARCH_PATH
-    )
+    def context() -> dict[str, Any]:
+        response = service.search_datasets(
+            session, search, page_size=page_size, cursor=_next, facet_size=facet_size, base_path=SEARCH_PATH
+        )
+        return search_page_context(request, search, response, page_size, _next, partial)
+
     partial = wants_partial(request)
-    html = page_response(
-        request,
-        "search/_region.html" if partial else "search/index.html",
-        lambda: search_page_context(request, search, response, page_size, _next, partial),
-        (session.get_bind().url, response.catalog_version),
-    )
+    template = "search/_region.html" if partial else "search/index.html"
+    html = page_response(request, template, context, service.catalog_key(session))
     if partial:
         # The address bar shows the canonical query string, not the raw form fields (empty inputs and all).
         html.headers["HX-Push-Url"] = _page_url(request, search, page_size, _next)
@@ -201,9 +200,12 @@ def search_page_context(
 
 @router.get("/statistics", response_class=HTMLResponse)
 def statistics_page(request: Request, session: SessionDep) -> HTMLResponse:
-    stats = service.catalog_statistics(session)
-    catalog_key = (session.get_bind().url, stats["catalog_version"])
-    return page_response(request, "search/statistics.html", lambda: statistics_context(stats), catalog_key)
+    return page_response(
+        request,
+        "search/statistics.html",
+        lambda: statistics_context(service.catalog_statistics(session)),
+        service.catalog_key(session),
+    )
 
 
 def statistics_context(stats: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote_plus, urlencode
 
 import numpy as np
+from pydantic import TypeAdapter
 from sqlalchemy import BigInteger, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
@@ -254,6 +255,10 @@ def text_matches(session: Session, q: str) -> dict[int, float]:
     return {row.id: float(row.score) for row in session.execute(sql, {"query": query})}
 
 
+# The same words come back with other facets: their matches are kept per catalog version (read-only dicts).
+_text_matches: VersionedCache[dict[int, float]] = VersionedCache(maxsize=2000)
+
+
 def _quote_lexeme(word: str) -> str:
     return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
 
@@ -275,7 +280,9 @@ def _match(session: Session, index: CatalogIndex, search: SearchFilter) -> Match
     base = index.all
     scores: dict[int, float] = {}
     if search.q:
-        scores = text_matches(session, search.q)
+        scores = _text_matches.get_or_compute(
+            (session.get_bind().url, index.version, search.q), lambda: text_matches(session, search.q)
+        )
         base = index.pack_positions(index.positions_of_ids(np.fromiter(scores, np.int64, len(scores))))
     constraints = _constraints(index, search)
     strict = base.copy()
@@ -310,24 +317,69 @@ def search_datasets(
         )
     offset = decode_cursor(cursor)
     version = catalog_version(session)
-    facet_size = facet_size or settings.facet_size
-    key = (
-        session.get_bind().url, version, search.model_dump_json(), page_size, offset, facet_size,
-        base_path, api_prefix, with_facets,
+    response = _search(
+        session, version, search, page_size, offset, facet_size or settings.facet_size, base_path, api_prefix,
+        with_facets,
     )  # fmt: skip
-    response = _search_results.get_or_compute(
+    response.timing_ms = round((time.perf_counter() - started) * 1000, 2)
+    return response
+
+
+# -- JSON answers kept per catalog version ------------------------------------------------------------------------
+# The same searches come back (the landing page, a popular facet, the next page). Their JSON is kept as bytes,
+# which the garbage collector never scans: keeping the response objects themselves (a few thousand tracked
+# objects each) made full collections pause a web process for most of a second.
+_json_answers: VersionedCache[bytes] = VersionedCache(maxsize=5000)
+
+
+def catalog_key(session: Session) -> tuple[Any, int]:
+    """(database, catalog version): what every answer derived from the catalog alone depends on."""
+    return session.get_bind().url, catalog_version(session)
+
+
+def search_json(
+    session: Session,
+    search: SearchFilter,
+    *,
+    page_size: int | None = None,
+    cursor: str | None = None,
+    facet_size: int | None = None,
+    base_path: str = "/datasets",
+) -> bytes:
+    """`search_datasets(...)` as JSON, from memory when this catalog version gave it before. `timing_ms` is
+    this call's own time (the field is written last, after the kept part)."""
+    started = time.perf_counter()
+    key = ("search", catalog_key(session), search.model_dump_json(), page_size, cursor, facet_size, base_path)
+    kept = _json_answers.get_or_compute(
         key,
-        lambda: _search(
-            session, version, search, page_size, offset, facet_size, base_path, api_prefix, with_facets
+        lambda: (
+            search_datasets(
+                session,
+                search,
+                page_size=page_size,
+                cursor=cursor,
+                facet_size=facet_size,
+                base_path=base_path,
+            )
+            .model_dump_json(exclude={"timing_ms"})
+            .encode()
         ),
     )
-    # shared with other requests: a copy carries this request's own time
-    return response.model_copy(update={"timing_ms": round((time.perf_counter() - started) * 1000, 2)})
+    return kept[:-1] + b',"timing_ms":%.2f}' % ((time.perf_counter() - started) * 1000)
 
 
-# The same searches come back (the landing page, a popular facet, the next page): their answers are kept per
-# catalog version. About 20 KB each.
-_search_results: VersionedCache[SearchResponse] = VersionedCache(maxsize=2000)
+_FACET_LIST = TypeAdapter(list[Facet])
+
+
+def facets_json(session: Session, search: SearchFilter, *, facet_size: int | None, base_path: str) -> bytes:
+    """Only the facets of a search, as JSON, kept like `search_json`."""
+    key = ("facets", catalog_key(session), search.model_dump_json(), facet_size, base_path)
+    return _json_answers.get_or_compute(
+        key,
+        lambda: _FACET_LIST.dump_json(
+            search_datasets(session, search, page_size=1, facet_size=facet_size, base_path=base_path).facets
+        ),
+    )
 
 
 def _search(
@@ -349,7 +401,7 @@ def _search(
     near_ids = (
         index.ids[_near_match_positions(index, search, base, constraints)] if offset == 0 else page_ids[:0]
     )
-    rows = _fetch_by_id(session, np.concatenate((page_ids, near_ids)))  # one round trip for both
+    rows = _fetch_by_id(session, np.concatenate((page_ids, near_ids)), version)  # one round trip for both
     results = [summarise(rows[i], api_prefix) for i in page_ids.tolist() if i in rows]
     near = [
         NearMatch(dataset=summarise(rows[i], api_prefix), missed=missed_reasons(rows[i], search))
@@ -403,12 +455,27 @@ _RESULT_SELECT = select(*dict.fromkeys(_RESULT_COLUMNS)).where(
 )
 
 
-def _fetch_by_id(session: Session, ids: np.ndarray) -> dict[int, Any]:
-    """One query for result rows (plain rows with Dataset's attribute names) by id. A row deleted since the
-    index was built is missing from the answer: callers skip it."""
+def _fetch_by_id(session: Session, ids: np.ndarray, version: int) -> dict[int, Any]:
+    """Result rows (plain rows with Dataset's attribute names) by id: those of this catalog version already
+    read come from memory, the rest in one query. A row deleted since the index was built is missing from the
+    answer: callers skip it."""
     if ids.size == 0:
         return {}
-    return {row.id: row for row in session.execute(_RESULT_SELECT, {"ids": ids.tolist()})}
+    database = session.get_bind().url
+    wanted = ids.tolist()
+    cached = _result_rows.get_many([(database, version, i) for i in wanted])
+    rows = {key[2]: row for key, row in cached.items()}
+    missing = [i for i in wanted if i not in rows]
+    if missing:
+        fetched = {row.id: row for row in session.execute(_RESULT_SELECT, {"ids": missing})}
+        _result_rows.put_many({(database, version, i): row for i, row in fetched.items()})
+        rows.update(fetched)
+    return rows
+
+
+# Rows that result lists show, per catalog version: a search that is not cached itself mostly lists datasets
+# that other searches listed already. Rows are immutable tuples (about 2 KB each).
+_result_rows: VersionedCache[Any] = VersionedCache(maxsize=10_000)
 
 
 def facet_counts(

@@ -160,12 +160,14 @@ class Sample:
     status: int  # 0: no answer (timeout or connection error)
     seconds: float
     retry_after: str | None = None
+    repeat: bool = False  # the same URL (and headers) was sent before, in this run or its warm-up
 
 
 @dataclass
 class Run:
     samples: list[Sample] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    sent: set[str] = field(default_factory=set)  # URLs (with htmx header) sent so far, warm-up included
 
 
 async def client_loop(
@@ -176,22 +178,28 @@ async def client_loop(
     connection = Connection(parts.hostname or "127.0.0.1", parts.port or 80)
     while time.monotonic() < deadline:
         kind, path, headers = next_request(rng, catalog)
+        seen = path + str(headers)
+        repeat = seen in run.sent
+        run.sent.add(seen)
         started = time.monotonic()
         try:
             status, head, _ = await asyncio.wait_for(connection.request(path, headers), timeout)
-            run.samples.append(Sample(kind, status, time.monotonic() - started, head.get("retry-after")))
+            elapsed = time.monotonic() - started
+            run.samples.append(Sample(kind, status, elapsed, head.get("retry-after"), repeat))
             if status == 503:
                 # a well-behaved client honours Retry-After (capped so the run keeps its pace)
                 await asyncio.sleep(min(float(head.get("retry-after") or 1), 1.0))
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as error:
             connection.close()
             run.errors[type(error).__name__] += 1
-            run.samples.append(Sample(kind, 0, time.monotonic() - started))
+            run.samples.append(Sample(kind, 0, time.monotonic() - started, None, repeat))
     connection.close()
 
 
-async def drive(base: str, catalog: Catalog, clients: int, seconds: float, timeout: float, seed: int) -> Run:
-    run = Run()
+async def drive(
+    base: str, catalog: Catalog, clients: int, seconds: float, timeout: float, seed: int, sent: set[str]
+) -> Run:
+    run = Run(sent=sent)
     deadline = time.monotonic() + seconds
     tasks = [client_loop(n, base, catalog, seed, deadline, timeout, run) for n in range(clients)]
     await asyncio.gather(*tasks)
@@ -240,6 +248,8 @@ def summarise(run: Run, clients: int, seconds: float, cpu_seconds: float) -> dic
         "ok_p99_ms": round(percentile(ok, 0.99) * 1000, 1),
         "by_kind": by_kind,
         "client_cpu_seconds": round(cpu_seconds, 1),
+        # the most a cache of whole answers could serve: requests repeating an earlier URL
+        "repeat_share": round(sum(s.repeat for s in samples) / len(samples), 3) if samples else None,
     }
 
 
@@ -261,7 +271,10 @@ def print_report(report: dict[str, Any]) -> None:
     )
     for kind, row in report["by_kind"].items():
         print(f"    {kind:<13} {row['ok']:>6} ok  p50 {row['p50_ms']:>7} ms  p95 {row['p95_ms']:>7} ms")
-    print(f"  load generator CPU: {report['client_cpu_seconds']} s")
+    print(
+        f"  load generator CPU: {report['client_cpu_seconds']} s; requests repeating an earlier URL: "
+        f"{100 * (report['repeat_share'] or 0):.0f} %"
+    )
 
 
 # -- the server under test ----------------------------------------------------------------------------------------
@@ -336,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of 10 clients before measuring")
+    parser.add_argument(
+        "--warmup", type=float, default=30.0, help="seconds of 10 clients before measuring (a portal in use)"
+    )
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="a request unanswered this long is an error"
     )
@@ -363,10 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         catalog = read_catalog(base)
         print(f"{base}: {len(catalog.slugs)} datasets, {len(catalog.words)} words to search for")
+        sent: set[str] = set()
         if args.warmup:
-            asyncio.run(drive(base, catalog, 10, args.warmup, args.timeout, args.seed + 1))
+            asyncio.run(drive(base, catalog, 10, args.warmup, args.timeout, args.seed + 1, sent))
         before = resource.getrusage(resource.RUSAGE_SELF)
-        run = asyncio.run(drive(base, catalog, args.clients, args.seconds, args.timeout, args.seed))
+        run = asyncio.run(drive(base, catalog, args.clients, args.seconds, args.timeout, args.seed, sent))
         after = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         report = summarise(run, args.clients, args.seconds, cpu)

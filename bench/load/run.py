@@ -13,7 +13,8 @@ Each client is a closed loop with no think time: it sends one request, waits for
 over one keep-alive connection (a browser tab that clicks as fast as pages arrive). Requests follow the mix of
 MIX: JSON searches with random facet combinations and words from the catalog, facet counts, dataset pages (any
 of the catalog's datasets), statistics and HTML searches (half of them htmx facet clicks). The choices come from
-a seeded generator, so two runs send the same sequence. A request with no answer within --timeout seconds counts
+a seeded generator, so two runs send the same sequence. With --with-selection every client carries a selection's
+cookie, as a visitor who has put datasets aside does: pages are then rendered for that visitor. A request with no answer within --timeout seconds counts
 as an error. The run ends after --seconds; requests still in flight then are awaited (up to --timeout) and
 counted.
 
@@ -94,10 +95,20 @@ def random_filter(rng: random.Random, catalog: Catalog) -> list[tuple[str, str]]
     return params
 
 
-def next_request(rng: random.Random, catalog: Catalog) -> tuple[str, str, dict[str, str]]:
+def create_selection(base: str, catalog: Catalog) -> str:
+    """A selection of three datasets; its owner cookie makes every page personal (no shared page cache)."""
+    with httpx.Client(base_url=base, timeout=60) as client:
+        answer = client.post("/api/v1/selections", json={"dataset_slugs": catalog.slugs[:3]})
+        answer.raise_for_status()
+        return answer.json()["id"]
+
+
+def next_request(
+    rng: random.Random, catalog: Catalog, cookie: str | None = None
+) -> tuple[str, str, dict[str, str]]:
     """(kind, path with query, extra headers) of the next request."""
     kind = rng.choices(list(MIX), weights=list(MIX.values()))[0]
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = {"Cookie": f"imagingx_selection={cookie}"} if cookie else {}
     if kind == "dataset_page":
         return kind, f"/datasets/{quote(rng.choice(catalog.slugs))}", headers
     if kind == "statistics":
@@ -171,13 +182,20 @@ class Run:
 
 
 async def client_loop(
-    number: int, base: str, catalog: Catalog, seed: int, deadline: float, timeout: float, run: Run
+    number: int,
+    base: str,
+    catalog: Catalog,
+    seed: int,
+    deadline: float,
+    timeout: float,
+    run: Run,
+    cookie: str | None,
 ) -> None:
     rng = random.Random(seed * 1_000_003 + number)
     parts = urlsplit(base)
     connection = Connection(parts.hostname or "127.0.0.1", parts.port or 80)
     while time.monotonic() < deadline:
-        kind, path, headers = next_request(rng, catalog)
+        kind, path, headers = next_request(rng, catalog, cookie)
         seen = path + str(headers)
         repeat = seen in run.sent
         run.sent.add(seen)
@@ -197,11 +215,18 @@ async def client_loop(
 
 
 async def drive(
-    base: str, catalog: Catalog, clients: int, seconds: float, timeout: float, seed: int, sent: set[str]
+    base: str,
+    catalog: Catalog,
+    clients: int,
+    seconds: float,
+    timeout: float,
+    seed: int,
+    sent: set[str],
+    cookie: str | None = None,
 ) -> Run:
     run = Run(sent=sent)
     deadline = time.monotonic() + seconds
-    tasks = [client_loop(n, base, catalog, seed, deadline, timeout, run) for n in range(clients)]
+    tasks = [client_loop(n, base, catalog, seed, deadline, timeout, run, cookie) for n in range(clients)]
     await asyncio.gather(*tasks)
     return run
 
@@ -362,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default="bench_load")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the web process")
+    parser.add_argument(
+        "--with-selection",
+        action="store_true",
+        help="every client sends a selection's cookie: pages are personal, the shared page cache never serves",
+    )
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
 
@@ -379,14 +409,18 @@ def main(argv: list[str] | None = None) -> int:
         catalog = read_catalog(base)
         print(f"{base}: {len(catalog.slugs)} datasets, {len(catalog.words)} words to search for")
         sent: set[str] = set()
+        cookie = create_selection(base, catalog) if args.with_selection else None
         if args.warmup:
-            asyncio.run(drive(base, catalog, 10, args.warmup, args.timeout, args.seed + 1, sent))
+            asyncio.run(drive(base, catalog, 10, args.warmup, args.timeout, args.seed + 1, sent, cookie))
         before = resource.getrusage(resource.RUSAGE_SELF)
-        run = asyncio.run(drive(base, catalog, args.clients, args.seconds, args.timeout, args.seed, sent))
+        run = asyncio.run(
+            drive(base, catalog, args.clients, args.seconds, args.timeout, args.seed, sent, cookie)
+        )
         after = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         report = summarise(run, args.clients, args.seconds, cpu)
         report["code"] = str(args.code)
+        report["with_selection"] = bool(cookie)
         print_report(report)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)

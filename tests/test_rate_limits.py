@@ -22,13 +22,16 @@ HTML = {"Accept": "text/html"}
 
 @pytest.fixture
 def limits(configured_services: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Set IMAGINGX_RATE_LIMIT_<KIND> values for one test; every counter is cleared before and after."""
+    """Set IMAGINGX_RATE_LIMIT_<KIND> values for one test; this portal's counters are cleared before and after
+    (only its own: another test run or portal may share the Redis)."""
+    from app.core.security import counter_prefix
 
     url = get_settings().redis_url or ""
+    prefix = counter_prefix(get_settings())
 
     def clear() -> None:
         with redis.Redis.from_url(url) as server:
-            keys = list(server.scan_iter("imagingx:ratelimit:*"))
+            keys = list(server.scan_iter(f"{prefix}*"))
             if keys:
                 server.delete(*keys)
 

@@ -138,6 +138,13 @@ def client_key(scope: Scope) -> str | None:
         return None
 
 
+def counter_prefix(settings: Settings) -> str:
+    """Start of every rate-limit counter key of this portal. The database names the portal: portals (and test
+    runs) sharing one Redis count apart."""
+    portal = hashlib.sha256((settings.database_url or "").encode()).hexdigest()[:12]
+    return f"imagingx:ratelimit:{portal}:"
+
+
 async def retry_after(kind: str, client: str, settings: Settings, now: float | None = None) -> int | None:
     """Count one request of `kind` by `client` in every window; None when all are within their limit, else the
     seconds until the tightest exceeded window ends. Redis unreachable: None (logged)."""
@@ -148,12 +155,11 @@ async def retry_after(kind: str, client: str, settings: Settings, now: float | N
     from redis.exceptions import RedisError
 
     now = time.time() if now is None else now
-    # the database names the portal: portals (and test runs) sharing one Redis count apart
-    portal = hashlib.sha256((settings.database_url or "").encode()).hexdigest()[:12]
+    prefix = counter_prefix(settings)
     keys = []
     for limit in limits:
         window = int(now // limit.window_seconds)
-        keys.append(f"imagingx:ratelimit:{portal}:{kind}:{limit.window_seconds}:{client}:{window}")
+        keys.append(f"{prefix}{kind}:{limit.window_seconds}:{client}:{window}")
     try:
         # one short-lived connection: creations are rare, and a pooled client would be bound to one event loop
         async with aioredis.Redis.from_url(settings.redis_url, socket_timeout=2) as redis:

@@ -178,9 +178,9 @@ def catalog_set_source(
     import json
 
     from app.catalog.service import set_source
+    from app.common.errors import DomainError
     from app.core.config import get_settings
     from app.core.db import new_session
-    from app.core.errors import ApiError
 
     _require("DATABASE_URL", get_settings().database_url)
     if (file is None) == (not clear):
@@ -194,7 +194,7 @@ def catalog_set_source(
     with new_session() as session:
         try:
             dataset = set_source(session, slug, descriptor)
-        except ApiError as error:
+        except DomainError as error:
             console.print(f"error: {error.error}", markup=False, highlight=False)
             raise typer.Exit(1) from error
     kind = dataset.source["kind"] if dataset.source else None

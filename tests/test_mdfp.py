@@ -388,7 +388,7 @@ def test_plan_dataset_slugs_is_the_final_list(client: TestClient, session: Any) 
 
 
 def test_unknown_plan_is_a_404_envelope(client: TestClient, session: Any) -> None:
-    from app.core.errors import NotFound
+    from app.common.errors import NotFound
     from app.mdfp.service import plan_dataset_slugs
 
     response = client.get("/api/v1/plans/no-such-plan")

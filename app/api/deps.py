@@ -110,7 +110,7 @@ SearchFilterDep = Annotated[SearchFilter, Depends(documented_search_filter)]
 async def facet_size_param(
     _facet_size: Annotated[str | None, Query(description="Values per facet, or 'max'")] = None,
 ) -> int | None:
-    from app.core.errors import InvalidInput
+    from app.common.errors import InvalidInput
 
     if _facet_size is None:
         return None

@@ -25,8 +25,10 @@ from app.api.deps import SessionDep
 from app.bundles import service
 from app.bundles.api import OWNER_COOKIE, request_owner
 from app.bundles.schemas import SLICE_AXES, BundleJobOut, BundleRequest, SourceState
+from app.common import tasks
+from app.common.errors import Conflict, DomainError
 from app.core.config import get_settings
-from app.core.errors import ApiError
+from app.core.errors import status_of
 from app.core.forms import refuse_cross_site, same_site_form, set_visitor_cookie
 from app.core.templating import templates
 from app.selections.pages import visitor_selection
@@ -195,9 +197,11 @@ def build_bundle(request: Request, session: SessionDep, pairs: FormPairs) -> Res
     owner = request_owner(request) or secrets.token_urlsafe(24)
     try:
         job, messages = service.create_job(session, bundle_request, owner=owner)
-    except ApiError as error:  # an unknown plan or dataset, an empty plan, a store that cannot hold bundles
-        return _form_page(request, session, form, {"form": [error.error]}, error.status)
-    service.send(messages)
+    except (
+        DomainError
+    ) as error:  # an unknown plan or dataset, an empty plan, a store that cannot hold bundles
+        return _form_page(request, session, form, {"form": [error.error]}, status_of(error))
+    tasks.send(messages)
     response = RedirectResponse(f"{BUNDLES_PATH}/{job.id}", status_code=303)
     if request_owner(request) != owner:
         set_visitor_cookie(request, response, OWNER_COOKIE, owner)
@@ -271,9 +275,7 @@ def cancel_bundle(request: Request, session: SessionDep, job_id: str) -> Respons
     an error page would."""
     try:
         _, messages = service.cancel_job(session, job_id, owner=request_owner(request))
-    except ApiError as error:
-        if error.status != 409:
-            raise
+    except Conflict:  # finished meanwhile
         messages = []
-    service.send(messages)
+    tasks.send(messages)
     return RedirectResponse(f"{BUNDLES_PATH}/{job_id}", status_code=303)

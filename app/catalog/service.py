@@ -14,7 +14,7 @@ from app.catalog.importer import SEED_FILE, ImportPlan, load_rows, plan_import
 from app.catalog.models import CatalogState, Dataset, Vocabulary
 from app.catalog.schemas import DatasetDetail, DatasetSummary, QualityFlag, RelatedDataset
 from app.catalog.vocabularies import ALL, HOST
-from app.core.errors import InvalidInput, NotFound
+from app.common.errors import InvalidInput, NotFound
 from app.sources.service import dataset_source, resolve_sources, set_operator_source
 
 # Columns the importer owns. Everything else (source descriptor, licence, organisation, formats) may have been

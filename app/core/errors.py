@@ -16,9 +16,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 from starlette.staticfiles import StaticFiles
 
+from app.common.errors import (
+    Conflict,
+    DomainError,
+    Gone,
+    InvalidInput,
+    NotAllowed,
+    NotFound,
+    NotOffered,
+    UnknownItems,
+)
+
 
 class ApiError(Exception):
-    """An error a user can act on. `errors` points at the offending inputs."""
+    """An error of the HTTP layer itself (a form from another site, a body too large): it has a status.
+    Services raise the domain errors of app/common/errors.py instead, mapped to statuses by STATUS_OF."""
 
     def __init__(self, status: int, error: str, errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(error)
@@ -27,14 +39,23 @@ class ApiError(Exception):
         self.errors = errors or []
 
 
-class InvalidInput(ApiError):
-    def __init__(self, loc: list[str | int], msg: str) -> None:
-        super().__init__(422, msg, [{"loc": loc, "msg": msg}])
+# The one place a domain error becomes an HTTP status.
+STATUS_OF: dict[type[DomainError], int] = {
+    InvalidInput: 422,
+    UnknownItems: 422,
+    NotFound: 404,
+    NotAllowed: 403,
+    Conflict: 409,
+    Gone: 410,
+    NotOffered: 501,
+}
 
 
-class NotFound(ApiError):
-    def __init__(self, what: str) -> None:
-        super().__init__(404, f"{what} not found")
+def status_of(error: DomainError) -> int:
+    for kind in type(error).__mro__:
+        if kind in STATUS_OF:
+            return STATUS_OF[kind]
+    return 400
 
 
 def error_body(status: int, error: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -110,6 +131,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> Any:
         return _respond(request, exc.status, exc.error, exc.errors)
 
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> Any:
+        return _respond(request, status_of(exc), exc.error, exc.errors)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Any:
         errors = _validation_errors(exc)
@@ -152,4 +177,4 @@ def install_error_handlers(app: FastAPI) -> None:
         return _respond(request, 500, "internal error: the failure was logged", [])
 
 
-__all__ = ["ApiError", "InvalidInput", "NotFound", "error_body", "install_error_handlers"]
+__all__ = ["STATUS_OF", "ApiError", "error_body", "install_error_handlers", "status_of"]

@@ -4,7 +4,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from app.core.errors import NotFound
+from app.common.errors import NotFound
 from app.mdfp.schemas import Preset
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"

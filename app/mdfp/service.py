@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.catalog.service import catalog_version
-from app.core.errors import NotFound
+from app.common.errors import NotFound
 from app.mdfp.models import Plan
 from app.mdfp.phases import plan_phases
 from app.mdfp.presets import get_preset, load_presets

@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 from app.catalog.models import Dataset
 from app.catalog.service import SUMMARY_COLUMNS, catalog_version, summarise
 from app.catalog.vocabularies import ALL
+from app.common.errors import InvalidInput
 from app.core.cache import VersionedCache
 from app.core.config import get_settings
-from app.core.errors import InvalidInput
 from app.search.index import CatalogIndex, current_index
 from app.search.schemas import (
     FACETS,

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 import app.catalog.pages  # noqa: F401  (registers the shared template helpers: vocab_label, code_spans...)
 from app.api.deps import SessionDep
+from app.common.errors import InvalidInput, NotFound
 from app.core.db import new_session
-from app.core.errors import InvalidInput, NotFound
 from app.core.forms import same_site_form, set_visitor_cookie
 from app.core.templating import templates
 from app.search.schemas import SearchFilter

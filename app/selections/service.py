@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, defer
 from app.catalog.models import Dataset
 from app.catalog.service import access_next_step, summarise
 from app.catalog.vocabularies import ALL
-from app.core.errors import ApiError, InvalidInput, NotFound
+from app.common.errors import InvalidInput, NotAllowed, NotFound, NotOffered, UnknownItems
 from app.selections.models import Selection
 from app.selections.schemas import (
     CompareField,
@@ -62,15 +62,14 @@ def datasets_by_slug(session: Session, slugs: Sequence[str]) -> list[Dataset]:
     return [by_slug[s] for s in slugs if s in by_slug]
 
 
-def unknown_slugs_error(unknown: list[str], given: Sequence[str], loc: list[str | int]) -> ApiError:
+def unknown_slugs_error(unknown: list[str], given: Sequence[str], loc: list[str | int]) -> UnknownItems:
     """A 422 naming each unknown slug, pointing at its position in what the client sent."""
     positions = {s.strip(): i for i, s in reversed(list(enumerate(given)))}
     shown = ", ".join(repr(s) for s in unknown[:10]) + (
         f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
     )
     noun = "slugs" if len(unknown) > 1 else "slug"
-    return ApiError(
-        422,
+    return UnknownItems(
         f"unknown dataset {noun}: {shown}",
         [{"loc": [*loc, positions.get(s, 0)], "msg": f"unknown dataset slug {s!r}"} for s in unknown[:100]],
     )
@@ -97,7 +96,7 @@ def _clean_name(name: str | None) -> str | None:
 def plan_slugs(session: Session, plan_id: str) -> list[str]:
     """The final dataset list of a saved MDFP plan (the planner owns plans; NotFound for an unknown id)."""
     if importlib.util.find_spec("app.mdfp.service") is None:
-        raise ApiError(501, "plans are not available on this server yet")
+        raise NotOffered("plans are not available on this server yet")
     from app.mdfp.service import plan_dataset_slugs
 
     return list(plan_dataset_slugs(session, plan_id))
@@ -112,9 +111,8 @@ def get_selection(session: Session, selection_id: str, *, for_update: bool = Fal
         selection = session.get(Selection, selection_id, with_for_update=for_update or None)
     if selection is None:
         if _by_read_id(session, selection_id) is not None:
-            raise ApiError(
-                403,
-                "this is the selection's read-only link: changing it needs its owner key (the id it was created with)",
+            raise NotAllowed(
+                "this is the selection's read-only link: changing it needs its owner key (the id it was created with)"
             )
         raise NotFound(f"selection {selection_id!r}")
     return selection

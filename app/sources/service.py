@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.catalog.models import CatalogState, Dataset
-from app.core.errors import InvalidInput
+from app.common.errors import InvalidInput
 from app.sources.idc import index_version, load_entries
 from app.sources.rules import CREDENTIAL_SETTINGS, DatasetKeys, IdcIndex, Resolution, resolve_dataset
 from app.sources.schemas import (

@@ -1,14 +1,16 @@
-"""Celery tasks. Each is small and idempotent (README, Layout): the work is in
-workers/pipeline/, the bookkeeping in app/bundles/service.py; a task runs one unit, then sends the tasks the
-job's state machine asks for next."""
+"""Celery tasks, registered under the names app/common/tasks.py gives them (the web side asks for them through
+its typed constructors). Each is small and idempotent (README, Layout): the work is in workers/pipeline/, the
+bookkeeping in app/bundles/service.py; a task runs one unit, then sends the tasks the job's state machine asks
+for next."""
 
 from celery import shared_task
 from celery.signals import worker_ready
 
+from app.common import tasks
 from app.core.config import get_settings
 
 
-@shared_task(name="workers.tasks.ping")
+@shared_task(name=tasks.PING)
 def ping() -> dict[str, object]:
     """Prove a worker is alive and reaches the database: `{"reply": "pong", "catalog_version": N}`."""
     from app.catalog.service import catalog_version
@@ -19,13 +21,11 @@ def ping() -> dict[str, object]:
     return {"reply": "pong", "catalog_version": version}
 
 
-def _send(messages: list) -> None:
-    from app.bundles.service import send
-
-    send(messages)
+def _send(messages: list[tasks.TaskMessage]) -> None:
+    tasks.send(messages)
 
 
-@shared_task(name="workers.tasks.advance_bundle")
+@shared_task(name=tasks.ADVANCE_BUNDLE)
 def advance_bundle(job_id: str) -> None:
     from app.bundles.service import advance
     from app.core.db import new_session
@@ -34,35 +34,35 @@ def advance_bundle(job_id: str) -> None:
         _send(advance(session, job_id))
 
 
-@shared_task(name="workers.tasks.fetch_bundle_source")
+@shared_task(name=tasks.FETCH_BUNDLE_SOURCE)
 def fetch_bundle_source(job_id: str, slug: str) -> None:
     from workers.pipeline import fetch_source
 
     _send(fetch_source(job_id, slug, get_settings()))
 
 
-@shared_task(name="workers.tasks.harmonise_bundle_item")
+@shared_task(name=tasks.HARMONISE_BUNDLE_ITEM)
 def harmonise_bundle_item(job_id: str, item_id: str) -> None:
     from workers.pipeline import harmonise_item
 
     _send(harmonise_item(job_id, item_id, get_settings()))
 
 
-@shared_task(name="workers.tasks.package_bundle")
+@shared_task(name=tasks.PACKAGE_BUNDLE)
 def package_bundle(job_id: str) -> None:
     from workers.pipeline import package
 
     _send(package(job_id, get_settings()))
 
 
-@shared_task(name="workers.tasks.clean_bundle_work")
+@shared_task(name=tasks.CLEAN_BUNDLE_WORK)
 def clean_bundle_work(job_id: str) -> None:
     from workers.pipeline import clean_work
 
     clean_work(job_id, get_settings())
 
 
-@shared_task(name="workers.tasks.resume_bundles")
+@shared_task(name=tasks.RESUME_BUNDLES)
 def resume_bundles() -> int:
     """Re-send every unfinished unit of every unfinished job; returns how many tasks were sent."""
     from app.bundles.service import resume_messages

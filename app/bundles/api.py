@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 from app.api.deps import SessionDep
 from app.bundles import service
 from app.bundles.schemas import BundleItemsPage, BundleJobOut, BundleJobSummary, BundleRequest, ItemState
+from app.common import tasks
 from app.core.forms import set_visitor_cookie
 from app.core.ranges import RangeNotSatisfiable, attachment, requested_range
 
@@ -69,7 +70,7 @@ def create_bundle(
     cookie. Requests with the same key list their bundles at `GET /bundles`."""
     owner = request_owner(request) or secrets.token_urlsafe(24)
     job, messages = service.create_job(session, body, owner=owner)
-    service.send(messages)
+    tasks.send(messages)
     response.headers["Location"] = f"{API}/bundles/{job.id}"
     response.headers[OWNER_HEADER] = owner
     if request.cookies.get(OWNER_COOKIE) != owner:
@@ -123,7 +124,7 @@ def cancel_bundle(session: SessionDep, request: Request, job_id: JobId) -> Bundl
     stop within about a second (what they received stays in the cache for a later job); a case being
     harmonised finishes first."""
     job, messages = service.cancel_job(session, job_id, owner=request_owner(request))
-    service.send(messages)
+    tasks.send(messages)
     return service.job_status(session, job)
 
 

@@ -45,8 +45,10 @@ from app.bundles.schemas import (
     SourceState,
 )
 from app.catalog.service import access_next_step
+from app.common import tasks
+from app.common.errors import Conflict, Gone, InvalidInput, NotAllowed, NotFound, NotOffered
+from app.common.tasks import TaskMessage
 from app.core.config import Settings, get_settings
-from app.core.errors import ApiError, InvalidInput, NotFound
 from app.selections.service import checked_slugs, datasets_by_slug, plan_slugs
 
 if TYPE_CHECKING:
@@ -66,8 +68,8 @@ def store_root(settings: Settings) -> Path:
     url = settings.store_url
     parts = urlsplit(url)
     if parts.scheme not in ("", "file"):
-        raise ApiError(
-            501, f"IMAGINGX_STORAGE_URL {url!r}: only local folders (or file://) can hold bundles so far"
+        raise NotOffered(
+            f"IMAGINGX_STORAGE_URL {url!r}: only local folders (or file://) can hold bundles so far"
         )
     return Path(parts.path if parts.scheme == "file" else url)
 
@@ -83,28 +85,6 @@ def bundle_folder_name(name: str) -> str:
 
 def bundle_dir(settings: Settings, job: BundleJob) -> Path:
     return store_root(settings) / job.id / bundle_folder_name(job.name)
-
-
-# -- messages: the tasks a state change asks for --------------------------------------------------------------------
-@dataclass(frozen=True)
-class Message:
-    task: str
-    args: tuple[Any, ...]
-
-
-def advance_message(job_id: str) -> Message:
-    return Message("workers.tasks.advance_bundle", (job_id,))
-
-
-def send(messages: Sequence[Message]) -> None:
-    """Hand tasks to Celery. Call only after the transaction that justified them has committed."""
-    if not messages:
-        return
-    from workers.celery_app import app as celery_app
-
-    queue = get_settings().celery_queue
-    for message in messages:
-        celery_app.send_task(message.task, args=list(message.args), queue=queue)
 
 
 # -- submission ---------------------------------------------------------------------------------------------------
@@ -138,7 +118,7 @@ def _resolved(request: BundleRequest, settings: Settings) -> BundleRequest:
 
 def create_job(
     session: Session, request: BundleRequest, owner: str | None = None, settings: Settings | None = None
-) -> tuple[BundleJob, list[Message]]:
+) -> tuple[BundleJob, list[TaskMessage]]:
     """Record a job (its sources fixed now: later catalog edits do not change a running job) and say which
     task starts it. 422 for unknown datasets, 404 for an unknown plan."""
     settings = settings or get_settings()
@@ -146,7 +126,9 @@ def create_job(
     if request.plan_id is not None:
         slugs = plan_slugs(session, request.plan_id)
         if not slugs:
-            raise ApiError(422, f"plan {request.plan_id} has no datasets in its final list")
+            raise InvalidInput(
+                ["body", "plan_id"], f"plan {request.plan_id} has no datasets in its final list"
+            )
         if len(slugs) > MAX_DATASETS:
             raise InvalidInput(
                 ["body", "plan_id"],
@@ -187,7 +169,7 @@ def create_job(
             )
         )
     session.commit()
-    return job, [advance_message(job.id)]
+    return job, [tasks.advance_bundle(job.id)]
 
 
 # -- reading ------------------------------------------------------------------------------------------------------
@@ -371,15 +353,15 @@ def download(session: Session, job_id: str, settings: Settings | None = None) ->
     settings = settings or get_settings()
     job = get_job(session, job_id)
     if job.state != JobState.done or not job.result:
-        raise ApiError(409, f"bundle {job_id} is {job.state}: it can be downloaded once it is done")
+        raise Conflict(f"bundle {job_id} is {job.state}: it can be downloaded once it is done")
     folder = bundle_dir(settings, job)
     try:
         sums = (folder / "SHA256SUMS").stat()
     except FileNotFoundError:
-        raise ApiError(410, f"bundle {job_id} is no longer in the store") from None
+        raise Gone(f"bundle {job_id} is no longer in the store") from None
     archive = _bundle_archive(str(folder), (sums.st_ino, sums.st_mtime_ns))
     if archive.size != job.result["archive_bytes"]:
-        raise ApiError(410, f"bundle {job_id} has changed in the store since it was published")
+        raise Gone(f"bundle {job_id} has changed in the store since it was published")
     return Download(archive, f"{folder.name}.tar", job.result["archive_sha256"])
 
 
@@ -389,18 +371,17 @@ def is_owner(job: BundleJob, owner: str | None) -> bool:
     return bool(owner and job.owner) and secrets.compare_digest(owner.encode(), str(job.owner).encode())
 
 
-def cancel_job(session: Session, job_id: str, *, owner: str | None) -> tuple[BundleJob, list[Message]]:
+def cancel_job(session: Session, job_id: str, *, owner: str | None) -> tuple[BundleJob, list[TaskMessage]]:
     """Stop a job: no new unit starts (each checks the state first); a download in flight asks about once a
     second and stops (workers/sources/download.py); a case being harmonised finishes. 409 for a finished
     job; 403 unless `owner` is the key the job was requested with (its id only lets one read and download)."""
     job = get_job(session, job_id, for_update=True)
     if job.state in FINISHED:
-        raise ApiError(409, f"bundle {job_id} is already {job.state}")
+        raise Conflict(f"bundle {job_id} is already {job.state}")
     if not is_owner(job, owner):
         session.rollback()  # release the row lock
-        raise ApiError(
-            403,
-            f"only whoever requested bundle {job_id} can cancel it (its owner key: cookie or X-Owner-Key)",
+        raise NotAllowed(
+            f"only whoever requested bundle {job_id} can cancel it (its owner key: cookie or X-Owner-Key)"
         )
     messages = finish_job(session, job, JobState.cancelled)
     session.execute(
@@ -419,18 +400,20 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def finish_job(session: Session, job: BundleJob, state: JobState, error: str | None = None) -> list[Message]:
+def finish_job(
+    session: Session, job: BundleJob, state: JobState, error: str | None = None
+) -> list[TaskMessage]:
     """End a job (done, failed or cancelled; the caller commits) and say what follows: its work folder is
     cleaned, and if it held a running slot, the queued jobs are offered that slot."""
     frees_slot = job.state in RUNNING
     job.state = state
     job.error = error
     job.finished_at = now()
-    messages = [Message("workers.tasks.clean_bundle_work", (job.id,))]
+    messages = [tasks.clean_bundle_work(job.id)]
     return messages + queued_job_messages(session) if frees_slot else messages
 
 
-def fail_job(session: Session, job_id: str, error: str) -> list[Message]:
+def fail_job(session: Session, job_id: str, error: str) -> list[TaskMessage]:
     """Mark a job failed (if it is still running) and free its slot; the caller commits."""
     job = get_job(session, job_id, for_update=True)
     if job.state in FINISHED:
@@ -438,7 +421,7 @@ def fail_job(session: Session, job_id: str, error: str) -> list[Message]:
     return finish_job(session, job, JobState.failed, error)
 
 
-def queued_job_messages(session: Session) -> list[Message]:
+def queued_job_messages(session: Session) -> list[TaskMessage]:
     """An `advance` for each queued job, oldest first: each checks the running limit itself."""
     ids = session.scalars(
         select(BundleJob.id)
@@ -446,7 +429,7 @@ def queued_job_messages(session: Session) -> list[Message]:
         .order_by(BundleJob.created_at)
         .limit(20)
     )
-    return [advance_message(job_id) for job_id in ids]
+    return [tasks.advance_bundle(job_id) for job_id in ids]
 
 
 def _start(session: Session, job: BundleJob, settings: Settings) -> bool:
@@ -465,20 +448,20 @@ def _has_items(session: Session, job_id: str, state: ItemState) -> bool:
     )
 
 
-def advance(session: Session, job_id: str, settings: Settings | None = None) -> list[Message]:
+def advance(session: Session, job_id: str, settings: Settings | None = None) -> list[TaskMessage]:
     """Move a job to its next stage if the current one is complete. Commits; returns the tasks to send."""
     settings = settings or get_settings()
     job = session.get(BundleJob, job_id, with_for_update=True)
     if job is None or job.state in FINISHED:
         session.rollback()
         return []
-    messages: list[Message] = []
+    messages: list[TaskMessage] = []
     if job.state == JobState.queued:
         if not _start(session, job, settings):
             session.commit()
             return []
         messages += [
-            Message("workers.tasks.fetch_bundle_source", (job.id, s.slug))
+            tasks.fetch_bundle_source(job.id, s.slug)
             for s in job_sources(session, job.id)
             if s.state == SourceState.pending
         ]
@@ -507,9 +490,7 @@ def advance(session: Session, job_id: str, settings: Settings | None = None) -> 
             return messages
         job.labels = unified_labels({s.slug: s.label_table or {} for s in fetched})
         job.state = JobState.harmonising
-        messages += [
-            Message("workers.tasks.harmonise_bundle_item", (job.id, item)) for item in sorted(pending)
-        ]
+        messages += [tasks.harmonise_bundle_item(job.id, item) for item in sorted(pending)]
     if job.state == JobState.harmonising:
         # called after every item: an EXISTS on (job_id, state) stops at the first row, where counting all
         # items each time would make a job of n items cost n^2 row reads
@@ -523,7 +504,7 @@ def advance(session: Session, job_id: str, settings: Settings | None = None) -> 
             session.commit()
             return messages
         job.state = JobState.packaging
-        messages.append(Message("workers.tasks.package_bundle", (job.id,)))
+        messages.append(tasks.package_bundle(job.id))
     session.commit()
     return messages
 
@@ -546,36 +527,34 @@ def unified_labels(tables: dict[str, dict[str, str]]) -> dict[str, Any]:
     }
 
 
-def resume_messages(session: Session) -> list[Message]:
+def resume_messages(session: Session) -> list[TaskMessage]:
     """Every unfinished unit of every unfinished job: what a worker sends when it starts (after a crash)."""
-    messages: list[Message] = []
+    messages: list[TaskMessage] = []
     jobs = session.scalars(
         select(BundleJob).where(BundleJob.state.notin_(list(FINISHED))).order_by(BundleJob.created_at)
     )
     for job in jobs:
         if job.state == JobState.queued:
-            messages.append(advance_message(job.id))
+            messages.append(tasks.advance_bundle(job.id))
         elif job.state == JobState.fetching:
             open_sources = [
                 s.slug
                 for s in job_sources(session, job.id)
                 if s.state in (SourceState.pending, SourceState.fetching)
             ]
-            messages += [
-                Message("workers.tasks.fetch_bundle_source", (job.id, slug)) for slug in open_sources
-            ]
+            messages += [tasks.fetch_bundle_source(job.id, slug) for slug in open_sources]
             if not open_sources:
-                messages.append(advance_message(job.id))
+                messages.append(tasks.advance_bundle(job.id))
         elif job.state == JobState.harmonising:
             pending = session.scalars(
                 select(BundleItem.item_id)
                 .where(BundleItem.job_id == job.id, BundleItem.state == ItemState.pending)
                 .order_by(BundleItem.item_id)
             )
-            items = [Message("workers.tasks.harmonise_bundle_item", (job.id, item)) for item in pending]
-            messages += items or [advance_message(job.id)]
+            items = [tasks.harmonise_bundle_item(job.id, item) for item in pending]
+            messages += items or [tasks.advance_bundle(job.id)]
         elif job.state == JobState.packaging:
-            messages.append(Message("workers.tasks.package_bundle", (job.id,)))
+            messages.append(tasks.package_bundle(job.id))
     session.rollback()
     return messages
 

@@ -12,13 +12,14 @@ from typing import Any
 from sqlalchemy import text
 
 from app.bundles import service
+from app.common.tasks import TaskMessage
 from app.core.config import Settings
 from app.core.db import get_engine
 from workers.imaging.cases import Case, Split
 from workers.imaging.layout import split_suffix
 
 log = logging.getLogger("imagingx.jobs")
-Messages = list[service.Message]
+Messages = list[TaskMessage]
 
 
 @contextmanager

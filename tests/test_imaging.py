@@ -18,7 +18,7 @@ from workers.imaging.cases import LayoutKind, Split
 from workers.imaging.dedup import content_hash, find_duplicates
 from workers.imaging.errors import LayoutNotRecognisedError, SeriesRejectedError, UnreadableItemError
 from workers.imaging.harmonise import harmonise_case
-from workers.imaging.labels import Annotation, normalise_concept, snomed_code, unify_labels
+from app.common.labels import Annotation, normalise_concept, snomed_code, unify_labels
 from workers.imaging.layout import ExplicitLayout, detect_layout
 from workers.imaging.orientation import RAS_DIRECTION_ITK, axis_codes, reorient_to_ras
 from workers.imaging.readers import read_dicom_folder, read_dicom_series, read_item, read_volume
@@ -397,7 +397,7 @@ def test_nifti_named_gz_but_stored_plain_is_read(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.int32, np.float32])
 def test_remap_labels_maps_every_voxel_and_names_unknown_values(dtype: type) -> None:
-    from workers.imaging.labels import UnknownLabelValueError, remap_labels
+    from app.common.labels import UnknownLabelValueError, remap_labels
 
     local = np.array([[0, 1, 2], [2, 1, 0]], dtype=dtype)
     assert remap_labels(local, {0: 0, 1: 2, 2: 1}).tolist() == [[0, 2, 1], [1, 2, 0]]
@@ -411,7 +411,7 @@ def test_remap_labels_maps_every_voxel_and_names_unknown_values(dtype: type) -> 
 
 
 def test_remap_labels_refuses_negative_fractional_and_handles_large_ids() -> None:
-    from workers.imaging.labels import UnknownLabelValueError, remap_labels
+    from app.common.labels import UnknownLabelValueError, remap_labels
 
     with pytest.raises(UnknownLabelValueError, match=r"\[-1\]"):
         remap_labels(np.array([0, -1, 3], dtype=np.int16), {0: 0, 3: 1})

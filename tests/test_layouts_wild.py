@@ -25,14 +25,14 @@ from workers.imaging import arrays
 from workers.imaging.cases import Case, LayoutKind, Split
 from workers.imaging.errors import LayoutNotRecognisedError, UnreadableItemError
 from workers.imaging.harmonise import harmonise_case
-from workers.imaging.labels import unify_labels
+from app.common.labels import unify_labels
 from workers.imaging.layout import ExplicitLayout, case_key, detect_layout
 from workers.imaging.readers import read_item
 from workers.pipeline import explicit_layout, prepare_source_root
 from workers.pipeline.common import case_from_json, case_to_json, source_checksum
 from workers.safety import UnpackLimits
 from workers.sources.base import SourceError
-from workers.sources.descriptors import parse_source
+from app.common.descriptors import parse_source
 
 LIMITS = UnpackLimits(max_bytes=10**9, max_members=1000, max_ratio=1000)
 
@@ -623,7 +623,7 @@ def test_3d_classification_arrays_are_skipped_by_packaging_with_the_reason(tmp_p
 def test_an_array_sets_file_is_hashed_once_per_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import workers.packaging.checksums as checksums
+    import app.common.checksums as checksums
 
     _medmnist(tmp_path / "set.npz", SINGLE)
     calls: list[Path] = []

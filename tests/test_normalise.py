@@ -13,7 +13,7 @@ from app.catalog.normalise import (
     resolve_tasks,
     size_bucket,
 )
-from app.catalog.vocabularies import ANATOMY, MODALITY
+from app.common.vocabularies import ANATOMY, MODALITY
 
 
 @pytest.mark.parametrize(

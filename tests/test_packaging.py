@@ -35,8 +35,8 @@ from workers.packaging import (
     SourceDataset,
     build_bundle,
 )
-from workers.packaging.archive import BundleArchive
-from workers.packaging.checksums import bundle_files, verify_sha256sums
+from app.common.archive import BundleArchive
+from app.common.checksums import bundle_files, verify_sha256sums
 from workers.packaging.licences import combined_terms
 from workers.packaging.publish import PARTIAL_MARKER, BundleExistsError
 

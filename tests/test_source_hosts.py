@@ -29,7 +29,7 @@ from workers.sources import (
     resolve_source,
 )
 from workers.sources.base import Credential, CredentialsMissingError
-from workers.sources.descriptors import DataverseSource, FigshareSource, ZenodoSource
+from app.common.descriptors import DataverseSource, FigshareSource, ZenodoSource
 from workers.sources.doi import landing_source
 from workers.sources.net import new_client, open_response
 

@@ -244,7 +244,7 @@ def test_every_resolved_descriptor_is_one_the_workers_accept(session: Any) -> No
     from sqlalchemy import select
 
     from app.catalog.models import Dataset
-    from workers.sources.descriptors import parse_source
+    from app.common.descriptors import parse_source
 
     descriptors = session.scalars(select(Dataset.source).where(Dataset.source.is_not(None))).all()
     assert len(descriptors) >= 400

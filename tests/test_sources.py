@@ -26,7 +26,7 @@ from workers.sources import (
     parse_source,
     resolve_source,
 )
-from workers.sources.descriptors import ExplicitLayout, HttpSource, PairBySuffix
+from app.common.descriptors import ExplicitLayout, HttpSource, PairBySuffix
 
 DATA = random.Random(7).randbytes(300_000)
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.catalog import vocabularies
-from app.catalog.vocabularies import (
+from app.common import vocabularies
+from app.common.vocabularies import (
     ALL,
     ANATOMY,
     HOST,

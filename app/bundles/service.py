@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -46,13 +46,12 @@ from app.bundles.schemas import (
 )
 from app.catalog.service import access_next_step
 from app.common import tasks
+from app.common.archive import BundleArchive
 from app.common.errors import Conflict, Gone, InvalidInput, NotAllowed, NotFound, NotOffered
+from app.common.labels import unify_labels
 from app.common.tasks import TaskMessage
 from app.core.config import Settings, get_settings
 from app.selections.service import checked_slugs, datasets_by_slug, plan_slugs
-
-if TYPE_CHECKING:
-    from workers.packaging.archive import BundleArchive
 
 API = "/api/v1"
 ID_LENGTH = 32
@@ -336,8 +335,6 @@ def list_items(
 def _bundle_archive(folder: str, published: tuple[int, int]) -> BundleArchive:
     """The archive plan of a published bundle (immutable: keyed by its SHA256SUMS, a rebuilt bundle gets a
     new plan). Planning a 20,000-file bundle takes ~0.6 s, and a resumed download asks again for every range."""
-    from workers.packaging.archive import BundleArchive
-
     return BundleArchive(Path(folder))
 
 
@@ -511,8 +508,6 @@ def advance(session: Session, job_id: str, settings: Settings | None = None) -> 
 
 def unified_labels(tables: dict[str, dict[str, str]]) -> dict[str, Any]:
     """The global label table (by concept name, never by id) as stored on the job."""
-    from workers.imaging.labels import unify_labels
-
     unification = unify_labels(
         {slug: {int(k): v for k, v in table.items()} for slug, table in tables.items()}
     )

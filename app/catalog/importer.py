@@ -23,7 +23,7 @@ from app.catalog.normalise import (
     size_bucket,
     slugify,
 )
-from app.catalog.vocabularies import ALL, ANATOMY
+from app.common.vocabularies import ALL, ANATOMY
 
 SEED_FILE = Path(__file__).resolve().parents[1] / "data" / "imaging-x-datasets.json"
 REQUIRED_KEYS = set(FACT_KEYS) | {"section", "access"}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from app.catalog.vocabularies import ACCESS, ANATOMY, DIM, HOST, MODALITY, NON_IMAGE_DICOM, TASK
+from app.common.vocabularies import ACCESS, ANATOMY, DIM, HOST, MODALITY, NON_IMAGE_DICOM, TASK
 
 # The survey row keys that state facts about a dataset; rows equal on all of these are one dataset.
 FACT_KEYS = ("name", "url", "year", "dim", "modality", "structure", "samples", "label", "task", "diseases")

@@ -11,7 +11,7 @@ from markupsafe import Markup, escape
 from app.api.deps import SessionDep
 from app.catalog import service
 from app.catalog.schemas import DatasetDetail
-from app.catalog.vocabularies import ALL
+from app.common.vocabularies import ALL
 from app.core.templating import page_response, templates
 
 router = APIRouter(include_in_schema=False)

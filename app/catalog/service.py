@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 from app.catalog.importer import SEED_FILE, ImportPlan, load_rows, plan_import
 from app.catalog.models import CatalogState, Dataset, Vocabulary
 from app.catalog.schemas import DatasetDetail, DatasetSummary, QualityFlag, RelatedDataset
-from app.catalog.vocabularies import ALL, HOST
+from app.common.descriptors import SourceError, parse_source
 from app.common.errors import InvalidInput, NotFound
+from app.common.vocabularies import ALL, HOST
 from app.sources.service import dataset_source, resolve_sources, set_operator_source
 
 # Columns the importer owns. Everything else (source descriptor, licence, organisation, formats) may have been
@@ -394,13 +395,10 @@ def summarise(row: Dataset, api_prefix: str = "/api/v1") -> DatasetSummary:
 def set_source(session: Session, slug: str, descriptor: Any | None) -> Dataset:
     """Attach (or with None, remove) the source descriptor that lets workers fetch a dataset automatically.
 
-    The descriptor is validated first (workers/sources/descriptors.py); an invalid one is a 422 listing every
+    The descriptor is validated first (app/common/descriptors.py); an invalid one is a 422 listing every
     problem, and the dataset keeps its previous source. Re-imports of the catalog and re-resolutions of the
     sources leave a descriptor set here alone (its provenance is `operator`); removing it hands the dataset
     back to the rules (app/sources), which decide its source again at once."""
-    from workers.sources.base import SourceError
-    from workers.sources.descriptors import parse_source
-
     dataset = get_dataset(session, slug)
     if descriptor is not None:
         try:

@@ -18,7 +18,7 @@ from starlette.datastructures import FormData
 from app.api.deps import SessionDep
 from app.catalog.pages import vocabulary_label  # noqa: F401  (registers the shared template helpers)
 from app.catalog.service import catalog_version
-from app.catalog.vocabularies import ALL
+from app.common.vocabularies import ALL
 from app.core.templating import templates
 from app.mdfp import service
 from app.mdfp.phases import table_rows

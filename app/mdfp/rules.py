@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from app.catalog.vocabularies import ALL
+from app.common.vocabularies import ALL
 from app.mdfp.schemas import PlanSpec
 from app.mdfp.snapshot import PlanningSnapshot
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
 
-from app.catalog.vocabularies import ALL
+from app.common.vocabularies import ALL
 
 STRICT = ConfigDict(extra="forbid")
 # The spec's numbers and switches take JSON's own types only (StrictInt, StrictBool): pydantic's lax mode would

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from app.catalog.models import Dataset
 from app.catalog.service import SUMMARY_COLUMNS, catalog_version, summarise
-from app.catalog.vocabularies import ALL
 from app.common.errors import InvalidInput
+from app.common.vocabularies import ALL
 from app.core.cache import VersionedCache
 from app.core.config import get_settings
 from app.search.index import CatalogIndex, current_index

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from app.catalog.models import Dataset
 from app.catalog.service import access_next_step, catalog_version, describe, host_label, summarise
-from app.catalog.vocabularies import ALL
+from app.common.vocabularies import ALL
 from app.core.croissant import CROISSANT_CONTEXT, CROISSANT_SPEC
 from app.search.schemas import SearchFilter
 from app.search.service import filter_pairs

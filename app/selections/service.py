@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session, defer
 
 from app.catalog.models import Dataset
 from app.catalog.service import access_next_step, summarise
-from app.catalog.vocabularies import ALL
 from app.common.errors import InvalidInput, NotAllowed, NotFound, NotOffered, UnknownItems
+from app.common.vocabularies import ALL
 from app.selections.models import Selection
 from app.selections.schemas import (
     CompareField,

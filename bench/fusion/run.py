@@ -36,9 +36,10 @@ import numpy as np
 import SimpleITK as sitk
 from isal import isal_zlib
 
+from app.common.archive import BundleArchive
+from app.common.labels import unify_labels
 from workers.imaging.cases import Case, Split
 from workers.imaging.dedup import array_content_hash
-from workers.imaging.labels import unify_labels
 from workers.imaging.orientation import RAS_DIRECTION_ITK
 from workers.imaging.readers import read_volume
 from workers.packaging import (
@@ -49,7 +50,6 @@ from workers.packaging import (
     SourceDataset,
     build_bundle,
 )
-from workers.packaging.archive import BundleArchive
 from workers.packaging.nifti_gz import write_nifti_gz
 from workers.packaging.volumes import map_bounded
 from workers.pipeline import harmonise_to_file, load_harmonised

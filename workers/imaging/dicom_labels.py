@@ -138,7 +138,7 @@ class _SeriesSlices:
 
 def _ids_for(path: Path, local_table: Mapping[int, str], case_table: Mapping[int, str]) -> dict[int, int]:
     """Local segment/ROI number -> the case's label id, by name (exact, else the same concept)."""
-    from workers.imaging.labels import normalise_concept
+    from app.common.labels import normalise_concept
 
     by_name: dict[str, int] = {}
     by_concept: dict[str, int] = {}

@@ -498,7 +498,7 @@ def _cases(index: DicomIndex) -> list[Case]:
 def _choose_labels(objects: list[LabelObject]) -> tuple[list[LabelObject], list[str]]:
     """The objects that combine into one label map, and a note for each one left out (see
     dicom_object_cases). Structures are compared as concepts ("Liver" and "liver" are one)."""
-    from workers.imaging.labels import BACKGROUND, normalise_concept
+    from app.common.labels import BACKGROUND, normalise_concept
 
     kept: list[LabelObject] = []
     seen: dict[str, LabelObject] = {}

@@ -11,17 +11,17 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from workers.imaging.cases import Case
-from workers.imaging.dedup import content_hash
-from workers.imaging.dicom_labels import is_dicom_label, read_dicom_label
-from workers.imaging.errors import UnreadableItemError
-from workers.imaging.labels import (
+from app.common.labels import (
     Annotation,
     LabelUnification,
     UnknownLabelValueError,
     annotated_concepts,
     remap_labels,
 )
+from workers.imaging.cases import Case
+from workers.imaging.dedup import content_hash
+from workers.imaging.dicom_labels import is_dicom_label, read_dicom_label
+from workers.imaging.errors import UnreadableItemError
 from workers.imaging.orientation import OriginalGeometry, reorient_like, reorient_to_ras
 from workers.imaging.readers import read_item, split_channels
 

@@ -2,7 +2,7 @@
 
 See docs/bundles.md ("Packaging"). Entry point: `build_bundle`.
 
-The names below load on first use: the web process imports `workers.packaging.archive` to serve downloads and
+The names below load on first use: the web process imports `app.common.archive` to serve downloads and
 should not pay for numpy, SimpleITK and pyarrow, which only the packaging itself needs.
 """
 

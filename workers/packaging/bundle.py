@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from app.common.checksums import bundle_files, sha256_file, write_sha256sums
 from workers.packaging import images2d, nnunet
 from workers.packaging.cases import HarmonisedCase, LabelTable, SkippedItem, SourceDataset
-from workers.packaging.checksums import bundle_files, sha256_file, write_sha256sums
 from workers.packaging.croissant import croissant_document, write_croissant
 from workers.packaging.labels import write_labels
 from workers.packaging.licences import combined_terms, write_licences

@@ -98,7 +98,7 @@ def reason_for(error: BaseException, folder: Path | None = None) -> str:
 
 def annotated_list(annotations: dict[str, Any]) -> list[str]:
     """The concepts a case's source annotated, sorted: what the item records for packaging."""
-    from workers.imaging.labels import Annotation
+    from app.common.labels import Annotation
 
     return sorted(concept for concept, status in annotations.items() if status == Annotation.ANNOTATED)
 
@@ -133,7 +133,7 @@ def source_checksum(path: Path) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _file_sha256(path: Path, _inode: int, _size: int, _mtime_ns: int) -> str:
-    from workers.packaging.checksums import sha256_file
+    from app.common.checksums import sha256_file
 
     return sha256_file(path)
 

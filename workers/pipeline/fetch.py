@@ -17,6 +17,8 @@ from app.bundles import service
 from app.bundles.models import BundleItem, BundleJob, BundleSource
 from app.bundles.schemas import FINISHED, BuildOptions, ItemState, JobState, SourceState
 from app.catalog.models import Dataset
+from app.common.descriptors import ExplicitLayout as DescriptorLayout
+from app.common.descriptors import PairByRegex, PairBySuffix, parse_source
 from app.core.config import Settings
 from app.core.db import new_session
 from workers.imaging.cases import Case
@@ -33,8 +35,6 @@ from workers.pipeline.common import (
 from workers.safety import UnpackLimits, UnsafeArchiveError, UnsafeSourceError, is_archive, unpack_archive
 from workers.sources import resolve_source, tcia
 from workers.sources.base import FetchOptions, SourceError
-from workers.sources.descriptors import ExplicitLayout as DescriptorLayout
-from workers.sources.descriptors import PairByRegex, PairBySuffix, parse_source
 from workers.sources.download import Downloader, DownloadStopped
 from workers.sources.net import new_client
 

@@ -34,7 +34,7 @@ from workers.pipeline.common import (
 
 
 def _labels_unification(labels: dict[str, Any]) -> Any:
-    from workers.imaging.labels import LabelUnification
+    from app.common.labels import LabelUnification
 
     return LabelUnification(
         table=dict(labels["table"]),

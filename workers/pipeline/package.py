@@ -18,11 +18,11 @@ from app.bundles import service
 from app.bundles.models import BundleItem, BundleJob
 from app.bundles.schemas import FINISHED, SLICE_AXES, BuildOptions, ItemState, JobState, SourceState
 from app.catalog.models import Dataset
+from app.common.checksums import sha256_file
 from app.core.config import Settings
 from app.core.db import new_session
 from app.sources.citations import bibtex_entry, citation_fields
 from workers.imaging.cases import Split
-from workers.packaging.checksums import sha256_file
 from workers.packaging.manifest import MANIFEST_CSV
 from workers.packaging.report import REPORT_JSON
 from workers.pipeline.common import (
@@ -45,7 +45,7 @@ def source_citation(slug: str, dataset: Dataset | None) -> str:
 
 
 def _bundle_inputs(session: Any, job: BundleJob, settings: Settings) -> dict[str, Any]:
-    from workers.imaging.labels import snomed_code
+    from app.common.labels import snomed_code
     from workers.imaging.splits import assign_splits
     from workers.packaging import LabelConcept, LabelTable, SourceDataset
 
@@ -204,8 +204,8 @@ def package(job_id: str, settings: Settings) -> Messages:
 
 
 def _package(job_id: str, settings: Settings) -> Messages:
+    from app.common.archive import BundleArchive
     from workers.packaging import BundleSpec, SkippedItem, build_bundle
-    from workers.packaging.archive import BundleArchive
     from workers.packaging.publish import remove_stale_partials
 
     with new_session() as session:

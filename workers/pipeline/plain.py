@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from app.common.labels import UnknownLabelValueError, annotated_concepts, remap_labels
 from workers.imaging.cases import Case
 from workers.imaging.dedup import array_content_hash
 from workers.imaging.errors import UnreadableItemError
-from workers.imaging.labels import UnknownLabelValueError, annotated_concepts, remap_labels
 from workers.imaging.nifti import PlainNifti, plain_nifti
 from workers.imaging.orientation import Grid, Reorientation, direction_codes, grids_match, ras_reorientation
 from workers.imaging.passthrough import copy_checked, identity_labels, same_grid, stored_volume

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from app.common.descriptors import SourceDescriptor, parse_source
 from app.core.config import Settings
 from workers.sources import (
     dataverse,
@@ -32,7 +33,6 @@ from workers.sources import (
     zenodo,
 )
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError
-from workers.sources.descriptors import SourceDescriptor, parse_source
 from workers.sources.download import ChecksumMismatchError, Downloader, SizeMismatchError
 from workers.sources.net import new_client
 

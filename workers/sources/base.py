@@ -9,18 +9,9 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-
-class SourceError(Exception):
-    """A source that cannot be resolved or fetched; the message says which file and why."""
-
-
-class CredentialsMissingError(SourceError):
-    """The host needs the operator's own account and this server has none configured: `setting` names the
-    environment variable(s) to set, so the job page can say exactly that."""
-
-    def __init__(self, message: str, setting: str) -> None:
-        super().__init__(message)
-        self.setting = setting
+# The errors every adapter raises are defined beside the descriptors (which raise them too, on the web side);
+# adapters take them from here with the rest of their vocabulary.
+from app.common.descriptors import CredentialsMissingError, SourceError
 
 
 @dataclass(frozen=True)
@@ -155,3 +146,17 @@ def chosen(files: list[RemoteFile], include: Sequence[str], what: str) -> list[R
     if not files:
         raise SourceError(f"{what}: no files" + (f" match include={list(include)}" if include else ""))
     return sorted(files, key=lambda f: f.name)
+
+
+__all__ = [
+    "CHECKSUM_LENGTHS",
+    "NO_OPTIONS",
+    "Credential",
+    "CredentialsMissingError",
+    "FetchOptions",
+    "RemoteFile",
+    "SourceError",
+    "chosen",
+    "included",
+    "origin_of",
+]

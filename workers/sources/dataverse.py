@@ -25,9 +25,9 @@ from urllib.parse import quote
 
 import httpx
 
+from app.common.descriptors import DataverseSource
 from app.core.config import Settings
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError, chosen, included
-from workers.sources.descriptors import DataverseSource
 from workers.sources.net import HttpStatusError, request_json
 
 CHECKSUM_TYPES = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512"}

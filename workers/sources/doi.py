@@ -20,11 +20,11 @@ from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
 import httpx
 
+from app.common.descriptors import DataverseSource, DoiSource, FigshareSource, ZenodoSource
 from app.core.config import Settings
 from workers.safety import UnsafeSourceError
 from workers.sources import dataverse, figshare, zenodo
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError, origin_of
-from workers.sources.descriptors import DataverseSource, DoiSource, FigshareSource, ZenodoSource
 from workers.sources.net import open_response
 
 MAX_HOPS = 10

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import httpx
 
+from app.common.descriptors import FigshareSource
 from app.core.config import Settings
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError, chosen, included
-from workers.sources.descriptors import FigshareSource
 from workers.sources.net import fetch_json
 
 PAGE_SIZE = 1000  # figshare's largest page: one request for all but the largest articles

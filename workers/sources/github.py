@@ -34,10 +34,10 @@ from urllib.parse import quote
 
 import httpx
 
+from app.common.descriptors import GitHubReleaseSource
 from app.core.config import Settings
 from workers.safety import UnsafeSourceError
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError, chosen, included
-from workers.sources.descriptors import GitHubReleaseSource
 from workers.sources.net import HttpStatusError, fetch_json, open_response
 
 log = logging.getLogger(__name__)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 
+from app.common.descriptors import HttpSource
 from app.core.config import Settings
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile
-from workers.sources.descriptors import HttpSource
 
 
 def resolve(

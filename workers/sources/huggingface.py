@@ -9,9 +9,9 @@ from urllib.parse import quote
 
 import httpx
 
+from app.common.descriptors import HuggingFaceSource
 from app.core.config import Settings
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError, chosen, included
-from workers.sources.descriptors import HuggingFaceSource
 from workers.sources.net import fetch_json
 
 

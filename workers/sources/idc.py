@@ -31,9 +31,9 @@ import httpx
 import pyarrow as pa
 import pydicom
 
+from app.common.descriptors import IdcSource
 from app.core.config import Settings
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError
-from workers.sources.descriptors import IdcSource
 from workers.sources.download import Downloader
 from workers.sources.idc_index import (
     Estimate,

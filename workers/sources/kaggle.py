@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import httpx
 
+from app.common.descriptors import KaggleSource
 from app.core.config import Settings
 from workers.safety import UnsafeSourceError
 from workers.sources.base import (
@@ -33,7 +34,6 @@ from workers.sources.base import (
     RemoteFile,
     SourceError,
 )
-from workers.sources.descriptors import KaggleSource
 from workers.sources.net import open_response
 
 SETTINGS = "IMAGINGX_KAGGLE_USERNAME and IMAGINGX_KAGGLE_KEY"

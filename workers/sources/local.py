@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 
+from app.common.descriptors import LocalSource
 from app.core.config import Settings
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError
-from workers.sources.descriptors import LocalSource
 
 
 def _inside(path: Path, roots: list[Path]) -> bool:

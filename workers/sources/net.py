@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from collections.abc import Collection
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -24,33 +23,6 @@ from workers.sources.base import Credential, SourceError
 MAX_REDIRECTS = 5
 # a redirect that keeps the method and body (RFC 9110 15.4.8/15.4.9); the others turn a POST into a GET
 _METHOD_KEEPING_REDIRECTS = {307, 308}
-# an authority: optional user info, then a bracketed IPv6 literal or a name / IPv4 address, then an optional
-# port; anything after a closing bracket other than a port (`[::1]x`) is malformed
-_AUTHORITY = re.compile(r"(?:[^@/?#]*@)?(?:\[(?P<ipv6>[^\]/]*)\]|[^\[\]:@/?#]+)(?::[0-9]*)?")
-
-
-def check_http_url(url: str) -> str:
-    """`url` unchanged if it is an http(s) URL with a well-formed host; ValueError saying what is wrong
-    otherwise (a malformed IPv6 literal such as `http://[::1`, `http://[zzz]/`, `http://[::1]x/`, a port
-    out of range). Descriptor validation calls this, so a bad URL is refused when the descriptor is set,
-    not when a worker first fetches it."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - parsing the port is the check (ValueError when out of range)
-    except ValueError as exc:
-        raise ValueError(f"malformed URL: {exc}") from None
-    if parts.scheme not in ("http", "https"):
-        raise ValueError("must be an http:// or https:// URL")
-    authority = _AUTHORITY.fullmatch(parts.netloc)
-    if not parts.hostname or authority is None:
-        raise ValueError(f"malformed host {parts.netloc!r}")
-    literal = authority.group("ipv6")
-    if literal is not None:
-        try:
-            ipaddress.IPv6Address(literal.split("%", 1)[0])
-        except ValueError:
-            raise ValueError(f"malformed IPv6 address [{literal}]") from None
-    return url
 
 
 class HttpStatusError(SourceError):

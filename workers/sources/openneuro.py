@@ -27,9 +27,9 @@ from typing import Any
 
 import httpx
 
+from app.common.descriptors import OpenNeuroSource
 from app.core.config import Settings
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError, chosen, included
-from workers.sources.descriptors import OpenNeuroSource
 from workers.sources.net import request_json
 
 FILE_FIELDS = "id filename size directory annexed urls"

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
+from app.common.descriptors import PhysioNetSource
 from app.core.config import Settings
 from workers.safety import UnsafeSourceError
 from workers.sources.base import (
@@ -31,7 +32,6 @@ from workers.sources.base import (
     chosen,
     included,
 )
-from workers.sources.descriptors import PhysioNetSource
 from workers.sources.net import open_response
 
 SETTINGS = "IMAGINGX_PHYSIONET_USERNAME and IMAGINGX_PHYSIONET_PASSWORD"

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from app.common.descriptors import SynapseSource
 from app.core.config import Settings
 from workers.sources.base import (
     NO_OPTIONS,
@@ -36,7 +37,6 @@ from workers.sources.base import (
     chosen,
     included,
 )
-from workers.sources.descriptors import SynapseSource
 from workers.sources.net import HttpStatusError, request_json
 
 SETTINGS = "IMAGINGX_SYNAPSE_TOKEN"

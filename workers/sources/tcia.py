@@ -51,10 +51,10 @@ from urllib.parse import urlencode
 
 import httpx
 
+from app.common.descriptors import TciaSource
 from app.core.config import Settings
 from workers.safety import UnpackLimits, UnsafeArchiveError, UnsafeSourceError, unpack_archive
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError
-from workers.sources.descriptors import TciaSource
 from workers.sources.download import ChecksumMismatchError
 from workers.sources.net import open_response
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 
+from app.common.descriptors import ZenodoSource
 from app.core.config import Settings
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError, chosen, included
-from workers.sources.descriptors import ZenodoSource
 from workers.sources.net import fetch_json
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from app.catalog.vocabularies import ALL
+from app.common.vocabularies import ALL
 from app.mdfp.rules import (
     DATASET_RULES,
     NOT_REJECTED,

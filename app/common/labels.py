@@ -15,7 +15,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from app.catalog.vocabularies import ANATOMY
+from app.common.vocabularies import ANATOMY
 
 BACKGROUND = "background"
 # Spellings the catalog's anatomy vocabulary does not cover because they are names of *structures drawn in a

@@ -40,10 +40,11 @@ optionally `subject`, a regex whose group `(?P<subject>...)` names the patient i
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -57,8 +58,47 @@ from pydantic import (
     model_validator,
 )
 
-from workers.sources.base import SourceError
-from workers.sources.net import check_http_url
+
+class SourceError(Exception):
+    """A source that cannot be resolved or fetched; the message says which file and why."""
+
+
+class CredentialsMissingError(SourceError):
+    """The host needs the operator's own account and this server has none configured: `setting` names the
+    environment variable(s) to set, so the job page can say exactly that."""
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+# an authority: optional user info, then a bracketed IPv6 literal or a name / IPv4 address, then an optional
+# port; anything after a closing bracket other than a port (`[::1]x`) is malformed
+_AUTHORITY = re.compile(r"(?:[^@/?#]*@)?(?:\[(?P<ipv6>[^\]/]*)\]|[^\[\]:@/?#]+)(?::[0-9]*)?")
+
+
+def check_http_url(url: str) -> str:
+    """`url` unchanged if it is an http(s) URL with a well-formed host; ValueError saying what is wrong
+    otherwise (a malformed IPv6 literal such as `http://[::1`, `http://[zzz]/`, `http://[::1]x/`, a port
+    out of range). Descriptor validation calls this, so a bad URL is refused when the descriptor is set,
+    not when a worker first fetches it."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check (ValueError when out of range)
+    except ValueError as exc:
+        raise ValueError(f"malformed URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    authority = _AUTHORITY.fullmatch(parts.netloc)
+    if not parts.hostname or authority is None:
+        raise ValueError(f"malformed host {parts.netloc!r}")
+    literal = authority.group("ipv6")
+    if literal is not None:
+        try:
+            ipaddress.IPv6Address(literal.split("%", 1)[0])
+        except ValueError:
+            raise ValueError(f"malformed IPv6 address [{literal}]") from None
+    return url
 
 
 class _Strict(BaseModel):

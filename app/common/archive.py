@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.packaging.checksums import bundle_files
+from app.common.checksums import bundle_files
 
 _CHUNK = 1 << 20
 

@@ -13,9 +13,14 @@ One module per phase, in the order they run:
 - `blueprint`: phase 3, the rules and selection constraints and what the selection holds;
 - `indexing`: phase 4, the final list, the rejected candidates and the curated summary;
 
-with `planner` (`plan_phases`: the four phases from one rule evaluation), `summary` (the per-modality
-summary rows that phases 3 and 4 share) and `common` (labels and the JSON shapes of facts, tables and
-charts). This file re-exports the public names, so callers import from `app.mdfp.phases`.
+with `planner` (`plan_phases`: the four phases from one rule evaluation), `survey` (the survey's published
+example, and why a plan's numbers differ from it: a table of phase 4), `summary` (the per-modality summary
+rows that phases 3 and 4 and the survey comparison share) and `common` (labels and the JSON shapes of facts,
+tables and charts).
+
+Imports go one way: `planner` imports the phases and `survey`; those import `summary` and `common` only;
+nothing in the package imports `planner` but this file, so no import cycle runs through the package. This
+file re-exports the public names, so callers import from `app.mdfp.phases`.
 """
 
 from app.mdfp.phases.alignment import alignment

@@ -12,6 +12,7 @@ from app.mdfp.phases.blueprint import blueprint
 from app.mdfp.phases.harmonisation import harmonisation
 from app.mdfp.phases.indexing import indexing
 from app.mdfp.phases.summary import modality_rows
+from app.mdfp.phases.survey import survey_comparison
 from app.mdfp.rules import evaluate
 from app.mdfp.schemas import PlanSpec
 from app.mdfp.snapshot import PlanningSnapshot
@@ -21,10 +22,19 @@ def plan_phases(
     snapshot: PlanningSnapshot, spec: PlanSpec, with_comparison: bool = True
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
     """(the four phases, the curated summary rows, the final list's slugs) for one spec on one snapshot."""
-    from app.mdfp.phases.survey import survey_comparison
-
     with _collector_paused():
-        return _plan_phases(snapshot, spec, with_comparison, survey_comparison)
+        # the rules are evaluated once; every phase and the survey comparison read the same evaluation
+        ev = evaluate(snapshot, spec)
+        comparison = survey_comparison(snapshot, spec, ev) if with_comparison else None
+        phases = [
+            harmonisation(snapshot, spec),
+            alignment(snapshot, spec, ev),
+            blueprint(snapshot, spec, ev),
+            indexing(snapshot, spec, ev, comparison),
+        ]
+        summary = modality_rows(snapshot, ev, ev.final)
+        slugs = [snapshot.slugs[p] for p in ev.final_order.tolist()]
+        return phases, summary, slugs
 
 
 @contextmanager
@@ -42,19 +52,3 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _plan_phases(
-    snapshot: PlanningSnapshot, spec: PlanSpec, with_comparison: bool, survey_comparison: Any
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
-    ev = evaluate(snapshot, spec)
-    comparison = survey_comparison(snapshot, spec, ev) if with_comparison else None
-    phases = [
-        harmonisation(snapshot, spec),
-        alignment(snapshot, spec, ev),
-        blueprint(snapshot, spec, ev),
-        indexing(snapshot, spec, ev, comparison),
-    ]
-    summary = modality_rows(snapshot, ev, ev.final)
-    slugs = [snapshot.slugs[p] for p in ev.final_order.tolist()]
-    return phases, summary, slugs

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from app.mdfp.phases import label, modality_rows
+from app.mdfp.phases.common import count, label
+from app.mdfp.phases.summary import modality_rows
 from app.mdfp.presets import SURVEY_PRESET, get_preset
 from app.mdfp.rules import Evaluation
 from app.mdfp.schemas import PlanSpec
@@ -27,10 +26,6 @@ SURVEY_TABLE: tuple[tuple[str, int, int, int, float], ...] = (
 SURVEY_SOURCE = (
     "Project Imaging-X survey (arXiv 2603.27460), MDFP example, computed on the survey's internal database"
 )
-
-
-def _count(mask: np.ndarray) -> int:
-    return int(np.count_nonzero(mask))
 
 
 def _sentence(head: str, parts: list[tuple[int, str]]) -> str:
@@ -68,10 +63,10 @@ def survey_comparison(snapshot: PlanningSnapshot, spec: PlanSpec, ev: Evaluation
                 _sentence(
                     f"n_datasets {n:,} here, {n_datasets:,} in the survey",
                     [
-                        (_count(selected & ev.via_3d), "3D volumes admitted as 2D sources"),
+                        (count(selected & ev.via_3d), "3D volumes admitted as 2D sources"),
                         (row["shared"], "also counted in another modality's row"),
-                        (_count(selected & merged), "merged from duplicate survey rows (listed once here)"),
-                        (_count(selected & multi), "'Multi' rows given their survey table's modality"),
+                        (count(selected & merged), "merged from duplicate survey rows (listed once here)"),
+                        (count(selected & multi), "'Multi' rows given their survey table's modality"),
                     ],
                 )
             )
@@ -82,10 +77,10 @@ def survey_comparison(snapshot: PlanningSnapshot, spec: PlanSpec, ev: Evaluation
                     "cases as the survey's tables give them",
                     [
                         (
-                            _count(selected & volumes),
+                            count(selected & volumes),
                             "3D datasets counted in cases (volumes), not in the slices they yield",
                         ),
-                        (_count(selected & approximate), "approximate counts ('2.7k', '200+')"),
+                        (count(selected & approximate), "approximate counts ('2.7k', '200+')"),
                         (row["images_unknown"], "unknown counts, left out of the sum"),
                     ],
                 )
@@ -107,7 +102,7 @@ def survey_comparison(snapshot: PlanningSnapshot, spec: PlanSpec, ev: Evaluation
                 _sentence(
                     f"labeled {shown} here, {labeled:.5g} in the survey: the same measure (labeled datasets / "
                     "datasets) over a different set of datasets",
-                    [(_count(selected & unlabeled), "unlabeled (include_unlabeled admits them)")],
+                    [(count(selected & unlabeled), "unlabeled (include_unlabeled admits them)")],
                 )
             )
         rows.append(
@@ -136,8 +131,8 @@ def survey_comparison(snapshot: PlanningSnapshot, spec: PlanSpec, ev: Evaluation
         )
         + " (n_datasets / sum_image / n_orgs / labeled).",
         f"Our catalog: {snapshot.size:,} datasets built from {int(snapshot.merged_rows.sum()):,} survey rows "
-        f"(duplicate rows merged: {_count(merged):,} datasets; 'Multi' modality rows normalised to their "
-        f"table's modality: {_count(multi):,}).",
+        f"(duplicate rows merged: {count(merged):,} datasets; 'Multi' modality rows normalised to their "
+        f"table's modality: {count(multi):,}).",
     ]
     if differences:
         notes.append(

@@ -28,7 +28,7 @@ def _use_running_portal(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand == "serve":
         return
     from app.core.config import get_settings
-    from app.core.supervisor import reload_settings, running_services
+    from app.stack import reload_settings, running_services
 
     settings = get_settings()
     if settings.database_url and settings.redis_url:
@@ -67,7 +67,7 @@ def serve(
     workers: int = typer.Option(2, "--worker-concurrency", min=1, help="Celery worker processes."),
 ) -> None:
     """Run everything: PostgreSQL and Redis (embedded unless configured), migrations, a worker, the web app."""
-    from app.core.supervisor import serve as serve_stack
+    from app.stack import serve as serve_stack
 
     raise typer.Exit(serve_stack(host, port, worker_concurrency=workers, out=_echo))
 
@@ -79,7 +79,7 @@ def web(
 ) -> None:
     """Run only the web app (uvicorn), against the configured DATABASE_URL and REDIS_URL."""
     from app.core.config import get_settings
-    from app.core.supervisor import web_argv
+    from app.stack import web_argv
 
     _require("DATABASE_URL", get_settings().database_url)
     argv = web_argv(host, port)
@@ -95,13 +95,8 @@ def worker(
 ) -> None:
     """Run only a Celery worker, against the configured REDIS_URL and DATABASE_URL."""
     from app.core.config import get_settings
-    from app.core.supervisor import (
-        UnknownAccount,
-        drop_privileges,
-        prepare_worker,
-        worker_account,
-        worker_argv,
-    )
+    from app.core.processes import drop_privileges
+    from app.stack import UnknownAccount, prepare_worker, worker_account, worker_argv
 
     settings = get_settings()
     _require("REDIS_URL", settings.redis_url)
@@ -139,7 +134,7 @@ def catalog_import(
 ) -> None:
     """Import (or re-import) a catalog file; curated fields survive."""
     from app.core.config import get_settings
-    from app.core.supervisor import load_catalog
+    from app.stack import load_catalog
 
     _require("DATABASE_URL", get_settings().database_url)
     summary = load_catalog(file)
@@ -151,7 +146,7 @@ def catalog_import(
 def catalog_seed() -> None:
     """Import the seed catalog shipped with the app, only if the catalog is empty."""
     from app.core.config import get_settings
-    from app.core.supervisor import load_catalog
+    from app.stack import load_catalog
 
     _require("DATABASE_URL", get_settings().database_url)
     summary = load_catalog(only_if_empty=True)

@@ -170,7 +170,7 @@ class Worker:
 
 def start_worker(queue: str, log_file: Path, **settings: str) -> Worker:
     """Start a worker on `queue` with extra IMAGINGX_* settings; returns once it answers a ping."""
-    from app.core.supervisor import worker_argv
+    from app.stack import worker_argv
     from workers.celery_app import app as celery_app
 
     argv = [

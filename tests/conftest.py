@@ -27,7 +27,7 @@ SERVICE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "IMAGINGX_DATABASE_URL", "IMAG
 
 
 def _reload_settings() -> None:
-    from app.core.supervisor import reload_settings
+    from app.stack import reload_settings
 
     reload_settings()
 
@@ -134,7 +134,7 @@ def _plain_url(url: str) -> str:
 
 
 def _import_seed_catalog() -> None:
-    from app.core.supervisor import load_catalog
+    from app.stack import load_catalog
 
     load_catalog()
 
@@ -249,7 +249,8 @@ def celery_worker_process(
     configured_services: None, redis_service: RedisService, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[CeleryWorker]:
     """A real `celery worker` subprocess consuming this session's queue; ready when the fixture returns."""
-    from app.core.supervisor import spawn, worker_argv
+    from app.core.processes import spawn
+    from app.stack import worker_argv
     from workers.celery_app import app as celery_app
 
     node_name = f"test-{secrets.token_hex(3)}@%h"

@@ -44,7 +44,8 @@ def source_worker(
     """A worker whose settings point at the loopback hosts, consuming a queue that the web side of this test
     process sends to for the module's duration. Yields its log file."""
     from app.core.config import get_settings
-    from app.core.supervisor import reload_settings, spawn, worker_argv
+    from app.core.processes import spawn
+    from app.stack import reload_settings, worker_argv
     from workers.celery_app import app as celery_app
 
     previous = os.environ["IMAGINGX_CELERY_QUEUE"]

@@ -98,7 +98,7 @@ def test_embedded_services_answer_keep_data_and_stop_without_leftovers(fresh_hom
 
 
 def test_embedded_services_refuse_a_second_owner_of_the_same_home(tmp_path: Path) -> None:
-    from app.core.supervisor import AlreadyRunning
+    from app.core.processes import AlreadyRunning
 
     with EmbeddedRedis(tmp_path), pytest.raises(AlreadyRunning):
         EmbeddedRedis(tmp_path).start()

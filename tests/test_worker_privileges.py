@@ -23,9 +23,11 @@ import pytest
 from test_serve import free_port, imagingx_command, processes_of, service_environment
 from test_serve_healing import start_serve
 
-from app.core import supervisor
+from app import stack
+from app.core import processes
 from app.core.config import Settings
-from app.core.supervisor import hand_over, read_pidfile, reload_settings, worker_folders
+from app.core.processes import hand_over, read_pidfile
+from app.stack import reload_settings, worker_folders
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="the worker drops privileges only when run as root")
 
@@ -39,7 +41,7 @@ def owner(path: Path) -> tuple[int, int]:
 def test_hand_over_makes_the_worker_folders_and_what_they_hold_owned_by_the_account(
     fresh_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    nobody = supervisor.unprivileged_account("nobody")
+    nobody = processes.unprivileged_account("nobody")
     assert nobody is not None
     home = fresh_home
     os.chmod(home, 0o700)
@@ -87,7 +89,7 @@ def test_hand_over_makes_the_worker_folders_and_what_they_hold_owned_by_the_acco
     # where the kernel lets anyone hard-link anyone's file, a file with other links is not handed over: it
     # could be a link to /etc/shadow that a compromised worker made
     os.chown(cached, 0, 0)
-    monkeypatch.setattr(supervisor, "_hardlinks_protected", lambda: False)
+    monkeypatch.setattr(processes, "_hardlinks_protected", lambda: False)
     hand_over(nobody, folders)
     assert owner(cached) == (0, 0)
 
@@ -97,11 +99,11 @@ def test_an_unknown_worker_account_stops_serve_with_one_clear_line(
 ) -> None:
     monkeypatch.setenv("IMAGINGX_HOME", str(fresh_home))
     monkeypatch.setenv("IMAGINGX_WORKER_USER", "no-such-account-imagingx")
-    monkeypatch.setattr(supervisor.os, "geteuid", lambda: 0)  # as if root: the account is looked up
+    monkeypatch.setattr(processes.os, "geteuid", lambda: 0)  # as if root: the account is looked up
     reload_settings()
     lines: list[str] = []
     try:
-        assert supervisor.serve("127.0.0.1", free_port(), out=lines.append) == 1
+        assert stack.serve("127.0.0.1", free_port(), out=lines.append) == 1
     finally:
         monkeypatch.undo()
         reload_settings()

@@ -32,7 +32,7 @@ from typing import IO, Any
 
 import psutil
 
-from app.core.supervisor import (
+from app.core.processes import (
     ChildProcess,
     RunAs,
     acquire_lock,

@@ -7,7 +7,7 @@
 
 Without --url it creates (once) the database `bench_load` on the PostgreSQL of --admin-url, migrates it, loads
 the shipped seed catalog, and starts the web process with exactly the command `imagingx serve` uses
-(app.core.supervisor.web_argv), on a free loopback port; Redis from --redis-url. Only 127.0.0.1 is contacted.
+(app.stack.web_argv), on a free loopback port; Redis from --redis-url. Only 127.0.0.1 is contacted.
 
 Each client is a closed loop with no think time: it sends one request, waits for the answer, sends the next,
 over one keep-alive connection (a browser tab that clicks as fast as pages arrive). Requests follow the mix of
@@ -333,7 +333,7 @@ def prepare_database(admin_url: str, name: str) -> str:
 
 
 def start_server(code: Path, database_url: str, redis_url: str, env_extra: dict[str, str]) -> tuple[Any, str]:
-    from app.core.supervisor import web_argv
+    from app.stack import web_argv
 
     port = free_port()
     LOG_DIR.mkdir(parents=True, exist_ok=True)

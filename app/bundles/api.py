@@ -8,8 +8,9 @@ from fastapi.responses import StreamingResponse
 
 from app.api.deps import SessionDep
 from app.bundles import service
-from app.bundles.schemas import BundleItemsPage, BundleJobOut, BundleJobSummary, BundleRequest, ItemState
+from app.bundles.schemas import BundleItemsPage, BundleJobOut, BundleJobSummary, BundleRequest
 from app.common import tasks
+from app.common.jobs import ItemState
 from app.core.forms import set_visitor_cookie
 from app.core.ranges import RangeNotSatisfiable, attachment, requested_range
 

@@ -24,9 +24,10 @@ import app.catalog.pages  # noqa: F401  (registers the shared template helpers: 
 from app.api.deps import SessionDep
 from app.bundles import service
 from app.bundles.api import OWNER_COOKIE, request_owner
-from app.bundles.schemas import SLICE_AXES, BundleJobOut, BundleRequest, SourceState
+from app.bundles.schemas import BundleJobOut, BundleRequest
 from app.common import tasks
 from app.common.errors import Conflict, DomainError
+from app.common.jobs import SLICE_AXES, SourceState
 from app.core.config import get_settings
 from app.core.errors import status_of
 from app.core.forms import refuse_cross_site, same_site_form, set_visitor_cookie

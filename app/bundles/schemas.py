@@ -1,86 +1,13 @@
 """JSON shapes of bundle jobs: what a client submits and the status it polls."""
 
 from datetime import datetime
-from enum import StrEnum
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.common.jobs import BuildOptions, ItemState, JobState, SourceState
+
 MAX_DATASETS = 1000  # as many as a selection holds
 SKIPPED_SHOWN = 100  # skipped items a job's status lists (all of them: GET .../items?state=skipped)
-
-
-class JobState(StrEnum):
-    queued = "queued"  # waiting for a free slot (IMAGINGX_BUNDLE_MAX_RUNNING)
-    fetching = "fetching"
-    harmonising = "harmonising"
-    packaging = "packaging"
-    done = "done"
-    failed = "failed"
-    cancelled = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED
-
-
-FINISHED = frozenset({JobState.done, JobState.failed, JobState.cancelled})
-
-
-class SourceState(StrEnum):
-    pending = "pending"
-    fetching = "fetching"
-    fetched = "fetched"
-    failed = "failed"
-    manual = "manual"  # no automated source: the user must fetch it (detail gives the access step)
-    cancelled = "cancelled"
-
-
-class ItemState(StrEnum):
-    pending = "pending"
-    done = "done"
-    skipped = "skipped"
-
-
-SliceAxis = Literal["axial", "coronal", "sagittal"]
-# arrays are (z, y, x) in the workers: axial slices run along z
-SLICE_AXES: dict[str, int] = {"axial": 0, "coronal": 1, "sagittal": 2}
-
-
-class BuildOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    test_fraction: float | None = Field(
-        default=None,
-        ge=0,
-        le=0.9,
-        description="Share of subjects put in the test split (official test sets are always kept); "
-        "default IMAGINGX_BUNDLE_TEST_FRACTION",
-    )
-    val_fraction: float = Field(default=0.0, ge=0, le=0.5, description="Share of subjects in validation")
-    seed: str = Field(default="imagingx", min_length=1, max_length=64, description="Seed of the split hash")
-    slices_2d: SliceAxis | None = Field(
-        default=None, description="Also export 3D cases as 2D PNG slices along this axis"
-    )
-    skip_empty_slices: bool = Field(default=True, description="With slices_2d: drop slices without labels")
-    max_subjects_per_dataset: int | None = Field(
-        default=None,
-        ge=1,
-        le=1_000_000,
-        description="At most this many subjects (patients) from each dataset whose source can sample them (IDC, "
-        "TCIA): a deterministic sample (hash of the subject id with `seed`), so a larger cap takes a superset",
-    )
-    labelled_series_only: bool = Field(
-        default=False,
-        description="From DICOM sources (IDC, TCIA): only the segmentation and RTSTRUCT objects and the image "
-        "series they label, not every series of every subject",
-    )
-
-    @model_validator(mode="after")
-    def _fractions(self) -> "BuildOptions":
-        if (self.test_fraction or 0) + self.val_fraction > 0.9:
-            raise ValueError("test_fraction + val_fraction must leave at least 10 % for training")
-        return self
 
 
 class BundleRequest(BaseModel):

@@ -27,27 +27,23 @@ from sqlalchemy.orm import Session, defer
 
 from app.bundles.models import BundleItem, BundleJob, BundleSource
 from app.bundles.schemas import (
-    FINISHED,
     MAX_DATASETS,
     SKIPPED_SHOWN,
-    BuildOptions,
     BundleItemOut,
     BundleItemsPage,
     BundleJobOut,
     BundleJobSummary,
     BundleRequest,
     BundleResult,
-    ItemState,
-    JobState,
     Progress,
     SkippedItemOut,
     SourceProgress,
-    SourceState,
 )
 from app.catalog.service import access_next_step
 from app.common import tasks
 from app.common.archive import BundleArchive
 from app.common.errors import Conflict, Gone, InvalidInput, NotAllowed, NotFound, NotOffered
+from app.common.jobs import FINISHED, BuildOptions, ItemState, JobState, SourceState
 from app.common.labels import unify_labels
 from app.common.tasks import TaskMessage
 from app.core.config import Settings, get_settings

@@ -15,10 +15,10 @@ from sqlalchemy import delete, func, select, update
 
 from app.bundles import service
 from app.bundles.models import BundleItem, BundleJob, BundleSource
-from app.bundles.schemas import FINISHED, BuildOptions, ItemState, JobState, SourceState
 from app.catalog.models import Dataset
 from app.common.descriptors import ExplicitLayout as DescriptorLayout
 from app.common.descriptors import PairByRegex, PairBySuffix, parse_source
+from app.common.jobs import FINISHED, BuildOptions, ItemState, JobState, SourceState
 from app.core.config import Settings
 from app.core.db import new_session
 from workers.imaging.cases import Case

@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from app.bundles import service
 from app.bundles.models import BundleItem, BundleJob
-from app.bundles.schemas import ItemState, JobState
 from app.catalog.models import Dataset
+from app.common.jobs import ItemState, JobState
 from app.core.config import Settings
 from app.core.db import new_session
 from workers.imaging.cases import Case

@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 
 from app.bundles import service
 from app.bundles.models import BundleItem, BundleJob
-from app.bundles.schemas import FINISHED, SLICE_AXES, BuildOptions, ItemState, JobState, SourceState
 from app.catalog.models import Dataset
 from app.common.checksums import sha256_file
+from app.common.jobs import FINISHED, SLICE_AXES, BuildOptions, ItemState, JobState, SourceState
 from app.core.config import Settings
 from app.core.db import new_session
 from app.sources.citations import bibtex_entry, citation_fields

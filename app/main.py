@@ -1,4 +1,5 @@
-"""The application factory: mounts each domain's JSON router under /api/v1 and its pages at the root."""
+"""The application factory: middlewares, error handlers, every domain's routers (app/api/routes.py), static
+files and the API docs page."""
 
 from html import escape
 from typing import Any
@@ -8,15 +9,12 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
+from app.api.routes import API_PREFIX, include_routers
 from app.core.admission import AdmissionMiddleware
 from app.core.errors import install_error_handlers
 from app.core.limits import install_input_limits
 from app.core.security import SecurityMiddleware, counted_kind
 from app.core.templating import STATIC_DIR
-
-API_PREFIX = "/api/v1"
-# Each domain package has an api.py (JSON) and a pages.py (HTML) calling the same service functions.
-DOMAIN_MODULES = ("app.search", "app.catalog", "app.sources", "app.mdfp", "app.selections", "app.bundles")
 
 
 def create_app() -> FastAPI:
@@ -33,8 +31,7 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     install_input_limits(app)  # oversized bodies (413) and unstorable characters (422) before any route
-    for module in DOMAIN_MODULES:
-        _include(app, module)
+    include_routers(app)
     _document_common_responses(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_docs(app)
@@ -100,17 +97,6 @@ def _common_responses(path: str, method: str, has_body: bool) -> dict[int, dict[
     if counted_kind({"type": "http", "method": method, "path": path, "headers": []}):
         common[429] = _error("Too many created from this address: see Retry-After", headers=_RETRY_AFTER)
     return common
-
-
-def _include(app: FastAPI, domain: str) -> None:
-    """Mount a domain's JSON router under /api/v1 and its HTML router at the root."""
-    import importlib
-    import importlib.util
-
-    for room, prefix in (("api", API_PREFIX), ("pages", "")):
-        name = f"{domain}.{room}"
-        if importlib.util.find_spec(name) is not None:
-            app.include_router(importlib.import_module(name).router, prefix=prefix)
 
 
 def _install_docs(app: FastAPI) -> None:

@@ -41,7 +41,6 @@ OWNER_KEY_RESPONSES: dict[int | str, dict[str, Any]] = {
     operation_id="create_bundle",
     response_model=BundleJobOut,
     status_code=status.HTTP_202_ACCEPTED,
-    tags=["bundles"],
 )
 def create_bundle(
     session: SessionDep,
@@ -79,7 +78,7 @@ def create_bundle(
     return service.job_status(session, job)
 
 
-@router.get("/bundles", operation_id="list_bundles", response_model=list[BundleJobSummary], tags=["bundles"])
+@router.get("/bundles", operation_id="list_bundles", response_model=list[BundleJobSummary])
 def list_bundles(session: SessionDep, request: Request) -> list[BundleJobSummary]:
     """Bundles requested with this client's owner key (X-Owner-Key header, or the `imagingx_bundles` cookie
     the web pages and `POST /bundles` set), newest first. Without a key the list is empty: a bundle is private
@@ -87,7 +86,7 @@ def list_bundles(session: SessionDep, request: Request) -> list[BundleJobSummary
     return service.list_jobs(session, request_owner(request))
 
 
-@router.get("/bundles/{job_id}", operation_id="get_bundle", response_model=BundleJobOut, tags=["bundles"])
+@router.get("/bundles/{job_id}", operation_id="get_bundle", response_model=BundleJobOut)
 def get_bundle(session: SessionDep, job_id: JobId) -> BundleJobOut:
     """A job's state (`queued`, `fetching`, `harmonising`, `packaging`, then `done`, `failed` or `cancelled`),
     progress per source and overall, skipped items with reasons, warnings, and once done the result with its
@@ -99,7 +98,6 @@ def get_bundle(session: SessionDep, job_id: JobId) -> BundleJobOut:
     "/bundles/{job_id}/items",
     operation_id="list_bundle_items",
     response_model=BundleItemsPage,
-    tags=["bundles"],
 )
 def list_bundle_items(
     session: SessionDep,
@@ -117,7 +115,6 @@ def list_bundle_items(
     operation_id="cancel_bundle",
     response_model=BundleJobOut,
     responses=OWNER_KEY_RESPONSES,
-    tags=["bundles"],
 )
 def cancel_bundle(session: SessionDep, request: Request, job_id: JobId) -> BundleJobOut:
     """Cancel a job that has not finished (409 otherwise). Only its owner may: send the owner key returned when
@@ -132,7 +129,6 @@ def cancel_bundle(session: SessionDep, request: Request, job_id: JobId) -> Bundl
 @router.get(
     "/bundles/{job_id}/download",
     operation_id="download_bundle",
-    tags=["bundles"],
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/x-tar": {}}, "description": "The bundle as one tar archive"},

@@ -6,7 +6,7 @@ from app.api.deps import SessionDep
 from app.catalog import service
 from app.catalog.schemas import DatasetDetail, VocabularyList, VocabularyTerm
 
-router = APIRouter(tags=["catalog"])
+router = APIRouter()
 
 
 @router.get("/datasets/{slug}", operation_id="get_dataset", response_model=DatasetDetail)

@@ -11,7 +11,7 @@ from app.mdfp import service
 from app.mdfp.presets import SURVEY_PRESET
 from app.mdfp.schemas import PlanOut, PlanRequest, PlanSpec, PresetList
 
-router = APIRouter(tags=["plans"])
+router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {

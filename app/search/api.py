@@ -9,7 +9,7 @@ from app.api.deps import SEARCH_FILTER_OPENAPI, FacetSizeDep, QueryStringFilterD
 from app.search import service
 from app.search.schemas import Facet, SearchFilter, SearchResponse
 
-router = APIRouter(tags=["search"])
+router = APIRouter()
 API = "/api/v1"
 
 

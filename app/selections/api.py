@@ -21,6 +21,7 @@ from app.selections.schemas import (
 )
 
 router = APIRouter()
+exports_router = APIRouter()  # the export routes of searches, selections and plans
 API = "/api/v1"
 
 SelectionId = Annotated[
@@ -55,7 +56,6 @@ EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
     operation_id="create_selection",
     response_model=SelectionDetail,
     status_code=status.HTTP_201_CREATED,
-    tags=["selections"],
 )
 def create_selection(
     session: SessionDep,
@@ -92,7 +92,6 @@ def create_selection(
     "/selections/{selection_id}",
     operation_id="get_selection",
     response_model=SelectionDetail,
-    tags=["selections"],
 )
 def get_selection(session: SessionDep, selection_id: SelectionId) -> SelectionDetail:
     """A selection: its datasets in order, totals (images, modalities, licences, access) and what each dataset
@@ -106,7 +105,6 @@ def get_selection(session: SessionDep, selection_id: SelectionId) -> SelectionDe
     operation_id="replace_selection",
     response_model=SelectionDetail,
     responses=OWNER_ONLY,
-    tags=["selections"],
 )
 def replace_selection(
     session: SessionDep,
@@ -136,7 +134,6 @@ def replace_selection(
     operation_id="add_to_selection",
     response_model=SelectionDetail,
     responses=OWNER_ONLY,
-    tags=["selections"],
 )
 def add_to_selection(
     session: SessionDep,
@@ -153,7 +150,6 @@ def add_to_selection(
     operation_id="remove_from_selection",
     response_model=SelectionDetail,
     responses=OWNER_ONLY,
-    tags=["selections"],
 )
 def remove_from_selection(
     session: SessionDep, selection_id: OwnerKey, slug: Annotated[str, Path(max_length=200)]
@@ -169,7 +165,6 @@ def remove_from_selection(
     status_code=status.HTTP_204_NO_CONTENT,
     responses=OWNER_ONLY,
     response_class=Response,
-    tags=["selections"],
 )
 def delete_selection(session: SessionDep, selection_id: OwnerKey) -> Response:
     """Delete the selection."""
@@ -178,7 +173,7 @@ def delete_selection(session: SessionDep, selection_id: OwnerKey) -> Response:
 
 
 # -- comparison -------------------------------------------------------------------------------------------------
-@router.get("/compare", operation_id="compare_datasets", response_model=CompareResponse, tags=["selections"])
+@router.get("/compare", operation_id="compare_datasets", response_model=CompareResponse)
 def compare_datasets(
     session: SessionDep,
     d: Annotated[
@@ -213,12 +208,11 @@ def _streamed(
     )
 
 
-@router.get(
+@exports_router.get(
     "/datasets.{fmt}",
     operation_id="export_search",
     response_class=StreamingResponse,
     responses=EXPORT_RESPONSES,
-    tags=["exports"],
 )
 def export_search(request: Request, session: SessionDep, search: SearchFilterDep, fmt: FormatSuffix) -> Any:
     """Every dataset a search matches (same query string as /datasets, no paging), in its order, as
@@ -228,12 +222,11 @@ def export_search(request: Request, session: SessionDep, search: SearchFilterDep
     return _streamed(request, fmt, "id", ids, exports.search_subject(session, search))
 
 
-@router.get(
+@exports_router.get(
     "/selections/{selection_id}/export.{fmt}",
     operation_id="export_selection",
     response_class=StreamingResponse,
     responses=EXPORT_RESPONSES,
-    tags=["exports"],
 )
 def export_selection(
     request: Request, session: SessionDep, selection_id: SelectionId, fmt: FormatSuffix
@@ -244,12 +237,11 @@ def export_selection(
     return _streamed(request, fmt, "slug", list(selection.dataset_slugs), subject)
 
 
-@router.get(
+@exports_router.get(
     "/plans/{plan_id}/export.{fmt}",
     operation_id="export_plan",
     response_class=StreamingResponse,
     responses=EXPORT_RESPONSES,
-    tags=["exports"],
 )
 def export_plan(
     request: Request, session: SessionDep, plan_id: Annotated[str, Path(max_length=64)], fmt: FormatSuffix

@@ -8,7 +8,7 @@ from app.api.deps import SessionDep
 from app.sources import service
 from app.sources.schemas import FetchOverview, SourcesSummary
 
-router = APIRouter(tags=["sources"])
+router = APIRouter()
 
 
 @router.get("/sources", operation_id="get_sources_summary", response_model=SourcesSummary)

@@ -13,6 +13,7 @@ from app.bundles import api as bundles_api
 from app.bundles import pages as bundles_pages
 from app.catalog import api as catalog_api
 from app.catalog import pages as catalog_pages
+from app.core.templating import install_template_helpers
 from app.mdfp import api as mdfp_api
 from app.mdfp import pages as mdfp_pages
 from app.search import api as search_api
@@ -47,9 +48,19 @@ MOUNTS = (
 )
 
 
+# What the domains offer to every template, installed once (app/core/templating.py)
+TEMPLATE_HELPERS = (
+    catalog_pages.TEMPLATE_HELPERS,
+    selections_pages.TEMPLATE_HELPERS,
+    bundles_pages.TEMPLATE_HELPERS,
+)
+
+
 def include_routers(app: FastAPI) -> None:
+    """Mount every router, and give the templates every domain's helpers."""
+    install_template_helpers(*TEMPLATE_HELPERS)
     for mount in MOUNTS:
         app.include_router(mount.router, prefix=mount.prefix, tags=[mount.tag] if mount.tag else None)
 
 
-__all__ = ["API_PREFIX", "MOUNTS", "Mount", "include_routers"]
+__all__ = ["API_PREFIX", "MOUNTS", "TEMPLATE_HELPERS", "Mount", "include_routers"]

@@ -31,7 +31,7 @@ from app.common.jobs import SLICE_AXES, SourceState
 from app.core.config import get_settings
 from app.core.errors import status_of
 from app.core.forms import refuse_cross_site, same_site_form, set_visitor_cookie
-from app.core.templating import templates
+from app.core.templating import TemplateHelpers, templates
 from app.selections.pages import visitor_selection
 from app.selections.service import datasets_by_slug
 
@@ -82,11 +82,13 @@ def when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-templates.env.filters.update(when=when)
-templates.env.globals.update(
-    human_duration=human_duration,
-    bundle_slice_axes=list(SLICE_AXES),
-    bundle_default_test_fraction=lambda: get_settings().bundle_test_fraction,
+TEMPLATE_HELPERS = TemplateHelpers(
+    globals={
+        "human_duration": human_duration,
+        "bundle_slice_axes": list(SLICE_AXES),
+        "bundle_default_test_fraction": lambda: get_settings().bundle_test_fraction,
+    },
+    filters={"when": when},
 )
 
 

@@ -12,7 +12,7 @@ from app.api.deps import SessionDep
 from app.catalog import service
 from app.catalog.schemas import DatasetDetail
 from app.common.vocabularies import ALL
-from app.core.templating import page_response, templates
+from app.core.templating import TemplateHelpers, page_response
 
 router = APIRouter(include_in_schema=False)
 
@@ -52,12 +52,15 @@ def html_id(*parts: str) -> str:
     return "-".join(re.sub(r"[^A-Za-z0-9]+", "_", part).strip("_") or "_" for part in parts)
 
 
-# Helpers every page template may use; registering twice (search pages import this module) is harmless.
-templates.env.globals.update(
-    vocab_label=vocabulary_label, vocab_description=vocabulary_description, html_id=html_id
+# What every page template may use (installed by app/api/routes.py)
+TEMPLATE_HELPERS = TemplateHelpers(
+    globals={
+        "vocab_label": vocabulary_label,
+        "vocab_description": vocabulary_description,
+        "html_id": html_id,
+    },
+    filters={"raw_value": raw_value, "code_spans": code_spans},
 )
-templates.env.filters["raw_value"] = raw_value
-templates.env.filters["code_spans"] = code_spans
 
 
 @router.get("/datasets/{slug}", response_class=HTMLResponse)
@@ -66,7 +69,7 @@ def dataset_page(request: Request, session: SessionDep, slug: str) -> HTMLRespon
         request,
         "catalog/dataset.html",
         lambda: dataset_context(request, service.dataset_detail(session, slug)),
-        (session.get_bind().url, service.catalog_version(session)),
+        (session.get_bind().engine.url, service.catalog_version(session)),
     )
 
 

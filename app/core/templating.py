@@ -1,6 +1,7 @@
 """The one Jinja2 environment shared by every domain's pages."""
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -40,6 +41,30 @@ def human_bytes(size: int | None) -> str:
 
 
 templates.env.filters["human_bytes"] = human_bytes
+
+
+# -- helpers the domains offer to every template -----------------------------------------------------------------
+@dataclass(frozen=True)
+class TemplateHelpers:
+    """Functions and values one domain offers to every template (its pages module declares them; the route
+    registry installs them all when the app is created, so no template depends on which module was imported
+    first)."""
+
+    globals: Mapping[str, Any] = field(default_factory=dict)
+    filters: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+
+
+def install_template_helpers(*offered: TemplateHelpers) -> None:
+    """Add every domain's helpers to the one environment; two domains offering the same name is an error."""
+    for helpers in offered:
+        for kind, target, items in (
+            ("global", templates.env.globals, helpers.globals),
+            ("filter", templates.env.filters, helpers.filters),
+        ):
+            for name, value in items.items():
+                if name in target and target[name] is not value:
+                    raise RuntimeError(f"two template {kind}s are named {name!r}")
+                target[name] = value
 
 
 # -- pages that every visitor without cookies sees alike -------------------------------------------------------

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app.api.deps import FacetSizeDep, QueryStringFilterDep, SessionDep
-from app.catalog.pages import vocabulary_label  # registers the shared template helpers
+from app.catalog.pages import vocabulary_label
 from app.common.vocabularies import ALL
 from app.core.config import get_settings
 from app.core.templating import page_response

@@ -21,9 +21,9 @@ from app.api.deps import SessionDep
 from app.common.errors import InvalidInput, NotFound
 from app.core.db import new_session
 from app.core.forms import same_site_form, set_visitor_cookie
-from app.core.templating import templates
+from app.core.templating import TemplateHelpers, templates
+from app.search.filters import filter_pairs, query_string
 from app.search.schemas import SearchFilter
-from app.search.service import filter_pairs, query_string
 from app.selections import service
 from app.selections.schemas import ExportFormat, SelectionDetail
 
@@ -93,12 +93,14 @@ def search_export_links(search: SearchFilter) -> list[tuple[str, str]]:
     return [(EXPORT_LABELS[fmt], f"{API}/datasets.{fmt.suffix}{query}") for fmt in ExportFormat]
 
 
-templates.env.globals.update(
-    visitor_selection=visitor_selection,
-    search_export_links=search_export_links,
-    selection_toggle_id=toggle_id,
-    compare_url=service.compare_url,
-    export_labels=EXPORT_LABELS,
+TEMPLATE_HELPERS = TemplateHelpers(
+    globals={
+        "visitor_selection": visitor_selection,
+        "search_export_links": search_export_links,
+        "selection_toggle_id": toggle_id,
+        "compare_url": service.compare_url,
+        "export_labels": EXPORT_LABELS,
+    }
 )
 
 

@@ -111,7 +111,7 @@ def test_near_matches_are_the_closest_whatever_the_ties() -> None:
     then higher ranking score, then catalog position), on scores with many ties."""
     import numpy as np
 
-    from app.search.service import closest
+    from app.search.near import closest
 
     rng = np.random.default_rng(7)
     for _ in range(2000):

@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field, TypeAdapter
 from sqlalchemy.orm import Session
 
 from app.core.db import new_session
+from app.search.filters import parse_filter
 from app.search.schemas import SearchFilter
-from app.search.service import parse_filter
 
 
 async def session_per_request() -> AsyncIterator[Session]:

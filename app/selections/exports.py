@@ -29,8 +29,8 @@ from app.catalog.models import Dataset
 from app.catalog.service import access_next_step, catalog_version, describe, host_label, summarise
 from app.common.vocabularies import ALL
 from app.core.croissant import CROISSANT_CONTEXT, CROISSANT_SPEC
+from app.search.filters import filter_pairs
 from app.search.schemas import SearchFilter
-from app.search.service import filter_pairs
 from app.selections.models import Selection
 from app.selections.schemas import ExportFormat
 from app.selections.service import dataset_page_path

@@ -36,8 +36,8 @@ from sqlalchemy.orm import Session
 
 from app.api.deps import FacetSizeDep, QueryStringFilterDep, SearchFilterDep, SessionDep
 from app.core.db import get_session
+from app.search.filters import parse_filter
 from app.search.schemas import SearchFilter
-from app.search.service import parse_filter
 
 REPO = Path(__file__).resolve().parents[2]
 

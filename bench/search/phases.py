@@ -32,7 +32,7 @@ def main() -> None:
 
     from app.core.db import new_session
     from app.search import service
-    from app.search.service import decode_cursor, encode_cursor
+    from app.search.filters import decode_cursor, encode_cursor
 
     spent: dict[str, list[float]] = defaultdict(list)
     current: dict[str, float] = defaultdict(float)

@@ -36,8 +36,8 @@ from urllib.parse import urlencode
 import httpx
 import psycopg
 
+from app.search.filters import parse_filter
 from app.search.schemas import FACETS, SearchFilter, Sort
-from app.search.service import parse_filter
 from bench.search import linear
 from bench.search.synth import DEFAULT_SEED, SOURCE_URL, DataPaths, ensure_data, parse_size, size_label
 

@@ -69,15 +69,16 @@ def _document_common_responses(app: FastAPI) -> None:
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = generate()
+        schema = app.openapi_schema
+        if schema is None:
+            schema = generate()  # which keeps it as app.openapi_schema
             for path, operations in schema.get("paths", {}).items():
                 for method, operation in operations.items():
                     responses = operation.setdefault("responses", {})
                     common = _common_responses(path, method.upper(), "requestBody" in operation)
                     for status, response in common.items():
                         responses.setdefault(str(status), response)
-        return app.openapi_schema
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 

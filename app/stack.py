@@ -17,7 +17,7 @@ import sys
 import sysconfig
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import urlsplit
 
 from celery import Celery
@@ -160,6 +160,10 @@ def reload_settings() -> None:
     db.get_engine.cache_clear()
 
 
+@overload
+def load_catalog(path: Path | None = None, *, only_if_empty: Literal[False] = False) -> ImportSummary: ...
+@overload
+def load_catalog(path: Path | None = None, *, only_if_empty: bool) -> ImportSummary | None: ...
 def load_catalog(path: Path | None = None, *, only_if_empty: bool = False) -> ImportSummary | None:
     """Import a catalog file (the shipped seed file when `path` is None) and return its summary; None when
     `only_if_empty` and the catalog already has datasets."""

@@ -60,6 +60,8 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     """OpenAPI parameter objects for a model's fields, as FastAPI writes declared query parameters."""
     parameters = []
     for name, field in model.model_fields.items():
+        # None stands for "not annotated", which a model's field never is
+        assert field.annotation is not None
         schema = TypeAdapter(field.annotation).json_schema()
         schema.update(description=field.description, title=name.replace("_", " ").title())
         if field.examples:

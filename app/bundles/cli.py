@@ -55,7 +55,8 @@ def _api(client: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[st
     except httpx.HTTPError as error:
         raise _fail(f"cannot reach the portal at {client.base_url}: {error}") from error
     if response.is_success:
-        return response.json()
+        answer: dict[str, Any] = response.json()  # every bundle endpoint answers a JSON object
+        return answer
     try:
         body = response.json()
         detail = body.get("error") or str(body)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -223,7 +223,14 @@ def _progress(
     )
 
 
-def _urls(job_id: str) -> dict[str, str]:
+class _JobUrls(TypedDict):
+    """Where a job is followed: the status endpoint and its page (fields of BundleJobOut and its summary)."""
+
+    status_url: str
+    page_url: str
+
+
+def _urls(job_id: str) -> _JobUrls:
     return {"status_url": f"{API}/bundles/{job_id}", "page_url": f"/bundles/{job_id}"}
 
 
@@ -361,7 +368,9 @@ def download(session: Session, job_id: str, settings: Settings | None = None) ->
 # -- cancelling ---------------------------------------------------------------------------------------------------
 def is_owner(job: BundleJob, owner: str | None) -> bool:
     """Whether `owner` is the job's owner key (compared in constant time; a job without one has no owner)."""
-    return bool(owner and job.owner) and secrets.compare_digest(owner.encode(), str(job.owner).encode())
+    if not owner or not job.owner:
+        return False
+    return secrets.compare_digest(owner.encode(), job.owner.encode())
 
 
 def cancel_job(session: Session, job_id: str, *, owner: str | None) -> tuple[BundleJob, list[TaskMessage]]:

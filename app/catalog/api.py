@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from app.api.deps import SessionDep
 from app.catalog import service
+from app.catalog.models import Vocabulary
 from app.catalog.schemas import DatasetDetail, VocabularyList, VocabularyTerm
 
 router = APIRouter()
@@ -27,6 +28,6 @@ def get_vocabulary(session: SessionDep, kind: str) -> VocabularyList:
     return _as_list(service.list_vocabularies(session, kind))
 
 
-def _as_list(terms: list) -> VocabularyList:
+def _as_list(terms: list[Vocabulary]) -> VocabularyList:
     results = [VocabularyTerm.model_validate(t, from_attributes=True) for t in terms]
     return VocabularyList(count=len(results), results=results)

@@ -115,9 +115,15 @@ def _closure(anatomies: list[str]) -> list[str]:
     return closure
 
 
+def _parent(term: str) -> str | None:
+    """The anatomy term one level up, None for a root."""
+    ancestors = ANATOMY.ancestors(term)
+    return ancestors[0] if ancestors else None
+
+
 def _related(a: str, b: str) -> bool:
     """Same region, one inside the other, or neighbours within one organ (optic disc and retina)."""
-    parent_a, parent_b = (ANATOMY.ancestors(a) or [None])[0], (ANATOMY.ancestors(b) or [None])[0]
+    parent_a, parent_b = _parent(a), _parent(b)
     siblings = parent_a == parent_b and parent_a not in (None, "whole_body")
     return a == b or siblings or a in ANATOMY.ancestors(b) or b in ANATOMY.ancestors(a)
 
@@ -179,7 +185,7 @@ def _quality_flags(
 
 
 def _completeness(values: dict[str, Any]) -> float:
-    known = [
+    known: list[bool] = [
         bool(values["url"]),
         values["year"] is not None,
         values["images"] is not None,
@@ -215,8 +221,8 @@ def plan_import(rows: list[dict[str, Any]]) -> ImportPlan:
     unmatched: dict[str, Counter[str]] = defaultdict(Counter)
     for row in rows:
         facts = normalise_row(row)
-        for key, parts in facts.unmatched.items():
-            unmatched[key].update(parts)
+        for column, parts in facts.unmatched.items():
+            unmatched[column].update(parts)
         groups.setdefault(_merge_key(row, facts), []).append((row, facts))
 
     names = Counter(key[0] for key in groups)

@@ -1,7 +1,7 @@
 """Catalog tables: controlled vocabularies, datasets (normalised facts plus their raw source rows), catalog state."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     func,
 )
@@ -45,6 +46,9 @@ class Dataset(Base):
     """A surveyed dataset, normalised onto the vocabularies. `raw_records` keeps every source row verbatim."""
 
     __tablename__ = "dataset"
+    # A class with __tablename__ is mapped to a Table (the declarative base types it as any FromClause): its
+    # update(), delete() and columns are used directly where the ORM's bookkeeping is not wanted
+    __table__: ClassVar[Table]
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     slug: Mapped[str] = mapped_column(String(160), unique=True)

@@ -182,7 +182,8 @@ _TISSUES = {
 def anatomy_terms_in(text: str) -> list[str]:
     """Organ-level anatomy ids named anywhere in a free-text field (used to check the disease column)."""
     words = re.findall(r"[a-z]+", clean_text(text).lower())
-    found, used = [], set()
+    found: list[str] = []
+    used: set[int] = set()
     for size in (3, 2, 1):
         for i in range(len(words) - size + 1):
             span = set(range(i, i + size))

@@ -2,11 +2,12 @@
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, select, text
+from sqlalchemy import Row, event, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -175,12 +176,12 @@ _versions: dict[Any, tuple[float, int]] = {}
 
 def catalog_version(session: Session) -> int:
     """The catalog's version number (bumped by every change that can alter search results)."""
-    key = session.get_bind().url
+    key = session.get_bind().engine.url  # a session may be bound to a Connection, which has no .url
     now = time.monotonic()
     cached = _versions.get(key)
     if cached is not None and now - cached[0] < CATALOG_VERSION_TTL:
         return cached[1]
-    version = session.execute(text("SELECT coalesce(max(version), 0) FROM catalog_state")).scalar_one()
+    version: int = session.execute(text("SELECT coalesce(max(version), 0) FROM catalog_state")).scalar_one()
     _versions[key] = (now, version)
     return version
 
@@ -211,14 +212,14 @@ def get_dataset(session: Session, slug: str) -> Dataset:
 
 def related_datasets(session: Session, dataset: Dataset) -> dict[str, list[tuple[str, str]]]:
     """Other entries with the same name (variants) and other datasets listed at the same URL."""
-    variants = []
+    variants: Sequence[Row[str, str]] = []
     if dataset.variant_group:
         variants = session.execute(
             select(Dataset.slug, Dataset.name)
             .where(Dataset.variant_group == dataset.variant_group, Dataset.id != dataset.id)
             .order_by(Dataset.slug)
         ).all()
-    same_url = []
+    same_url: Sequence[Row[str, str]] = []
     if dataset.url:
         same_url = session.execute(
             select(Dataset.slug, Dataset.name)

@@ -127,9 +127,9 @@ def unify_labels(sources: Mapping[str, Mapping[int, str]]) -> LabelUnification:
     "background" is honoured too.
     """
     local_to_concept: dict[str, dict[int, str]] = {}
-    for source, table in sorted(sources.items()):
+    for source, names in sorted(sources.items()):
         concepts = {0: BACKGROUND}
-        concepts.update({int(local): normalise_concept(name) for local, name in table.items()})
+        concepts.update({int(local): normalise_concept(name) for local, name in names.items()})
         local_to_concept[source] = concepts
     table = {BACKGROUND: 0}
     for concepts in local_to_concept.values():
@@ -188,7 +188,8 @@ def remap_labels(array: np.ndarray, local_to_global: Mapping[int, int]) -> np.nd
         for local, global_id in local_to_global.items():
             if 0 <= local <= high:
                 lookup[local] = global_id
-        return lookup[array]
+        looked_up: np.ndarray = lookup[array]  # integer-array indexing: an array of lookup's dtype
+        return looked_up
     unnamed = np.iinfo(np.uint32).max  # no global id is this large
     lookup = np.full(high + 1, unnamed, dtype=np.uint32)
     for local, global_id in local_to_global.items():
@@ -201,11 +202,12 @@ def remap_labels(array: np.ndarray, local_to_global: Mapping[int, int]) -> np.nd
         else array
     )
     if (lookup == unnamed).any():
-        mapped = lookup[index]
+        mapped: np.ndarray = lookup[index]
         unknown = mapped == unnamed
         if unknown.any():
             raise UnknownLabelValueError(sorted(int(v) for v in np.unique(array[unknown])))
         return mapped.astype(out_dtype)
     if array.dtype == out_dtype and np.array_equal(lookup, np.arange(high + 1)):
         return array  # every value keeps its id (one source alone, or the first by slug): nothing to rewrite
-    return lookup.astype(out_dtype)[index]
+    remapped: np.ndarray = lookup.astype(out_dtype)[index]
+    return remapped

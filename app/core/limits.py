@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from inspect import isawaitable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -202,7 +203,9 @@ def install_input_limits(app: FastAPI) -> None:
     @app.exception_handler(ValidationError)
     async def model_validation_error(request: Request, exc: ValidationError) -> Any:
         handler = app.exception_handlers[RequestValidationError]
-        return await handler(request, RequestValidationError(exc.errors()))
+        response = handler(request, RequestValidationError(exc.errors()))
+        # the handler app/core/errors.py installs is async; Starlette's type allows a plain function too
+        return await response if isawaitable(response) else response
 
 
 __all__ = [

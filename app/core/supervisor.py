@@ -13,7 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from app.core.processes import ChildProcess, spawn
 
@@ -48,7 +48,7 @@ class Backoff:
 
     def delay(self, failures: int) -> float:
         """Seconds to wait before restart number `failures` (1 for the first) in a row."""
-        return min(self.maximum, self.initial * 2 ** max(0, failures - 1))
+        return min(self.maximum, self.initial * 2.0 ** max(0, failures - 1))
 
 
 RESTART_BACKOFF = Backoff()
@@ -162,7 +162,7 @@ class Supervisor:
         self._supervised.append(supervised)
         return supervised
 
-    def watch(self, interval: float = 0.2) -> None:
+    def watch(self, interval: float = 0.2) -> NoReturn:
         """Block until a signal arrives (ShutdownRequested); restart supervised children that die. An unsupervised
         child that exits raises ChildExited."""
         while True:

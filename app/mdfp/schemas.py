@@ -5,6 +5,7 @@ canonical, deduplicated and in vocabulary order, so that two spellings of the sa
 and give the same plan. Unknown keys are rejected everywhere: a misspelt rule must not be silently ignored.
 """
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -19,7 +20,7 @@ STRICT = ConfigDict(extra="forbid")
 # planner form's quick filters send text, and are validated with strict=False (app/mdfp/pages.py).
 
 
-def _vocabulary_value(kind: str):
+def _vocabulary_value(kind: str) -> Callable[[str], str]:
     vocabulary = ALL[kind]
 
     def resolve(value: str) -> str:
@@ -39,7 +40,7 @@ def _allowed(kind: str) -> str:
     return ", ".join(ALL[kind].ids)
 
 
-def _canonical_order(kind: str):
+def _canonical_order(kind: str) -> Callable[[list[str] | None], list[str] | None]:
     order = {term_id: i for i, term_id in enumerate(ALL[kind].ids)}
 
     def canonical(values: list[str] | None) -> list[str] | None:

@@ -314,7 +314,8 @@ def _known_citation(row: DatasetRow) -> dict[str, str]:
     """Citation fields the dataset's source states (authors, year, title, publisher and DOI of an IDC data
     citation), overlaid by those a curator recorded in the source descriptor (`citation`: {field: value}, `doi`)."""
     source = row.source or {}
-    fields = source.get("citation") if isinstance(source.get("citation"), dict) else {}
+    citation = source.get("citation")
+    fields: dict[Any, Any] = citation if isinstance(citation, dict) else {}
     # the source's authors, year, publisher and DOI; the entry keeps the catalog's name as its title, the name
     # people search and select it by
     known = {k: v for k, v in citation_fields(row.source_facts).items() if k != "title"}

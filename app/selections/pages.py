@@ -60,7 +60,7 @@ class VisitorSelection:
 
 def visitor_selection(request: Request) -> VisitorSelection:
     """The selection named by the cookie, read once per request (the header of every page shows its size)."""
-    cached = getattr(request.state, "visitor_selection", None)
+    cached: VisitorSelection | None = getattr(request.state, "visitor_selection", None)
     if cached is not None:
         return cached
     if getattr(request.state, "degraded", False):  # an overload answer does no database work

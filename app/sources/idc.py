@@ -119,7 +119,10 @@ def index_version() -> str:
 def _index_dir() -> Path:
     import idc_index_data
 
-    return Path(idc_index_data.IDC_INDEX_PARQUET_FILEPATH).parent
+    index_file = idc_index_data.IDC_INDEX_PARQUET_FILEPATH
+    if index_file is None:  # typed optional, but the package raises on import when its index is missing
+        raise FileNotFoundError("idc-index-data has no idc_index.parquet")
+    return Path(index_file).parent
 
 
 def plain_citation(text: str | None) -> str | None:

@@ -175,7 +175,8 @@ def _idc_resolution(entry: IdcEntry, matched: str, index_version: str) -> Resolu
 
 @cache
 def _table(name: str) -> dict[str, Any]:
-    return json.loads((DATA_DIR / f"{name}.json").read_text())
+    table: dict[str, Any] = json.loads((DATA_DIR / f"{name}.json").read_text())
+    return table
 
 
 def _msd_task(keys: DatasetKeys) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ why dicts). They are shared by the phase modules of this package and are not re-
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -35,7 +35,7 @@ def make_table(
     table_id: str,
     title: str,
     columns: Sequence[tuple[str, str, str]],
-    rows: list[dict[str, Any]] | list[list[Any]],
+    rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]],
     note: str | None = None,
     fields: list[str] | None = None,
 ) -> dict[str, Any]:

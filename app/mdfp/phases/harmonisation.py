@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from app.common.vocabularies import ALL
 from app.mdfp.phases.common import count, label, make_chart, make_fact, make_series, make_table
@@ -24,13 +24,45 @@ FAMILIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 FAMILY_OF = {m: family_label for _, family_label, members in FAMILIES for m in members}
 
 
+class _ModalityRow(TypedDict):
+    """A row of the landscape table: one modality's datasets by label status."""
+
+    modality: str
+    label: str
+    family: str
+    datasets: int
+    labeled: int
+    unlabeled: int
+    labels_unknown: int
+    target: bool
+
+
+class _FamilyRow(TypedDict):
+    """A row of the families table."""
+
+    family: str
+    label: str
+    modalities: list[str]
+    datasets: int
+    labeled: int
+    unlabeled: int
+
+
+class _LabelRow(TypedDict):
+    """A row of the label availability table."""
+
+    status: str
+    label: str
+    datasets: int
+
+
 def harmonisation(snapshot: PlanningSnapshot, spec: PlanSpec) -> dict[str, Any]:
     """The landscape of the whole catalog once every record is on the shared vocabularies."""
     labeled, unlabeled, unknown_label = labeled_state(snapshot)
     present = set(snapshot.values("modality"))
     modalities = [m for m in ALL["modality"].ids if m in present]
     targets = set(spec.target_modalities)
-    rows = []
+    rows: list[_ModalityRow] = []
     for modality in modalities:
         has = snapshot.mask("modality", modality)
         rows.append(
@@ -45,7 +77,7 @@ def harmonisation(snapshot: PlanningSnapshot, spec: PlanSpec) -> dict[str, Any]:
                 "target": modality in targets,
             }
         )
-    family_rows = []
+    family_rows: list[_FamilyRow] = []
     for family_id, family_label, members in FAMILIES:
         has = snapshot.any_of("modality", [m for m in members if m in present])
         if not has.any():
@@ -75,7 +107,7 @@ def harmonisation(snapshot: PlanningSnapshot, spec: PlanSpec) -> dict[str, Any]:
         make_fact("Image count unknown", count(snapshot.images < 0)),
         make_fact("Label status unknown", count(unknown_label)),
     ]
-    label_rows = [
+    label_rows: list[_LabelRow] = [
         {"status": "labeled", "label": "Labeled", "datasets": count(labeled)},
         {"status": "unlabeled", "label": "Unlabeled", "datasets": count(unlabeled)},
         {"status": "unknown", "label": "Unknown", "datasets": count(unknown_label)},

@@ -26,7 +26,8 @@ from workers.imaging.cases import Case, LayoutKind, Split
 from workers.imaging.errors import LayoutNotRecognisedError, UnreadableItemError
 from workers.imaging.harmonise import harmonise_case
 from app.common.labels import unify_labels
-from workers.imaging.layout import ExplicitLayout, case_key, detect_layout
+from workers.imaging.layout import ExplicitLayout, detect_layout
+from workers.imaging.layout_ids import case_key
 from workers.imaging.readers import read_item
 from workers.pipeline import explicit_layout, prepare_source_root
 from workers.pipeline.common import case_from_json, case_to_json, source_checksum

@@ -20,7 +20,7 @@ from fixtures_http import LocalHTTPServer
 from imaging_fixtures import CT5N
 
 from app.core.config import Settings
-from workers.imaging.layout import is_dicom_file
+from workers.imaging.layout_files import is_dicom_file
 from workers.safety import UnpackLimits
 from workers.sources import Downloader, FetchOptions, SourceError, fetch_source, resolve_source
 from workers.sources.download import ChecksumMismatchError

@@ -50,7 +50,7 @@ from workers.imaging.dicom_objects import (
     seg_label_table,
 )
 from workers.imaging.errors import UnreadableItemError
-from workers.imaging.layout import is_dicom_file
+from workers.imaging.layout_files import is_dicom_file
 from workers.imaging.orientation import OriginalGeometry
 from workers.imaging.readers import DicomSeries, find_dicom_series, list_dicom_series
 

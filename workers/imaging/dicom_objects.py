@@ -35,6 +35,7 @@ from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag
 
 from workers.imaging.cases import Case
+from workers.imaging.layout_files import IMAGE_SUFFIXES
 
 SEG, RTSTRUCT = "SEG", "RTSTRUCT"
 LABEL_MODALITIES = frozenset({SEG, RTSTRUCT})
@@ -312,9 +313,6 @@ def index_dicom_tree(root: Path) -> DicomIndex:
 
 
 def _candidate_files(root: Path) -> list[tuple[Path, int, int]]:
-    # lazy: layout imports this module for its finders
-    from workers.imaging.layout import IMAGE_SUFFIXES
-
     found = []
     for path in sorted(root.rglob("*")):
         if path.name.startswith(".") or path.name.lower().endswith(IMAGE_SUFFIXES):

@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from workers.imaging.arrays import read_array_item
 from workers.imaging.errors import SeriesRejectedError, UnreadableItemError
-from workers.imaging.layout import RASTER_SUFFIXES
+from workers.imaging.layout_files import RASTER_SUFFIXES
 from workers.imaging.nifti import (
     CorruptStreamError,
     PlainNifti,

@@ -16,7 +16,7 @@ from app.common.tasks import TaskMessage
 from app.core.config import Settings
 from app.core.db import get_engine
 from workers.imaging.cases import Case, Split
-from workers.imaging.layout import split_suffix
+from workers.imaging.layout_files import split_suffix
 
 log = logging.getLogger("imagingx.jobs")
 Messages = list[TaskMessage]

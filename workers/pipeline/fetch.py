@@ -23,7 +23,8 @@ from app.core.config import Settings
 from app.core.db import new_session
 from workers.imaging.cases import Case
 from workers.imaging.errors import LayoutNotRecognisedError
-from workers.imaging.layout import IMAGE_SUFFIXES, ExplicitLayout, detect_layout
+from workers.imaging.layout import ExplicitLayout, detect_layout
+from workers.imaging.layout_files import IMAGE_SUFFIXES
 from workers.pipeline.common import (
     Messages,
     case_to_json,

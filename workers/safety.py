@@ -207,7 +207,9 @@ def _list_tar(archive: Path, archive_size: int, limits: UnpackLimits) -> None:
         # next() rather than iteration, and the member list emptied each time: the listing holds one header in
         # memory however many the archive has (TarFile keeps every header it reads otherwise)
         while (member := tf.next()) is not None:
-            tf.members.clear()
+            # TarFile.members: the list of headers read so far, which typeshed does not declare (getmembers()
+            # returns the same list only after reading the whole archive, which is what this avoids)
+            tf.members.clear()  # type: ignore[attr-defined]
             _safe_member_path(member.name, archive.name)
             members += 1
             total += member.size if member.isfile() else 0

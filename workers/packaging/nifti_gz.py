@@ -77,7 +77,8 @@ def nifti1_header_bytes(array: np.ndarray, affine: np.ndarray, zooms: tuple[floa
     # No scaling: raw intensities (HU for CT) are stored as they are.
     header["scl_slope"] = 1.0
     header["scl_inter"] = 0.0
-    return header.binaryblock + b"\x00\x00\x00\x00"
+    block: bytes = header.binaryblock  # nibabel's property is unannotated: the header's 348 bytes
+    return block + b"\x00\x00\x00\x00"
 
 
 def write_nifti_gz(
@@ -104,7 +105,7 @@ def write_nifti_gz(
             sink, "wb", compresslevel=level, threads=threads, block_size=_BLOCK_BYTES
         ) as gz:
             gz.write(header)
-            gz.write(memoryview(voxels.reshape(-1).view(np.uint8)))
+            gz.write(voxels.reshape(-1).view(np.uint8).data)
         out.flush()
         # Durability before the bundle is published by rename: a power cut must not leave a renamed bundle
         # whose files are still only in the page cache.

@@ -101,11 +101,11 @@ def write_volume_job(job: VolumeJob) -> VolumeResult:
         label = write_nifti_gz(
             job.label_path, values, job.spacing, job.origin, job.direction, job.level, job.compress_threads
         )
-    extra = tuple(
+    extra_files = tuple(
         write_nifti_gz(path, array, job.spacing, job.origin, job.direction, job.level, job.compress_threads)
         for path, array in zip(job.extra_paths, job.extra_images, strict=True)
     )
-    return VolumeResult(image=image, label=label, extra=extra)
+    return VolumeResult(image=image, label=label, extra=extra_files)
 
 
 def _executor(parallelism: Parallelism, workers: int) -> Executor | None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
+from typing import Literal, TypedDict
 from urllib.parse import urlsplit
 
 # The errors every adapter raises are defined beside the descriptors (which raise them too, on the web side);
@@ -132,8 +133,33 @@ class RemoteFile:
         return "size only" if self.size is not None else "none"
 
 
+ChecksumAlgorithm = Literal["sha256", "sha512", "sha1", "md5", "git_sha1"]
+
 # the checksums a RemoteFile can carry, in the order that picks its cache key, with their hex lengths
-CHECKSUM_LENGTHS = {"sha256": 64, "sha512": 128, "sha1": 40, "md5": 32, "git_sha1": 40}
+CHECKSUM_LENGTHS: dict[ChecksumAlgorithm, int] = {
+    "sha256": 64,
+    "sha512": 128,
+    "sha1": 40,
+    "md5": 32,
+    "git_sha1": 40,
+}
+
+
+class Checksum(TypedDict, total=False):
+    """RemoteFile's checksum fields as keyword arguments: `RemoteFile(..., **checksum(algorithm, digest))`."""
+
+    sha256: str
+    sha512: str
+    sha1: str
+    md5: str
+    git_sha1: str
+
+
+def checksum(algorithm: ChecksumAlgorithm, digest: str) -> Checksum:
+    """The keyword argument for a checksum whose algorithm the host names (a Dataverse file, an annex key)."""
+    given: Checksum = {}
+    given[algorithm] = digest
+    return given
 
 
 def included(name: str, include: Sequence[str]) -> bool:
@@ -151,11 +177,14 @@ def chosen(files: list[RemoteFile], include: Sequence[str], what: str) -> list[R
 __all__ = [
     "CHECKSUM_LENGTHS",
     "NO_OPTIONS",
+    "Checksum",
+    "ChecksumAlgorithm",
     "Credential",
     "CredentialsMissingError",
     "FetchOptions",
     "RemoteFile",
     "SourceError",
+    "checksum",
     "chosen",
     "included",
     "origin_of",

@@ -27,10 +27,24 @@ import httpx
 
 from app.common.descriptors import DataverseSource
 from app.core.config import Settings
-from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError, chosen, included
+from workers.sources.base import (
+    NO_OPTIONS,
+    ChecksumAlgorithm,
+    FetchOptions,
+    RemoteFile,
+    SourceError,
+    checksum,
+    chosen,
+    included,
+)
 from workers.sources.net import HttpStatusError, request_json
 
-CHECKSUM_TYPES = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512"}
+CHECKSUM_TYPES: dict[str, ChecksumAlgorithm] = {
+    "MD5": "md5",
+    "SHA-1": "sha1",
+    "SHA-256": "sha256",
+    "SHA-512": "sha512",
+}
 
 
 def resolve(
@@ -97,13 +111,13 @@ def _remote_file(entry: Any, server: str, what: str) -> tuple[str, RemoteFile | 
         return name, None
     url = f"{server}/api/access/datafile/{data_file['id']}" + ("?format=original" if ingested else "")
     size = data_file.get("originalFileSize") if ingested else data_file.get("filesize")
-    checksum = data_file.get("checksum") or {}
-    algorithm = CHECKSUM_TYPES.get(str(checksum.get("type") or "").upper())
-    digest = str(checksum.get("value") or "").lower()
+    stated = data_file.get("checksum") or {}
+    algorithm = CHECKSUM_TYPES.get(str(stated.get("type") or "").upper())
+    digest = str(stated.get("value") or "").lower()
     if not (algorithm and digest) and data_file.get("md5"):
         algorithm, digest = "md5", str(data_file["md5"]).lower()
     if algorithm and digest:
-        return name, RemoteFile(name=name, url=url, size=size, **{algorithm: digest})
+        return name, RemoteFile(name=name, url=url, size=size, **checksum(algorithm, digest))
     # no checksum recorded (a harvested file, an unknown algorithm): size only, over https
     return name, RemoteFile(name=name, url=url, size=size, no_checksum=True)
 

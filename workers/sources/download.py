@@ -176,21 +176,22 @@ class Downloader:
         if remote.path is not None:
             return remote.path
         final = self.cached_path(remote)
-        if final is None:
+        key = remote.cache_key
+        if final is None or key is None:  # the one is None exactly when the other is
             if remote.no_checksum:
                 return self._fetch_without_checksum(remote)
             raise SourceError(f"{remote.name}: no checksum known, so it cannot be verified nor cached")
         if final.exists():
             return final
         self._check_stop(remote)
-        algorithm, digest = remote.cache_key  # type: ignore[misc]
+        algorithm, digest = key
         partial = self.cache_dir / "partial" / f"{algorithm}-{digest}.part"
         with _locked(self.cache_dir / "locks" / f"{algorithm}-{digest}.lock"):
             if final.exists():  # another worker finished it while we waited
                 return final
             partial.parent.mkdir(parents=True, exist_ok=True)
             self._transfer_with_retries(remote, partial)
-            self._verify(remote, partial)
+            self._verify(remote, partial, key)
             self._publish(partial, final)
         return final
 
@@ -376,14 +377,14 @@ class Downloader:
         if self.should_stop is not None and self.should_stop():
             raise DownloadStopped(f"{remote.name}: the job stopped")
 
-    def _verify(self, remote: RemoteFile, partial: Path) -> None:
+    def _verify(self, remote: RemoteFile, partial: Path, key: tuple[str, str]) -> None:
         size = partial.stat().st_size
         if remote.size is not None and size != remote.size:
             _discard(partial)
             raise SizeMismatchError(f"{remote.name}: got {size} bytes, expected {remote.size}")
         hasher = _hasher(remote)
         _feed(hasher, partial)
-        algorithm, expected = remote.cache_key  # type: ignore[misc]
+        algorithm, expected = key
         actual = hasher.hexdigest()
         if actual != expected:
             _discard(partial)

@@ -6,6 +6,8 @@ cannot be verified, so they are refused with the reason (describe that host's fi
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from app.common.descriptors import FigshareSource
@@ -44,9 +46,9 @@ def resolve(
     return chosen(remote_files, source.include, what)
 
 
-def _all_files(client: httpx.Client, url: str, settings: Settings, what: str) -> list[dict]:
+def _all_files(client: httpx.Client, url: str, settings: Settings, what: str) -> list[dict[str, Any]]:
     """Every file entry, page by page: a full page means there may be another."""
-    entries: list[dict] = []
+    entries: list[dict[str, Any]] = []
     for page in range(1, MAX_PAGES + 1):
         batch, _ = fetch_json(client, f"{url}?page={page}&page_size={PAGE_SIZE}", settings, what)
         if not isinstance(batch, list):

@@ -124,7 +124,10 @@ class _SeriesLister:
                 f"{where}: {len(objects)} objects listed, the index says {row['instanceCount']} instances"
             )
         folder = "/".join(safe_part(row[c]) for c in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID"))
-        files, multipart, unverifiable, names = [], [], [], set()
+        files: list[RemoteFile] = []
+        multipart: list[str] = []
+        unverifiable: list[str] = []
+        names: set[str] = set()
         for item in objects:
             last = item.key.rsplit("/", 1)[-1]
             if not last:
@@ -155,7 +158,7 @@ class _SeriesLister:
 
 
 def _rows(table: pa.Table) -> list[dict[str, Any]]:
-    return table.select(
+    rows: list[dict[str, Any]] = table.select(
         [
             "SeriesInstanceUID",
             "aws_bucket",
@@ -165,6 +168,7 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
             "StudyInstanceUID",
         ]
     ).to_pylist()
+    return rows
 
 
 def _downloaded_references(

@@ -118,7 +118,8 @@ class SeriesIndex:
         return self.rows(ds.field("SeriesInstanceUID").isin(sorted(set(uids))))
 
     def knows(self, column: str, value: str) -> bool:
-        return self.rows(ds.field(column) == value).num_rows > 0
+        rows: int = self.rows(ds.field(column) == value).num_rows
+        return rows > 0
 
 
 @cache

@@ -29,7 +29,16 @@ import httpx
 
 from app.common.descriptors import OpenNeuroSource
 from app.core.config import Settings
-from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError, chosen, included
+from workers.sources.base import (
+    NO_OPTIONS,
+    ChecksumAlgorithm,
+    FetchOptions,
+    RemoteFile,
+    SourceError,
+    checksum,
+    chosen,
+    included,
+)
 from workers.sources.net import request_json
 
 FILE_FIELDS = "id filename size directory annexed urls"
@@ -46,7 +55,7 @@ MAX_TREE_QUERIES = 20_000  # one per directory; beyond that a listing that never
 
 # a git-annex key: BACKEND-sSIZE[-field...]--NAME, NAME starting with the hash for the hashing backends
 _ANNEX_KEY = re.compile(r"^(?P<backend>[A-Z0-9]+)-s(?P<size>\d+)(?:-[^-]+)*?--(?P<name>.+)$")
-_KEY_HASHES = {
+_KEY_HASHES: dict[str, tuple[ChecksumAlgorithm, int]] = {
     "SHA256": ("sha256", 64),
     "SHA512": ("sha512", 128),
     "SHA1": ("sha1", 40),
@@ -158,7 +167,7 @@ def _graphql(
     return data
 
 
-def _annex_checksum(file_id: str) -> tuple[str, str, int] | None:
+def _annex_checksum(file_id: str) -> tuple[ChecksumAlgorithm, str, int] | None:
     """(algorithm, digest, size) carried by a git-annex key; None for anything else."""
     match = _ANNEX_KEY.match(file_id)
     if match is None:
@@ -189,7 +198,7 @@ def _remote_file(entry: dict[str, Any], name: str, opaque_ids: bool, what: str) 
             raise SourceError(
                 f"{what}: file {name} is listed with {size} bytes, its annex key says {key_size}"
             )
-        return RemoteFile(name=name, url=urls[0], size=key_size, **{algorithm: digest})
+        return RemoteFile(name=name, url=urls[0], size=key_size, **checksum(algorithm, digest))
     if _GIT_BLOB.match(file_id) and not entry.get("annexed") and not opaque_ids:
         return RemoteFile(name=name, url=urls[0], size=size, git_sha1=file_id)
     return RemoteFile(name=name, url=urls[0], size=size, no_checksum=True)

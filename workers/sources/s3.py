@@ -97,15 +97,16 @@ def _error_summary(body: bytes) -> str:
 def redirect_region(response: httpx.Response, body: bytes) -> str | None:
     """The bucket's region a redirect names: the `x-amz-bucket-region` header, else the error body's
     `<Endpoint>` (e.g. `bucket.s3.us-west-2.amazonaws.com`). None when neither says one."""
-    header = response.headers.get("x-amz-bucket-region", "").strip()
+    header: str = response.headers.get("x-amz-bucket-region", "").strip()
     if _REGION.match(header):
         return header
     with contextlib.suppress(SourceError):
         root = _parse_xml(body, "")
         endpoint = (_text(root, "Endpoint", False) or "").strip().lower()
         match = _ENDPOINT_REGION.search(endpoint)
-        if match and _REGION.match(match.group(1)):
-            return match.group(1)
+        region: str = match.group(1) if match else ""  # the pattern's one group always takes part
+        if _REGION.match(region):
+            return region
     return None
 
 

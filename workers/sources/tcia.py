@@ -171,12 +171,15 @@ def _series_rows(rows: list[dict[str, Any]], what: str) -> list[_Series]:
             raise SourceError(
                 f"{what}: a series row lacks PatientID, StudyInstanceUID or SeriesInstanceUID: {row}"
             )
+        # JSON values of any type (or missing): int() raising is what says the row states none
+        image_count: Any = row.get("ImageCount")
+        file_size: Any = row.get("FileSize")
         try:
-            count = int(row.get("ImageCount"))  # type: ignore[arg-type]
+            count = int(image_count)
         except (TypeError, ValueError) as exc:
             raise SourceError(f"{what}: series {uid} states no ImageCount") from exc
         try:
-            listed_bytes: int | None = int(float(row.get("FileSize")))  # type: ignore[arg-type]
+            listed_bytes: int | None = int(float(file_size))
         except (TypeError, ValueError):
             listed_bytes = None  # an estimate only: its absence costs nothing but the early reservation
         found[uid] = _Series(

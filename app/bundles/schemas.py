@@ -5,6 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.common.jobs import BuildOptions, ItemState, JobState, SourceState
+from app.core.envelope import Ok
 
 MAX_DATASETS = 1000  # as many as a selection holds
 SKIPPED_SHOWN = 100  # skipped items a job's status lists (all of them: GET .../items?state=skipped)
@@ -79,7 +80,7 @@ class BundleResult(BaseModel):
     )
 
 
-class BundleJobOut(BaseModel):
+class BundleJobOut(Ok):
     id: str
     name: str
     state: JobState
@@ -117,7 +118,7 @@ class BundleItemOut(BaseModel):
     reason: str | None
 
 
-class BundleItemsPage(BaseModel):
+class BundleItemsPage(Ok):
     items: list[BundleItemOut]
     total: int
     next_url: str | None

@@ -4,6 +4,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from app.core.envelope import Ok
 from app.sources.schemas import DatasetSource
 
 
@@ -40,8 +41,7 @@ class RelatedDataset(BaseModel):
     name: str
 
 
-class DatasetDetail(DatasetSummary):
-    ok: bool = True
+class DatasetDetail(DatasetSummary, Ok):
     aliases: list[str]
     section: str | None
     anatomy_closure: list[str] = Field(description="The anatomies and every region that contains them")
@@ -79,7 +79,6 @@ class VocabularyTerm(BaseModel):
     description: str | None
 
 
-class VocabularyList(BaseModel):
-    ok: bool = True
+class VocabularyList(Ok):
     count: int
     results: list[VocabularyTerm]

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, S
 from pydantic_core import PydanticCustomError
 
 from app.common.vocabularies import ALL
+from app.core.envelope import Ok
 
 STRICT = ConfigDict(extra="forbid")
 # The spec's numbers and switches take JSON's own types only (StrictInt, StrictBool): pydantic's lax mode would
@@ -280,8 +281,7 @@ class SummaryRow(BaseModel):
     status: Literal["kept", "dropped", "unverified"] = "kept"
 
 
-class PlanOut(BaseModel):
-    ok: bool = True
+class PlanOut(Ok):
     id: str
     url: str
     api_url: str
@@ -299,6 +299,6 @@ class Preset(BaseModel):
     spec: PlanSpec
 
 
-class PresetList(BaseModel):
+class PresetList(Ok):
     count: int
     results: list[Preset]

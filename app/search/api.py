@@ -1,13 +1,13 @@
 """JSON routes of search: thin wrappers around app.search.service."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import Response
 
 from app.api.deps import SEARCH_FILTER_OPENAPI, FacetSizeDep, QueryStringFilterDep, SessionDep
 from app.search import service
-from app.search.schemas import Facet, SearchFilter, SearchResponse
+from app.search.schemas import CatalogStatistics, Facet, SearchFilter, SearchResponse
 
 router = APIRouter()
 API = "/api/v1"
@@ -82,9 +82,7 @@ def facets(session: SessionDep, search: QueryStringFilterDep, facet_size: FacetS
     )
 
 
-@router.get("/statistics", operation_id="catalog_statistics")
-def statistics(session: SessionDep) -> dict[str, Any]:
+@router.get("/statistics", operation_id="catalog_statistics", response_model=CatalogStatistics)
+def statistics(session: SessionDep) -> CatalogStatistics:
     """Distributions by modality, dim, task, anatomy, access, year, size and host, plus the taxonomy tree."""
-    stats = service.catalog_statistics(session)
-    stats["distributions"] = {k: v.model_dump() for k, v in stats["distributions"].items()}
-    return {"ok": True, **stats}
+    return CatalogStatistics(**service.catalog_statistics(session))

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.catalog.schemas import DatasetSummary
+from app.core.envelope import Ok
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,7 @@ class NearMatch(BaseModel):
     missed: list[str] = Field(description="Why it is not a strict match, one reason per missed constraint")
 
 
-class SearchResponse(BaseModel):
-    ok: bool = True
+class SearchResponse(Ok):
     count: int
     results: list[DatasetSummary]
     facets: list[Facet]
@@ -122,3 +122,18 @@ class ErrorResponse(BaseModel):
     status: int
     error: str
     errors: list[ErrorItem]
+
+
+class CatalogStatistics(Ok):
+    """Distributions over the whole catalog and the survey's taxonomy as a tree."""
+
+    catalog_version: int
+    datasets: int
+    images_known: int = Field(description="Datasets whose number of images or cases is known")
+    images_total: int = Field(description="Images or cases summed over those datasets")
+    distributions: dict[str, Facet] = Field(
+        description="modality, dim, task, anatomy, access, year, size, host"
+    )
+    taxonomy: dict[str, Any] = Field(
+        description="dimension > modality > task or organ, each node with its search URL"
+    )

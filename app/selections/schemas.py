@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from app.catalog.schemas import DatasetSummary
+from app.core.envelope import Ok
 from app.sources.schemas import FetchOverview
 
 SLUG_EXAMPLES = ["lits", "brats-2021"]
@@ -60,8 +61,7 @@ class SelectionEntry(DatasetSummary):
     access_next_step: str = Field(description="What must be done before this dataset can be fetched")
 
 
-class SelectionDetail(BaseModel):
-    ok: bool = True
+class SelectionDetail(Ok):
     id: str = Field(
         description="The id this selection was read with: its owner key for the owner (keep it private: it "
         "changes the selection), its read-only share id for anyone given the share link"
@@ -99,8 +99,7 @@ class CompareField(BaseModel):
     differs: bool = Field(description="True when the datasets do not all have the same value")
 
 
-class CompareResponse(BaseModel):
-    ok: bool = True
+class CompareResponse(Ok):
     count: int
     datasets: list[DatasetSummary]
     fields: list[CompareField]

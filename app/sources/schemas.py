@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from app.core.envelope import Ok
+
 
 class FetchMethod(StrEnum):
     """How a bundle job gets a dataset's files (the `fetch` facet)."""
@@ -41,11 +43,10 @@ class DatasetSource(BaseModel):
     licence_source: str | None = Field(default=None, description="where the dataset's licence comes from")
 
 
-class SourcesSummary(BaseModel):
+class SourcesSummary(Ok):
     """`imagingx catalog sources` and GET /api/v1/sources: counts by fetch method and adapter, and every
     dataset that is not automatic with its reason."""
 
-    ok: bool = True
     catalog_version: int
     resolved_with: str
     counts: dict[str, int]
@@ -68,10 +69,9 @@ class FetchEntry(BaseModel):
     )
 
 
-class FetchOverview(BaseModel):
+class FetchOverview(Ok):
     """How a list of datasets (a selection, a plan's final list) would be fetched by a bundle job."""
 
-    ok: bool = True
     counts: dict[str, int] = Field(description="datasets by fetch method")
     download_bytes: int = Field(
         description="sum of the known estimates (automatic and credentialed datasets)"

@@ -29,6 +29,7 @@ from workers.imaging.errors import UnreadableItemError
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
+    from _typeshed import SupportsRead
 
 MEMBER = re.compile(r"^(?P<array>[A-Za-z0-9_.-]+)\[(?P<index>\d+)\]$")
 INFLATED_CACHE_SIZE = 3
@@ -122,12 +123,12 @@ def npz_headers(path: Path) -> dict[str, ArrayHeader]:
     return headers
 
 
-def _read_header(handle: object, name: str) -> ArrayHeader:
-    version = np.lib.format.read_magic(handle)  # type: ignore[arg-type]
+def _read_header(handle: SupportsRead[bytes], name: str) -> ArrayHeader:
+    version = np.lib.format.read_magic(handle)
     shape, fortran_order, dtype = (
-        np.lib.format.read_array_header_1_0(handle)  # type: ignore[arg-type]
+        np.lib.format.read_array_header_1_0(handle)
         if version == (1, 0)
-        else np.lib.format.read_array_header_2_0(handle)  # type: ignore[arg-type]
+        else np.lib.format.read_array_header_2_0(handle)
     )
     if dtype.hasobject:
         raise ValueError(f"{name}: object arrays need pickle, which is never loaded from a source")
@@ -137,9 +138,11 @@ def _read_header(handle: object, name: str) -> ArrayHeader:
 def load_array(path: Path, array: str) -> np.ndarray:
     """A whole array, read into memory: for the small ones (a set's class labels)."""
     if path.name.lower().endswith(".npy"):
-        return np.load(path, allow_pickle=False)
+        whole: np.ndarray = np.load(path, allow_pickle=False)  # a .npy file holds one array
+        return whole
     with np.load(path, allow_pickle=False) as arrays:
-        return arrays[array]
+        member: np.ndarray = arrays[array]
+        return member
 
 
 def array_view(path: Path, array: str) -> np.ndarray:
@@ -164,7 +167,8 @@ def _member_is_stored(path: Path, _inode: int, _size: int, _mtime_ns: int, array
 def _mapped_npy(path: Path, _inode: int, _size: int, _mtime_ns: int, array: str) -> np.ndarray:
     if path.stem != array:
         raise KeyError(f"{path.name} holds the array {path.stem!r}, not {array!r}")
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    mapped: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)  # a .npy file holds one array
+    return mapped
 
 
 @functools.lru_cache(maxsize=_MAPPED_CACHE_SIZE)

@@ -37,7 +37,7 @@ def array_content_hash(array: np.ndarray, spacing: tuple[float, ...], components
     array = np.ascontiguousarray(array)
     array = array.astype(array.dtype.newbyteorder("<"), copy=False)  # one byte order on every platform
     digest = content_digest(array.dtype, array.shape, spacing, components)
-    digest.update(memoryview(array).cast("B"))
+    digest.update(array.data.cast("B"))
     return digest.hexdigest()
 
 

@@ -142,10 +142,10 @@ def _ids_for(path: Path, local_table: Mapping[int, str], case_table: Mapping[int
 
     by_name: dict[str, int] = {}
     by_concept: dict[str, int] = {}
-    for label_id, name in sorted(case_table.items()):
-        by_name.setdefault(name, label_id)
-        by_concept.setdefault(normalise_concept(name), label_id)
-    ids = {}
+    for case_id, name in sorted(case_table.items()):
+        by_name.setdefault(name, case_id)
+        by_concept.setdefault(normalise_concept(name), case_id)
+    ids: dict[int, int] = {}
     for local, name in local_table.items():
         label_id = by_name.get(name, by_concept.get(normalise_concept(name)))
         if label_id is None:
@@ -222,7 +222,8 @@ def _item(group: Dataset, shared: Dataset, sequence: str) -> Dataset | None:
     for source in (group, shared):
         items = source.get(sequence)
         if items:
-            return items[0]
+            first: Dataset = items[0]  # a sequence's items are datasets
+            return first
     return None
 
 

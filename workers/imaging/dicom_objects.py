@@ -98,7 +98,9 @@ _HEADER_KEYWORDS = (
     "SeriesNumber",
     "FrameOfReferenceUID",
 )
-_HEADER_TAGS = [BaseTag(tag) for keyword in _HEADER_KEYWORDS if (tag := tag_for_keyword(keyword)) is not None]
+_HEADER_TAGS: list[BaseTag | int] = [
+    BaseTag(tag) for keyword in _HEADER_KEYWORDS if (tag := tag_for_keyword(keyword)) is not None
+]
 _LAST_HEADER_GROUP = 0x0020  # every tag above sits in groups 0008-0020; reading stops after them
 _SEG_KEYWORDS = [*_HEADER_KEYWORDS, "ReferencedSeriesSequence", "SegmentSequence"]
 

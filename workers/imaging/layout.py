@@ -37,6 +37,11 @@ from workers.imaging.layout_classes import class_folder_cases
 from workers.imaging.layout_described import bids_cases, msd_cases, name_classes, npz_cases
 from workers.imaging.layout_ids import id_pair_cases
 
+# ExplicitLayout's pairing when a descriptor names none: the case is the file name less a label suffix
+DEFAULT_PAIRING = (
+    r"(?P<case>[^/]+?)(?:[_-](?:seg|mask|label|gt|\d{4}))?\.(?:nii\.gz|nii|nrrd|mha|mhd|png|jpe?g)$"
+)
+
 
 @dataclass(frozen=True)
 class ExplicitLayout:
@@ -50,9 +55,7 @@ class ExplicitLayout:
 
     image_glob: str
     label_glob: str | None = None
-    pairing: str = (
-        r"(?P<case>[^/]+?)(?:[_-](?:seg|mask|label|gt|\d{4}))?\.(?:nii\.gz|nii|nrrd|mha|mhd|png|jpe?g)$"
-    )
+    pairing: str = DEFAULT_PAIRING
     subject: str | None = None
     label_table: dict[int, str] = field(default_factory=dict)
     test_cases: frozenset[str] = frozenset()

@@ -131,7 +131,7 @@ class Reorientation:
         """The C-contiguous RAS array of an ITK-ordered (z, y, x) array (the array itself when nothing moves)."""
         # numpy axis a is ITK axis 2 - a
         moved = np.transpose(array, [2 - self.permutation[2 - a] for a in range(3)])
-        flipped = [2 - w for w in range(3) if self.flips[w]]
+        flipped = tuple(2 - w for w in range(3) if self.flips[w])
         if flipped:
             moved = np.flip(moved, axis=flipped)
         return np.ascontiguousarray(moved)

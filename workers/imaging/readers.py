@@ -199,7 +199,8 @@ def _narrow_stored_integers(image: sitk.Image, header: sitk.ImageFileReader) -> 
     array = sitk.GetArrayViewFromImage(image)
     for pixel_type, info in ((sitk.sitkInt16, np.iinfo(np.int16)), (sitk.sitkUInt16, np.iinfo(np.uint16))):
         if info.min <= int(array.min()) and int(array.max()) <= info.max:
-            return sitk.Cast(image, pixel_type)
+            narrowed: sitk.Image = sitk.Cast(image, pixel_type)
+            return narrowed
     return image
 
 
@@ -323,7 +324,7 @@ def read_raster(path: Path) -> sitk.Image:
     try:
         with Image.open(path) as opened:
             opened.load()
-            picture = opened
+            picture: Image.Image = opened
             if picture.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr"):
                 picture = picture.convert("L" if picture.mode in ("LA",) else "RGB")
             array = np.asarray(picture)

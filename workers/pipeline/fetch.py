@@ -23,7 +23,7 @@ from app.core.config import Settings
 from app.core.db import new_session
 from workers.imaging.cases import Case
 from workers.imaging.errors import LayoutNotRecognisedError
-from workers.imaging.layout import ExplicitLayout, detect_layout
+from workers.imaging.layout import DEFAULT_PAIRING, ExplicitLayout, detect_layout
 from workers.imaging.layout_files import IMAGE_SUFFIXES
 from workers.pipeline.common import (
     Messages,
@@ -60,7 +60,7 @@ def explicit_layout(layout: DescriptorLayout, root: Path, labels: dict[int, str]
     elif isinstance(layout.pairing, PairBySuffix):
         pairing = rf"(?P<case>[^/]+?)(?:{re.escape(layout.pairing.suffix)})?{_VOLUME_EXTENSIONS}"
     else:
-        pairing = ExplicitLayout.__dataclass_fields__["pairing"].default
+        pairing = DEFAULT_PAIRING
     test_cases: set[str] = set()
     compiled = re.compile(pairing)
     for pattern in (layout.split or {}).get("test", []):
@@ -174,10 +174,13 @@ def reserve_bytes(job_id: str, slug: str, size: int, settings: Settings) -> None
     each sees what the others reserved before it, not only what they finished."""
     with new_session() as session:
         session.get(BundleJob, job_id, with_for_update=True)
-        others = session.scalar(
-            select(func.coalesce(func.sum(BundleSource.bytes), 0)).where(
-                BundleSource.job_id == job_id, BundleSource.slug != slug
-            )
+        # PostgreSQL's sum of a bigint is a numeric, which arrives as a Decimal: a whole number of bytes
+        others = int(
+            session.execute(
+                select(func.coalesce(func.sum(BundleSource.bytes), 0)).where(
+                    BundleSource.job_id == job_id, BundleSource.slug != slug
+                )
+            ).scalar_one()
         )
         if others + size > settings.bundle_max_bytes:
             raise JobCapExceededError(

@@ -51,7 +51,8 @@ def _save_arrays(path: Path, **arrays: np.ndarray) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as sink:
-            np.savez(sink, **arrays)
+            # allow_pickle is savez's own default, named so that no array name can be taken for it
+            np.savez(sink, allow_pickle=True, **arrays)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):

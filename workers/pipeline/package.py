@@ -66,7 +66,7 @@ def _bundle_inputs(session: Any, job: BundleJob, settings: Settings) -> dict[str
     test_fraction = (
         options.test_fraction if options.test_fraction is not None else settings.bundle_test_fraction
     )
-    official = {}
+    official: dict[str, Split] = {}
     for item in items:
         split = item.case.get("split")
         subject = f"{item.slug}/{item.case['subject_id']}"
@@ -260,9 +260,9 @@ def _package(job_id: str, settings: Settings) -> Messages:
         manifest_rows = _manifest_rows(dest)
         job.result = {
             "items": manifest_rows,
-            "skipped": session.scalar(
+            "skipped": session.execute(
                 select(func.count()).where(BundleItem.job_id == job_id, BundleItem.state == ItemState.skipped)
-            )
+            ).scalar_one()
             + len(packaging_skipped),
             "files": files,
             "archive_bytes": archive.size,

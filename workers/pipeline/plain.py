@@ -143,7 +143,7 @@ def decode_plain_case(
         try:
             remapped = remap_labels(read_plain_voxels(label), unification.local_to_global[slug])
         except UnknownLabelValueError as error:
-            raise UnreadableItemError(case.label, "unknown_label_value", str(error)) from error
+            raise UnreadableItemError(label.path, "unknown_label_value", str(error)) from error
         label_array = label_reorientation.apply(remapped)
     source_digest = hashlib.sha256()  # the source file's sha256, for provenance, in the same read
     arrays = [

@@ -33,10 +33,12 @@ class FacetBitmaps:
         rows = [self.position[v] for v in selected if v in self.position]
         if not rows:
             return np.zeros(words, dtype=np.uint64)
-        return np.bitwise_or.reduce(self.matrix[rows], axis=0)
+        union: Bitmap = np.bitwise_or.reduce(self.matrix[rows], axis=0)
+        return union
 
     def counts(self, within: Bitmap) -> np.ndarray:
-        return np.bitwise_count(self.matrix & within).sum(axis=1, dtype=np.int64)
+        counts: np.ndarray = np.bitwise_count(self.matrix & within).sum(axis=1, dtype=np.int64)
+        return counts
 
 
 class CatalogIndex:
@@ -176,7 +178,7 @@ def current_index(session: Session, version: int) -> CatalogIndex:
     Keyed by database and version: two databases at the same version (tests, bench) must not share an index.
     """
     global _current, _current_key
-    key = (session.get_bind().url.render_as_string(hide_password=True), version)
+    key = (session.get_bind().engine.url.render_as_string(hide_password=True), version)
     index = _current
     if index is not None and _current_key == key:
         return index

@@ -144,7 +144,9 @@ def search_page(
     return html
 
 
-def _paging(request: Request, page_size: int | None, _next: str | None) -> tuple[list, list]:
+def _paging(
+    request: Request, page_size: int | None, _next: str | None
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """The page's own paging parameters, and the facet expansion (`_facet_size`) it asked for."""
     facet_size_raw = request.query_params.get("_facet_size")
     paging = [("page_size", str(page_size))] if page_size is not None else []

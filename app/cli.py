@@ -182,7 +182,7 @@ def catalog_set_source(
         console.print("[red]error:[/red] give a descriptor FILE or --clear (not both)")
         raise typer.Exit(2)
     try:
-        descriptor = None if clear else json.loads(file.read_text())  # type: ignore[union-attr]
+        descriptor = None if file is None else json.loads(file.read_text())  # no file exactly when --clear
     except (ValueError, UnicodeDecodeError) as error:
         console.print(f"[red]error:[/red] {file} is not JSON: {error}")
         raise typer.Exit(2) from error

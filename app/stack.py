@@ -43,6 +43,7 @@ from app.core.processes import (
     write_pidfile,
 )
 from app.core.supervisor import ChildExited, ShutdownRequested, Supervisor
+from app.core.urls import urls
 from app.sources.service import resolve_sources
 
 log = logging.getLogger("imagingx.supervisor")
@@ -327,7 +328,7 @@ def serve(host: str, port: int, *, worker_concurrency: int = 2, out: Callable[[s
                 )
                 url = display_url(host, port)
                 wait_for_http(
-                    f"{url}/api/v1/openapi.json",
+                    url + urls.api("/openapi.json"),
                     timeout=120,
                     alive=lambda: web.child is not None and web.child.poll() is None,
                 )

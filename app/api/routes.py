@@ -14,6 +14,7 @@ from app.bundles import pages as bundles_pages
 from app.catalog import api as catalog_api
 from app.catalog import pages as catalog_pages
 from app.core.templating import install_template_helpers
+from app.core.urls import API_PREFIX
 from app.mdfp import api as mdfp_api
 from app.mdfp import pages as mdfp_pages
 from app.search import api as search_api
@@ -21,8 +22,6 @@ from app.search import pages as search_pages
 from app.selections import api as selections_api
 from app.selections import pages as selections_pages
 from app.sources import api as sources_api
-
-API_PREFIX = "/api/v1"
 
 
 @dataclass(frozen=True)

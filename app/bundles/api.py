@@ -13,9 +13,9 @@ from app.common import tasks
 from app.common.jobs import ItemState
 from app.core.forms import set_visitor_cookie
 from app.core.ranges import RangeNotSatisfiable, attachment, requested_range
+from app.core.urls import urls
 
 router = APIRouter()
-API = "/api/v1"
 TAR = "application/x-tar"
 OWNER_COOKIE = "imagingx_bundles"
 OWNER_HEADER = "X-Owner-Key"
@@ -71,7 +71,7 @@ def create_bundle(
     owner = request_owner(request) or secrets.token_urlsafe(24)
     job, messages = service.create_job(session, body, owner=owner)
     tasks.send(messages)
-    response.headers["Location"] = f"{API}/bundles/{job.id}"
+    response.headers["Location"] = urls.bundle(job.id)
     response.headers[OWNER_HEADER] = owner
     if request.cookies.get(OWNER_COOKIE) != owner:
         set_visitor_cookie(request, response, OWNER_COOKIE, owner)

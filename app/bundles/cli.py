@@ -26,6 +26,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from app.core.urls import urls
+
 bundle_app = typer.Typer(
     help="Request, watch and download fused bundles (talks to a running portal).", no_args_is_help=True
 )
@@ -81,7 +83,7 @@ def _watch(client: httpx.Client, job_id: str, interval: float) -> dict[str, Any]
     ) as progress:
         task = progress.add_task("", total=1.0, state="queued")
         while True:
-            status = _api(client, "GET", f"/api/v1/bundles/{job_id}")
+            status = _api(client, "GET", urls.bundle(job_id))
             counts = status["progress"]
             progress.update(
                 task,
@@ -167,7 +169,7 @@ def build(
     if name:
         body["name"] = name
     with httpx.Client(base_url=_base_url(url), timeout=60) as client:
-        job = _api(client, "POST", "/api/v1/bundles", json=body)
+        job = _api(client, "POST", urls.bundles_path, json=body)
         console.print(
             f"bundle {job['id']} requested: {client.base_url}{job['page_url']}", markup=False, highlight=False
         )
@@ -187,14 +189,14 @@ def status_command(
 ) -> None:
     """Show a bundle job's state, sources, skipped items and result."""
     with httpx.Client(base_url=_base_url(url), timeout=60) as client:
-        _summary(_api(client, "GET", f"/api/v1/bundles/{job_id}"))
+        _summary(_api(client, "GET", urls.bundle(job_id)))
 
 
 @bundle_app.command("cancel")
 def cancel(job_id: str = typer.Argument(..., help="The bundle's id."), url: str | None = UrlOption) -> None:
     """Cancel a bundle job that has not finished."""
     with httpx.Client(base_url=_base_url(url), timeout=60) as client:
-        status = _api(client, "POST", f"/api/v1/bundles/{job_id}/cancel")
+        status = _api(client, "POST", urls.bundle(job_id) + "/cancel")
     console.print(f"bundle {job_id}: {status['state']}", markup=False)
 
 
@@ -209,7 +211,7 @@ def get(
 ) -> None:
     """Download a finished bundle's archive (resumes an interrupted download; verifies its sha256)."""
     with httpx.Client(base_url=_base_url(url), timeout=60) as client:
-        status = _api(client, "GET", f"/api/v1/bundles/{job_id}")
+        status = _api(client, "GET", urls.bundle(job_id))
         if status["state"] not in FINISHED and wait:
             status = _watch(client, job_id, 1.0)
         if status["state"] != "done":

@@ -32,12 +32,12 @@ from app.core.config import get_settings
 from app.core.errors import status_of
 from app.core.forms import refuse_cross_site, same_site_form, set_visitor_cookie
 from app.core.templating import TemplateHelpers, templates
+from app.core.urls import urls
 from app.selections.pages import visitor_selection
 from app.selections.service import datasets_by_slug
 
 router = APIRouter(include_in_schema=False)
 
-API = "/api/v1"
 BUNDLES_PATH = "/bundles"
 MAX_FORM_BYTES = 50_000  # room for a form listing the most datasets a bundle may hold
 POLL_EVERY = "1s"
@@ -220,7 +220,7 @@ def bundles_page(request: Request, session: SessionDep) -> HTMLResponse:
         "section": "bundles",
         "jobs": jobs,
         "running": any(not job.state.finished for job in jobs),
-        "json_url": f"{API}{BUNDLES_PATH}",
+        "json_url": urls.bundles_path,
     }
     name = "bundles/_list.html" if partial else "bundles/list.html"
     response = templates.TemplateResponse(request, name, context)

@@ -47,9 +47,9 @@ from app.common.jobs import FINISHED, BuildOptions, ItemState, JobState, SourceS
 from app.common.labels import unify_labels
 from app.common.tasks import TaskMessage
 from app.core.config import Settings, get_settings
+from app.core.urls import urls
 from app.selections.service import checked_slugs, datasets_by_slug, plan_slugs
 
-API = "/api/v1"
 ID_LENGTH = 32
 RUNNING = (JobState.fetching, JobState.harmonising, JobState.packaging)
 # One transaction at a time decides which queued jobs may start, so two finishing jobs cannot both hand
@@ -231,7 +231,7 @@ class _JobUrls(TypedDict):
 
 
 def _urls(job_id: str) -> _JobUrls:
-    return {"status_url": f"{API}/bundles/{job_id}", "page_url": f"/bundles/{job_id}"}
+    return {"status_url": urls.bundle(job_id), "page_url": urls.page_bundle(job_id)}
 
 
 def job_status(session: Session, job: BundleJob) -> BundleJobOut:
@@ -278,7 +278,7 @@ def job_status(session: Session, job: BundleJob) -> BundleJobOut:
         warnings=list(job.warnings or []),
         error=job.error,
         result=result,
-        download_url=f"{API}/bundles/{job.id}/download" if job.state == JobState.done else None,
+        download_url=urls.bundle_download(job.id) if job.state == JobState.done else None,
         **_urls(job.id),
     )
 
@@ -330,7 +330,7 @@ def list_items(
     next_url = None
     if offset + limit < total:
         state_part = f"state={state.value}&" if state is not None else ""
-        next_url = f"{API}/bundles/{job.id}/items?{state_part}offset={offset + limit}&limit={limit}"
+        next_url = urls.bundle_items(job.id, f"?{state_part}offset={offset + limit}&limit={limit}")
     return BundleItemsPage(items=items, total=total, next_url=next_url)
 
 

@@ -17,6 +17,7 @@ from app.catalog.schemas import DatasetDetail, DatasetSummary, QualityFlag, Rela
 from app.common.descriptors import SourceError, parse_source
 from app.common.errors import InvalidInput, NotFound
 from app.common.vocabularies import ALL, HOST
+from app.core.urls import urls
 from app.sources.service import dataset_source, resolve_sources, set_operator_source
 
 # Columns the importer owns. Everything else (source descriptor, licence, organisation, formats) may have been
@@ -330,14 +331,14 @@ def describe(dataset: Dataset) -> str:
     return sentence[0].upper() + sentence[1:] + "."
 
 
-def dataset_detail(session: Session, slug: str, api_prefix: str = "/api/v1") -> DatasetDetail:
+def dataset_detail(session: Session, slug: str) -> DatasetDetail:
     """Everything the dataset page and its JSON twin show."""
     version = catalog_version(session)
     dataset = get_dataset(session, slug)
     related = related_datasets(session, dataset)
     quality = ALL["quality"]
     return DatasetDetail(
-        **summarise(dataset, api_prefix).model_dump(),
+        **summarise(dataset).model_dump(),
         aliases=dataset.aliases,
         section=dataset.section,
         anatomy_closure=dataset.anatomy_closure,
@@ -369,7 +370,7 @@ SUMMARY_COLUMNS = (
 )  # fmt: skip
 
 
-def summarise(row: Dataset, api_prefix: str = "/api/v1") -> DatasetSummary:
+def summarise(row: Dataset) -> DatasetSummary:
     return DatasetSummary(
         slug=row.slug,
         name=row.name,
@@ -388,8 +389,8 @@ def summarise(row: Dataset, api_prefix: str = "/api/v1") -> DatasetSummary:
         images=row.images,
         quality_flags=row.quality_flags,
         completeness=row.completeness,
-        api_url=f"{api_prefix}/datasets/{row.slug}",
-        html_url=f"/datasets/{row.slug}",
+        api_url=urls.dataset(row.slug),
+        html_url=urls.page_dataset(row.slug),
     )
 
 

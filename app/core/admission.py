@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from app.core.config import get_settings
+from app.core.urls import API_PREFIX
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -35,7 +36,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("imagingx.admission")
 
-EXEMPT_PREFIXES = ("/static/", "/api/v1/docs")
+EXEMPT_PREFIXES = ("/static/", f"{API_PREFIX}/docs")
 RETRY_AFTER_SECONDS = 1
 
 

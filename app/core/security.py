@@ -35,6 +35,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 
 from app.core.config import Settings, get_settings
+from app.core.urls import API_PREFIX
 
 log = logging.getLogger("imagingx")
 
@@ -95,16 +96,17 @@ class Counted:
     creates_without_cookie: str | None = None
 
 
+_API = re.escape(API_PREFIX)
 COUNTED = (
-    Counted("plans", "POST", re.compile(r"^(/api/v1)?/plans/?$")),
-    Counted("selections", "POST", re.compile(r"^/api/v1/selections/?$")),
+    Counted("plans", "POST", re.compile(rf"^({_API})?/plans/?$")),
+    Counted("selections", "POST", re.compile(rf"^{_API}/selections/?$")),
     Counted(
         "selections",
         "POST",
         re.compile(r"^/selection/(add|add-plan|name)$"),
         creates_without_cookie="imagingx_selection",
     ),
-    Counted("bundles", "POST", re.compile(r"^(/api/v1)?/bundles/?$")),
+    Counted("bundles", "POST", re.compile(rf"^({_API})?/bundles/?$")),
 )
 
 

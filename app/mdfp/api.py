@@ -7,6 +7,7 @@ from fastapi.responses import Response
 
 from app.api.deps import SessionDep
 from app.core.errors import error_body
+from app.core.urls import urls
 from app.mdfp import service
 from app.mdfp.presets import SURVEY_PRESET
 from app.mdfp.schemas import PlanOut, PlanRequest, PlanSpec, PresetList
@@ -96,7 +97,7 @@ def create_plan(
         stored.document_json(),
         status_code=201,
         media_type="application/json",
-        headers={"Location": f"/api/v1/plans/{stored.id}"},
+        headers={"Location": urls.plan(stored.id)},
     )
 
 

@@ -20,6 +20,7 @@ from app.catalog.pages import vocabulary_label  # noqa: F401  (registers the sha
 from app.catalog.service import catalog_version
 from app.common.vocabularies import ALL
 from app.core.templating import templates
+from app.core.urls import urls
 from app.mdfp import service
 from app.mdfp.phases import table_rows
 from app.mdfp.presets import SURVEY_PRESET, get_preset, load_presets
@@ -28,7 +29,6 @@ from app.sources.service import fetch_overview_of
 
 router = APIRouter(include_in_schema=False)
 
-API = "/api/v1"
 # Long tables show this many rows in the page; the JSON twin has them all.
 ROWS_SHOWN = {"final": 300, "rejected": 300}
 SELECTION_FIELDS = ("min_datasets_per_modality", "min_orgs_per_modality", "max_datasets", "max_total_images")
@@ -48,7 +48,7 @@ def export_links(plan_id: str) -> list[tuple[str, str]]:
     except ImportError:
         return []
     return [
-        (EXPORT_LABELS.get(fmt.value, fmt.value), f"{API}/plans/{plan_id}/export.{fmt.value}")
+        (EXPORT_LABELS.get(fmt.value, fmt.value), urls.plan(plan_id) + f"/export.{fmt.value}")
         for fmt in ExportFormat
     ]
 
@@ -154,7 +154,7 @@ def form_context(
         "preset_id": preset_id,
         "choices": {kind: choices(kind) for kind in ("modality", "task", "dim", "access", "licence")},
         "selection_fields": SELECTION_FIELDS,
-        "schema_url": f"{API}/plans/schema",
+        "schema_url": urls.api("/plans/schema"),
     }
 
 

@@ -14,13 +14,12 @@ from sqlalchemy.orm import Session
 
 from app.catalog.service import catalog_version
 from app.common.errors import NotFound
+from app.core.urls import urls
 from app.mdfp.models import Plan
 from app.mdfp.phases import plan_phases
 from app.mdfp.presets import get_preset, load_presets
 from app.mdfp.schemas import PlanSpec, Preset
 from app.mdfp.snapshot import load_snapshot
-
-API_PREFIX = "/api/v1"
 
 
 @dataclass
@@ -66,7 +65,7 @@ class StoredPlan:
             "ok": True,
             "id": self.id,
             "url": f"/plans/{self.id}",
-            "api_url": f"{API_PREFIX}/plans/{self.id}",
+            "api_url": urls.plan(self.id),
             "catalog_version": self.catalog_version,
             "created_at": self.created_at.isoformat() if self.created_at else None,
         }
@@ -142,7 +141,7 @@ def plan_document(
         "ok": True,
         "id": plan_id,
         "url": f"/plans/{plan_id}",
-        "api_url": f"{API_PREFIX}/plans/{plan_id}",
+        "api_url": urls.plan(plan_id),
         "catalog_version": version,
         "created_at": created_at.isoformat() if created_at else None,
         "spec": spec,

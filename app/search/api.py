@@ -6,11 +6,11 @@ from fastapi import APIRouter, Body, Query
 from fastapi.responses import Response
 
 from app.api.deps import SEARCH_FILTER_OPENAPI, FacetSizeDep, QueryStringFilterDep, SessionDep
+from app.core.urls import urls
 from app.search import service
 from app.search.schemas import CatalogStatistics, Facet, SearchFilter, SearchResponse
 
 router = APIRouter()
-API = "/api/v1"
 
 
 def json_bytes(body: bytes) -> Response:
@@ -41,7 +41,7 @@ def search_datasets(
             page_size=page_size,
             cursor=_next,
             facet_size=facet_size,
-            base_path=f"{API}/datasets",
+            base_path=urls.search_path,
         )
     )
 
@@ -67,7 +67,7 @@ def search_datasets_by_body(
             service.normalise_filter(search),
             page_size=page_size,
             cursor=_next,
-            base_path=f"{API}/datasets",
+            base_path=urls.search_path,
         )
     )
 
@@ -77,9 +77,7 @@ def search_datasets_by_body(
 )
 def facets(session: SessionDep, search: QueryStringFilterDep, facet_size: FacetSizeDep) -> Response:
     """Only the facets of a search (same parameters as /datasets)."""
-    return json_bytes(
-        service.facets_json(session, search, facet_size=facet_size, base_path=f"{API}/datasets")
-    )
+    return json_bytes(service.facets_json(session, search, facet_size=facet_size, base_path=urls.search_path))
 
 
 @router.get("/statistics", operation_id="catalog_statistics", response_model=CatalogStatistics)

@@ -16,13 +16,13 @@ from app.catalog.pages import vocabulary_label
 from app.common.vocabularies import ALL
 from app.core.config import get_settings
 from app.core.templating import page_response
+from app.core.urls import urls
 from app.search import service
 from app.search.schemas import FACETS, RANGE_FIELDS, Facet, FacetValue, Range, SearchFilter, SearchResponse
 
 router = APIRouter(include_in_schema=False)
 
-SEARCH_PATH = "/datasets"
-API_PATH = "/api/v1"
+SEARCH_PATH = urls.page_search_path
 # Facets open in the sidebar even with nothing selected; the others open once they hold a selection.
 OPEN_FACETS = {"modality", "anatomy", "task", "dim", "access", "labeled"}
 RANGE_SIGNS = {"gte": "≥", "lte": "≤"}
@@ -185,7 +185,7 @@ def search_page_context(
         ],
         "chips": active_filters(search, response.facets),
         "page_url": _url(search, paging + expanded),
-        "json_url": _url(search, paging + expanded, path=f"{API_PATH}{SEARCH_PATH}"),
+        "json_url": _url(search, paging + expanded, path=urls.search_path),
         "clear_url": _url(SearchFilter(sort=search.sort, order=search.order, prefer_open=search.prefer_open)),
         "first_page_url": _url(search, expanded) if _next else None,
         "more_url": None if facet_size_raw == "max" else _url(search, [("_facet_size", "max")]),
@@ -220,5 +220,5 @@ def statistics_context(stats: dict[str, Any]) -> dict[str, Any]:
         "stats": stats,
         "distributions": distributions,
         "chart_data": chart_data,
-        "json_url": f"{API_PATH}/statistics",
+        "json_url": urls.api("/statistics"),
     }

@@ -26,6 +26,7 @@ from app.catalog.service import SUMMARY_COLUMNS, catalog_version, summarise
 from app.common.errors import InvalidInput
 from app.core.cache import VersionedCache
 from app.core.config import get_settings
+from app.core.urls import urls
 from app.search.facets import facet_counts, value_label
 from app.search.filters import (
     decode_cursor,
@@ -106,8 +107,7 @@ def search_datasets(
     page_size: int | None = None,
     cursor: str | None = None,
     facet_size: int | None = None,
-    base_path: str = "/datasets",
-    api_prefix: str = "/api/v1",
+    base_path: str = urls.page_search_path,
     with_facets: bool = True,
 ) -> SearchResponse:
     started = time.perf_counter()
@@ -120,9 +120,8 @@ def search_datasets(
     offset = decode_cursor(cursor)
     version = catalog_version(session)
     response = _search(
-        session, version, search, page_size, offset, facet_size or settings.facet_size, base_path, api_prefix,
-        with_facets,
-    )  # fmt: skip
+        session, version, search, page_size, offset, facet_size or settings.facet_size, base_path, with_facets
+    )
     response.timing_ms = round((time.perf_counter() - started) * 1000, 2)
     return response
 
@@ -146,7 +145,7 @@ def search_json(
     page_size: int | None = None,
     cursor: str | None = None,
     facet_size: int | None = None,
-    base_path: str = "/datasets",
+    base_path: str = urls.page_search_path,
 ) -> bytes:
     """`search_datasets(...)` as JSON, from memory when this catalog version gave it before. `timing_ms` is
     this call's own time (the field is written last, after the kept part)."""
@@ -192,7 +191,6 @@ def _search(
     offset: int,
     facet_size: int,
     base_path: str,
-    api_prefix: str,
     with_facets: bool,
 ) -> SearchResponse:
     index = current_index(session, version)
@@ -204,9 +202,9 @@ def _search(
         index.ids[_near_match_positions(index, search, base, constraints)] if offset == 0 else page_ids[:0]
     )
     rows = _fetch_by_id(session, np.concatenate((page_ids, near_ids)), version)  # one round trip for both
-    results = [summarise(rows[i], api_prefix) for i in page_ids.tolist() if i in rows]
+    results = [summarise(rows[i]) for i in page_ids.tolist() if i in rows]
     near = [
-        NearMatch(dataset=summarise(rows[i], api_prefix), missed=missed_reasons(rows[i], search))
+        NearMatch(dataset=summarise(rows[i]), missed=missed_reasons(rows[i], search))
         for i in near_ids.tolist()
         if i in rows
     ]

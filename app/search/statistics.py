@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.catalog.service import catalog_version
 from app.core.cache import VersionedCache
+from app.core.urls import urls
 from app.search.facets import facet_counts, value_label
 from app.search.filters import query_string
 from app.search.index import current_index
@@ -29,7 +30,7 @@ _statistics: VersionedCache[dict[str, Any]] = VersionedCache(maxsize=4)
 
 def _catalog_statistics(session: Session, version: int) -> dict[str, Any]:
     index = current_index(session, version)
-    facets = facet_counts(index, SearchFilter(), index.all, [], 10_000, "/datasets")
+    facets = facet_counts(index, SearchFilter(), index.all, [], 10_000, urls.page_search_path)
     distributions = {f.name: f for f in facets if f.name in STATISTIC_FACETS}
     return {
         "catalog_version": version,
@@ -75,7 +76,7 @@ def _node(name: str, filters: dict[str, str], value: int = 0) -> dict[str, Any]:
     return {
         "name": name,
         "value": value,
-        "url": "/datasets" + query_string(list(filters.items())),
+        "url": urls.page_search_path + query_string(list(filters.items())),
         "children": {},
     }
 

@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from app.api.deps import SearchFilterDep, SessionDep
 from app.core.db import new_session
+from app.core.urls import urls
 from app.search.service import ordered_dataset_ids
 from app.selections import exports, service
 from app.selections.schemas import (
@@ -22,7 +23,6 @@ from app.selections.schemas import (
 
 router = APIRouter()
 exports_router = APIRouter()  # the export routes of searches, selections and plans
-API = "/api/v1"
 
 SelectionId = Annotated[
     str,
@@ -84,8 +84,8 @@ def create_selection(
     selection = service.create_selection(
         session, name=body.name, dataset_slugs=body.dataset_slugs, plan_id=body.plan_id
     )
-    response.headers["Location"] = f"{API}/selections/{selection.id}"
-    return service.selection_detail(session, selection, API)
+    response.headers["Location"] = urls.selection(selection.id)
+    return service.selection_detail(session, selection)
 
 
 @router.get(
@@ -97,7 +97,7 @@ def get_selection(session: SessionDep, selection_id: SelectionId) -> SelectionDe
     """A selection: its datasets in order, totals (images, modalities, licences, access) and what each dataset
     needs before it can be downloaded. Read with the share id, it shows that id only (`owner` false)."""
     selection, owner = service.readable_selection(session, selection_id)
-    return service.selection_detail(session, selection, API, owner=owner)
+    return service.selection_detail(session, selection, owner=owner)
 
 
 @router.put(
@@ -126,7 +126,7 @@ def replace_selection(
     selection = service.replace_selection(
         session, selection_id, name=body.name, dataset_slugs=body.dataset_slugs
     )
-    return service.selection_detail(session, selection, API)
+    return service.selection_detail(session, selection)
 
 
 @router.post(
@@ -142,7 +142,7 @@ def add_to_selection(
 ) -> SelectionDetail:
     """Add one dataset at the end (adding one already there changes nothing)."""
     selection = service.add_dataset(session, selection_id, body.slug)
-    return service.selection_detail(session, selection, API)
+    return service.selection_detail(session, selection)
 
 
 @router.delete(
@@ -156,7 +156,7 @@ def remove_from_selection(
 ) -> SelectionDetail:
     """Remove one dataset; 404 when it is not in the selection."""
     selection = service.remove_dataset(session, selection_id, slug)
-    return service.selection_detail(session, selection, API)
+    return service.selection_detail(session, selection)
 
 
 @router.delete(
@@ -182,7 +182,7 @@ def compare_datasets(
     ] = [],  # noqa: B006  (FastAPI copies defaults; a list default is its documented way)
 ) -> CompareResponse:
     """2 to 6 datasets side by side: per field, each dataset's value and whether they differ."""
-    return service.compare_datasets(session, d, API)
+    return service.compare_datasets(session, d)
 
 
 # -- exports ----------------------------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def _streamed(
         # The export outlives the route: it reads with a session of its own, closed when the stream ends.
         with new_session() as session:
             rows = exports.iter_datasets(session, column, keys)
-            yield from exports.render(fmt, rows, subject, base_url, API)
+            yield from exports.render(fmt, rows, subject, base_url)
 
     return StreamingResponse(
         body(),

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 from sqlalchemy import Integer, Text, any_, bindparam, select
@@ -29,6 +28,7 @@ from app.catalog.models import Dataset
 from app.catalog.service import access_next_step, catalog_version, describe, host_label, summarise
 from app.common.vocabularies import ALL
 from app.core.croissant import CROISSANT_CONTEXT, CROISSANT_SPEC
+from app.core.urls import urls
 from app.search.filters import filter_pairs
 from app.search.schemas import SearchFilter
 from app.selections.models import Selection
@@ -136,10 +136,9 @@ def render(
     rows: Iterable[DatasetRow],
     subject: ExportSubject,
     base_url: str,
-    api_prefix: str = "/api/v1",
 ) -> Iterator[bytes]:
     """The export as byte chunks of about FLUSH_BYTES (one per row would mean one network write per row)."""
-    links = Links(base_url.rstrip("/"), api_prefix)
+    links = Links(base_url.rstrip("/"))
     renderers = {
         ExportFormat.csv: render_csv,
         ExportFormat.json: render_json,
@@ -166,13 +165,12 @@ def _in_chunks(pieces: Iterable[str]) -> Iterator[bytes]:
 @dataclass(frozen=True)
 class Links:
     base_url: str
-    api_prefix: str
 
     def page(self, row: Dataset) -> str:
         return self.base_url + dataset_page_path(row.slug)
 
     def api(self, row: Dataset) -> str:
-        return f"{self.base_url}{self.api_prefix}/datasets/{quote(row.slug, safe='')}"
+        return self.base_url + urls.dataset(row.slug)
 
 
 def _exported_at() -> str:
@@ -253,7 +251,7 @@ def render_csv(rows: Iterable[DatasetRow], subject: ExportSubject, links: Links)
 # JSON ---------------------------------------------------------------------------------------------------------
 def json_record(row: DatasetRow, links: Links) -> dict[str, Any]:
     return {
-        **summarise(row, links.api_prefix).model_dump(mode="json"),
+        **summarise(row).model_dump(mode="json"),
         "organisation": row.organisation,
         "formats": row.formats,
         "description": describe(row),

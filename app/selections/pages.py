@@ -22,6 +22,7 @@ from app.common.errors import InvalidInput, NotFound
 from app.core.db import new_session
 from app.core.forms import same_site_form, set_visitor_cookie
 from app.core.templating import TemplateHelpers, templates
+from app.core.urls import urls
 from app.search.filters import filter_pairs, query_string
 from app.search.schemas import SearchFilter
 from app.selections import service
@@ -31,7 +32,6 @@ router = APIRouter(include_in_schema=False)
 log = logging.getLogger("imagingx")
 
 COOKIE = "imagingx_selection"
-API = "/api/v1"
 SELECTION_PATH = "/selection"
 EXPORT_LABELS = {
     ExportFormat.csv: "CSV",
@@ -90,7 +90,7 @@ def toggle_id(slug: str) -> str:
 def search_export_links(search: SearchFilter) -> list[tuple[str, str]]:
     """(label, URL) of every export of a search result: the search's own filter, without paging."""
     query = query_string(filter_pairs(search)).rstrip("?")
-    return [(EXPORT_LABELS[fmt], f"{API}/datasets.{fmt.suffix}{query}") for fmt in ExportFormat]
+    return [(EXPORT_LABELS[fmt], urls.search_export(fmt.suffix, query)) for fmt in ExportFormat]
 
 
 TEMPLATE_HELPERS = TemplateHelpers(
@@ -98,7 +98,7 @@ TEMPLATE_HELPERS = TemplateHelpers(
         "visitor_selection": visitor_selection,
         "search_export_links": search_export_links,
         "selection_toggle_id": toggle_id,
-        "compare_url": service.compare_url,
+        "compare_url": urls.page_compare,
         "export_labels": EXPORT_LABELS,
     }
 )
@@ -231,7 +231,7 @@ def shared_selection_page(request: Request, session: SessionDep, read_id: str) -
     selection, owner = service.readable_selection(session, read_id)
     if owner:  # an owner key in a URL: not how this page is linked, and it must not become one
         raise NotFound(f"shared selection {read_id!r}")
-    detail = service.selection_detail(session, selection, API, owner=False)
+    detail = service.selection_detail(session, selection, owner=False)
     response = _render_selection(request, detail, partial=False, read_only=True)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -241,7 +241,7 @@ def _selection_page(request: Request, session: Session, partial: bool) -> HTMLRe
     visitor = visitor_selection(request)
     detail = None
     if visitor.id is not None:
-        detail = service.selection_detail(session, service.get_selection(session, visitor.id), API)
+        detail = service.selection_detail(session, service.get_selection(session, visitor.id))
     return _render_selection(request, detail, partial=partial, read_only=False)
 
 
@@ -270,11 +270,11 @@ def compare_page(
     session: SessionDep,
     d: Annotated[list[str], Query()] = [],  # noqa: B006
 ) -> HTMLResponse:
-    comparison = service.compare_datasets(session, d, API)
-    urls = [dataset.slug for dataset in comparison.datasets]
+    comparison = service.compare_datasets(session, d)
+    slugs = [dataset.slug for dataset in comparison.datasets]
     without = {
-        slug: service.compare_url([s for s in urls if s != slug]) if len(urls) > service.COMPARE_MIN else None
-        for slug in urls
+        slug: urls.page_compare([s for s in slugs if s != slug]) if len(slugs) > service.COMPARE_MIN else None
+        for slug in slugs
     }
     return templates.TemplateResponse(
         request,
@@ -282,7 +282,7 @@ def compare_page(
         {
             "comparison": comparison,
             "without": without,
-            "json_url": service.compare_url(urls, f"{API}/compare"),
+            "json_url": urls.compare(slugs),
             "page_url": comparison.html_url,
             "differing": sum(f.differs for f in comparison.fields),
         },

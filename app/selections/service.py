@@ -12,7 +12,7 @@ import secrets
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
@@ -21,6 +21,7 @@ from app.catalog.models import Dataset
 from app.catalog.service import access_next_step, summarise
 from app.common.errors import InvalidInput, NotAllowed, NotFound, NotOffered, UnknownItems
 from app.common.vocabularies import ALL
+from app.core.urls import urls
 from app.selections.models import Selection
 from app.selections.schemas import (
     CompareField,
@@ -239,15 +240,13 @@ def _saved(session: Session, selection: Selection) -> Selection:
 
 
 # -- what a selection holds -------------------------------------------------------------------------------------
-def selection_detail(
-    session: Session, selection: Selection, api_prefix: str = "/api/v1", *, owner: bool = True
-) -> SelectionDetail:
+def selection_detail(session: Session, selection: Selection, *, owner: bool = True) -> SelectionDetail:
     """The selection with its datasets, totals, the step each dataset needs before download, and links. Read
     through its share link (`owner` false) it shows only the share id: the owner key is never handed out."""
     rows = datasets_by_slug(session, selection.dataset_slugs)
     found = {row.slug for row in rows}
-    shared = f"{api_prefix}/selections/{selection.read_id}"
-    base = f"{api_prefix}/selections/{selection.id}" if owner else shared
+    shared = urls.selection(selection.read_id)
+    base = urls.selection(selection.id) if owner else shared
     return SelectionDetail(
         id=selection.id if owner else selection.read_id,
         read_id=selection.read_id,
@@ -260,13 +259,13 @@ def selection_detail(
         totals=selection_totals(rows),
         fetch=fetch_overview_of(session, [row.slug for row in rows]),
         datasets=[
-            SelectionEntry(**summarise(row, api_prefix).model_dump(), access_next_step=access_next_step(row))
+            SelectionEntry(**summarise(row).model_dump(), access_next_step=access_next_step(row))
             for row in rows
         ],
         created_at=selection.created_at,
         updated_at=selection.updated_at,
         api_url=base,
-        compare_url=compare_url([row.slug for row in rows])
+        compare_url=urls.page_compare([row.slug for row in rows])
         if COMPARE_MIN <= len(rows) <= COMPARE_MAX
         else None,
         exports={fmt.name: f"{shared}/export.{fmt.suffix}" for fmt in ExportFormat},
@@ -317,11 +316,7 @@ COMPARE_FIELDS: tuple[tuple[str, str, str | None], ...] = (
 )
 
 
-def compare_url(slugs: Sequence[str], path: str = "/compare") -> str:
-    return f"{path}?{urlencode([('d', s) for s in slugs])}"
-
-
-def compare_datasets(session: Session, slugs: Sequence[str], api_prefix: str = "/api/v1") -> CompareResponse:
+def compare_datasets(session: Session, slugs: Sequence[str]) -> CompareResponse:
     """2 to 6 datasets side by side; each field says whether their values differ (order within lists aside)."""
     wanted = clean_slugs(slugs)
     if not COMPARE_MIN <= len(wanted) <= COMPARE_MAX:
@@ -347,9 +342,9 @@ def compare_datasets(session: Session, slugs: Sequence[str], api_prefix: str = "
         )
     return CompareResponse(
         count=len(rows),
-        datasets=[summarise(row, api_prefix) for row in rows],
+        datasets=[summarise(row) for row in rows],
         fields=fields,
-        html_url=compare_url(wanted),
+        html_url=urls.page_compare(wanted),
     )
 
 

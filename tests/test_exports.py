@@ -262,7 +262,7 @@ def transient_dataset(**values: Any) -> Dataset:
 
 
 def test_bibtex_escapes_special_characters_and_keeps_braces_balanced() -> None:
-    links = exports.Links("http://portal.test", "/api/v1")
+    links = exports.Links("http://portal.test")
     entry = exports.bibtex_entry(transient_dataset(), links)
     (parsed,) = parse_bibtex(entry, decode=False).entries
     assert re.fullmatch(r"[A-Za-z0-9_:.-]+", parsed.key) and parsed.key == bibtex_key("odd slug/with spaces")
@@ -276,7 +276,7 @@ def test_bibtex_escapes_special_characters_and_keeps_braces_balanced() -> None:
 
 
 def test_a_recorded_citation_wins() -> None:
-    links = exports.Links("http://portal.test", "/api/v1")
+    links = exports.Links("http://portal.test")
     cited = transient_dataset(
         source={
             "citation": {"author": "Bilic, Patrick and others", "title": "The LiTS benchmark"},
@@ -290,7 +290,7 @@ def test_a_recorded_citation_wins() -> None:
 
 
 def test_csv_cells_that_look_like_formulas_are_made_text() -> None:
-    links = exports.Links("http://portal.test", "/api/v1")
+    links = exports.Links("http://portal.test")
     lines = "".join(
         exports.render_csv([transient_dataset(name="=HYPERLINK(1)", organisation="@x")], None, links)  # type: ignore[arg-type]
     )

@@ -17,12 +17,12 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from app.common.labels import Annotation, unify_labels
 from workers.imaging.cases import LayoutKind
 from workers.imaging.dicom_labels import rasterise_polygons, read_dicom_label
 from workers.imaging.dicom_objects import index_dicom_tree
 from workers.imaging.errors import SeriesRejectedError, UnreadableItemError
 from workers.imaging.harmonise import harmonise_case
-from app.common.labels import Annotation, unify_labels
 from workers.imaging.layout import detect_layout
 from workers.imaging.orientation import RAS_DIRECTION_ITK, reorient_to_ras
 from workers.imaging.readers import read_item

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from app.common.labels import Annotation, normalise_concept, snomed_code, unify_labels
 from workers.imaging.cases import LayoutKind, Split
 from workers.imaging.dedup import content_hash, find_duplicates
 from workers.imaging.errors import LayoutNotRecognisedError, SeriesRejectedError, UnreadableItemError
 from workers.imaging.harmonise import harmonise_case
-from app.common.labels import Annotation, normalise_concept, snomed_code, unify_labels
 from workers.imaging.layout import ExplicitLayout, detect_layout
 from workers.imaging.orientation import RAS_DIRECTION_ITK, axis_codes, reorient_to_ras
 from workers.imaging.readers import read_dicom_folder, read_dicom_series, read_item, read_volume

@@ -21,11 +21,12 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
+from app.common.descriptors import parse_source
+from app.common.labels import unify_labels
 from workers.imaging import arrays
 from workers.imaging.cases import Case, LayoutKind, Split
 from workers.imaging.errors import LayoutNotRecognisedError, UnreadableItemError
 from workers.imaging.harmonise import harmonise_case
-from app.common.labels import unify_labels
 from workers.imaging.layout import ExplicitLayout, detect_layout
 from workers.imaging.layout_ids import case_key
 from workers.imaging.readers import read_item
@@ -33,7 +34,6 @@ from workers.pipeline import explicit_layout, prepare_source_root
 from workers.pipeline.common import case_from_json, case_to_json, source_checksum
 from workers.safety import UnpackLimits
 from workers.sources.base import SourceError
-from app.common.descriptors import parse_source
 
 LIMITS = UnpackLimits(max_bytes=10**9, max_members=1000, max_ratio=1000)
 

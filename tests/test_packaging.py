@@ -26,6 +26,8 @@ import pytest
 import SimpleITK as sitk
 from nibabel.testing import data_path
 
+from app.common.archive import BundleArchive
+from app.common.checksums import bundle_files, verify_sha256sums
 from workers.packaging import (
     BundleSpec,
     HarmonisedCase,
@@ -35,8 +37,6 @@ from workers.packaging import (
     SourceDataset,
     build_bundle,
 )
-from app.common.archive import BundleArchive
-from app.common.checksums import bundle_files, verify_sha256sums
 from workers.packaging.licences import combined_terms
 from workers.packaging.publish import PARTIAL_MARKER, BundleExistsError
 

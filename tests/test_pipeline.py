@@ -9,10 +9,10 @@ from pathlib import Path
 import imaging_fixtures as fx
 import pytest
 
+from app.common.descriptors import parse_source
 from workers.imaging.layout import detect_layout
 from workers.pipeline import explicit_layout, item_id_for, prepare_source_root
 from workers.safety import UnpackLimits, UnsafeArchiveError
-from app.common.descriptors import parse_source
 
 LIMITS = UnpackLimits(max_bytes=10**9, max_members=1000, max_ratio=1000)
 

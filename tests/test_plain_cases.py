@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from app.common.labels import unify_labels
 from workers.imaging.cases import Case
 from workers.imaging.dedup import content_hash
 from workers.imaging.errors import UnreadableItemError
-from app.common.labels import unify_labels
 from workers.imaging.nifti import plain_nifti
 from workers.imaging.passthrough import copy_checked, stored_volume
 from workers.imaging.readers import read_volume

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from app.common.descriptors import parse_source
 from app.core.config import Settings
 from workers.safety import UnpackLimits, UnsafeArchiveError, is_public_address, unpack_archive
 from workers.sources.base import RemoteFile, SourceError
-from app.common.descriptors import parse_source
 from workers.sources.download import Downloader, DownloadTooSlow
 
 LIMITS = UnpackLimits(max_bytes=10 * 2**20, max_members=100, max_ratio=200)

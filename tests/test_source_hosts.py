@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from fixtures_http import LocalHTTPServer, RecordedRequest
 
+from app.common.descriptors import DataverseSource, FigshareSource, ZenodoSource
 from app.core.config import Settings
 from workers.sources import (
     Downloader,
@@ -29,7 +30,6 @@ from workers.sources import (
     resolve_source,
 )
 from workers.sources.base import Credential, CredentialsMissingError
-from app.common.descriptors import DataverseSource, FigshareSource, ZenodoSource
 from workers.sources.doi import landing_source
 from workers.sources.net import new_client, open_response
 

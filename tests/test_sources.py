@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fixtures_http import LocalHTTPServer, self_signed_tls
 
+from app.common.descriptors import ExplicitLayout, HttpSource, PairBySuffix
 from app.core.config import Settings
 from workers.safety import is_public_address
 from workers.sources import (
@@ -26,7 +27,6 @@ from workers.sources import (
     parse_source,
     resolve_source,
 )
-from app.common.descriptors import ExplicitLayout, HttpSource, PairBySuffix
 
 DATA = random.Random(7).randbytes(300_000)
 SHA = hashlib.sha256(DATA).hexdigest()

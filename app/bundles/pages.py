@@ -24,14 +24,15 @@ import app.catalog.pages  # noqa: F401  (registers the shared template helpers: 
 from app.api.deps import SessionDep
 from app.bundles import service
 from app.bundles.api import OWNER_COOKIE, request_owner
-from app.bundles.schemas import BundleJobOut, BundleRequest
+from app.bundles.schemas import BundleJobOut, BundleJobSummary, BundleRequest
+from app.catalog.models import Dataset
 from app.common import tasks
 from app.common.errors import Conflict, DomainError
 from app.common.jobs import SLICE_AXES, SourceState
 from app.core.config import get_settings
 from app.core.errors import status_of
 from app.core.forms import refuse_cross_site, same_site_form, set_visitor_cookie
-from app.core.templating import TemplateHelpers, templates
+from app.core.templating import PageContext, TemplateHelpers, render
 from app.core.urls import urls
 from app.selections.pages import visitor_selection
 from app.selections.service import datasets_by_slug
@@ -171,14 +172,49 @@ def _form_page(
 ) -> HTMLResponse:
     """The form again, as it was sent, with what is wrong (instead of the page it came from)."""
     datasets = [] if form.plan_id or form.from_selection else datasets_by_slug(session, form.datasets)
-    context = {
-        "section": "bundles",
-        "bundle_form": form,
-        "bundle_errors": errors,
-        "datasets": datasets,
-        "selection_count": visitor_selection(request).count if form.from_selection else 0,
-    }
-    return templates.TemplateResponse(request, "bundles/new.html", context, status_code=status)
+    context = BuildFormPage(
+        bundle_form=form,
+        bundle_errors=errors,
+        datasets=datasets,
+        selection_count=visitor_selection(request).count if form.from_selection else 0,
+    )
+    return render(request, "bundles/new.html", context, status_code=status)
+
+
+@dataclass(frozen=True)
+class BuildFormPage(PageContext):
+    """What bundles/new.html renders: the build form as it was sent, with what is wrong."""
+
+    bundle_form: BuildForm
+    bundle_errors: dict[str, list[str]]  # messages per form field ("form": about the whole form)
+    datasets: list[Dataset]
+    selection_count: int
+    section: str = "bundles"
+
+
+@dataclass(frozen=True)
+class BundleListPage(PageContext):
+    """What bundles/list.html and its htmx list render."""
+
+    jobs: list[BundleJobSummary]
+    running: bool  # a job is still running: the list refreshes itself
+    json_url: str
+    section: str = "bundles"
+
+
+@dataclass(frozen=True)
+class JobPage(PageContext):
+    """What bundles/job.html and its htmx status render."""
+
+    job: BundleJobOut
+    can_cancel: bool  # only the owner may: others would get a 403
+    source_counts: list[tuple[str, int, str]]
+    finished: bool
+    status_partial_url: str
+    json_url: str
+    cli_hint: str
+    poll_every: str  # htmx polling interval, e.g. "1s"
+    section: str = "bundles"
 
 
 # -- routes -----------------------------------------------------------------------------------------------------
@@ -216,14 +252,11 @@ def bundles_page(request: Request, session: SessionDep) -> HTMLResponse:
     """This browser's bundles; htmx asks for the list alone (it refreshes while a job runs)."""
     jobs = service.list_jobs(session, request_owner(request))
     partial = request.headers.get("hx-request") == "true"
-    context = {
-        "section": "bundles",
-        "jobs": jobs,
-        "running": any(not job.state.finished for job in jobs),
-        "json_url": urls.bundles_path,
-    }
+    context = BundleListPage(
+        jobs=jobs, running=any(not job.state.finished for job in jobs), json_url=urls.bundles_path
+    )
     name = "bundles/_list.html" if partial else "bundles/list.html"
-    response = templates.TemplateResponse(request, name, context)
+    response = render(request, name, context)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Vary"] = "HX-Request, Cookie"
     return response
@@ -237,25 +270,24 @@ def source_counts(job: BundleJobOut) -> list[tuple[str, int, str]]:
     ]
 
 
-def _job_context(job: BundleJobOut, can_cancel: bool) -> dict[str, Any]:
-    return {
-        "section": "bundles",
-        "job": job,
-        "can_cancel": can_cancel,  # only the owner may: others would get a 403
-        "source_counts": source_counts(job),
-        "finished": job.state.finished,
-        "status_partial_url": f"{BUNDLES_PATH}/{job.id}/status",
-        "json_url": job.status_url,
-        "cli_hint": f"imagingx bundle get {job.id}",
-        "poll_every": POLL_EVERY,
-    }
+def _job_context(job: BundleJobOut, can_cancel: bool) -> JobPage:
+    return JobPage(
+        job=job,
+        can_cancel=can_cancel,
+        source_counts=source_counts(job),
+        finished=job.state.finished,
+        status_partial_url=f"{BUNDLES_PATH}/{job.id}/status",
+        json_url=job.status_url,
+        cli_hint=f"imagingx bundle get {job.id}",
+        poll_every=POLL_EVERY,
+    )
 
 
 def _job_response(request: Request, session: Any, job_id: str, template: str) -> HTMLResponse:
     record = service.get_job(session, job_id)
     job = service.job_status(session, record)
     can_cancel = service.is_owner(record, request_owner(request))
-    response = templates.TemplateResponse(request, template, _job_context(job, can_cancel))
+    response = render(request, template, _job_context(job, can_cancel))
     response.headers["Cache-Control"] = "no-store"  # live progress: never a stale copy
     return response
 

@@ -2,6 +2,7 @@
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,7 +13,7 @@ from app.api.deps import SessionDep
 from app.catalog import service
 from app.catalog.schemas import DatasetDetail
 from app.common.vocabularies import ALL
-from app.core.templating import TemplateHelpers, page_response
+from app.core.templating import PageContext, TemplateHelpers, page_response
 
 router = APIRouter(include_in_schema=False)
 
@@ -73,7 +74,16 @@ def dataset_page(request: Request, session: SessionDep, slug: str) -> HTMLRespon
     )
 
 
-def dataset_context(request: Request, detail: DatasetDetail) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DatasetPage(PageContext):
+    """What catalog/dataset.html renders."""
+
+    detail: DatasetDetail
+    json_ld: dict[str, Any]  # schema.org Dataset, embedded in the page
+    json_url: str
+
+
+def dataset_context(request: Request, detail: DatasetDetail) -> DatasetPage:
     # schema.org wants an absolute URL for the page; the service only knows the path.
     json_ld = {**detail.json_ld, "url": str(request.base_url).rstrip("/") + detail.html_url}
-    return {"detail": detail, "json_ld": json_ld, "json_url": detail.api_url}
+    return DatasetPage(detail=detail, json_ld=json_ld, json_url=detail.api_url)

@@ -4,6 +4,7 @@ HTML pages render the same message with templates/error.html; htmx partials get 
 """
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,6 +27,7 @@ from app.common.errors import (
     NotOffered,
     UnknownItems,
 )
+from app.core.templating import PageContext, render
 
 
 class ApiError(Exception):
@@ -74,17 +76,20 @@ def _respond(
     headers: Mapping[str, str] | None = None,
 ) -> Any:
     if _wants_html(request):
-        from app.core.templating import templates
-
         template = "_error.html" if request.headers.get("hx-request") else "error.html"
-        return templates.TemplateResponse(
-            request,
-            template,
-            {"status": status, "error": error, "errors": errors},
-            status_code=status,
-            headers=headers,
+        return render(
+            request, template, ErrorPage(status, error, errors), status_code=status, headers=headers
         )
     return JSONResponse(error_body(status, error, errors), status_code=status, headers=headers)
+
+
+@dataclass(frozen=True)
+class ErrorPage(PageContext):
+    """What error.html (and its htmx fragment _error.html) renders: the error envelope, for a person."""
+
+    status: int
+    error: str
+    errors: list[dict[str, Any]]
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """The one Jinja2 environment shared by every domain's pages."""
 
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -67,6 +67,31 @@ def install_template_helpers(*offered: TemplateHelpers) -> None:
                 target[name] = value
 
 
+# -- typed page contexts ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PageContext:
+    """Base of every template's context: one dataclass per template (or per family of templates sharing
+    their inputs), whose fields are exactly what the template reads, so its inputs are visible and checked."""
+
+    def as_template_vars(self) -> dict[str, Any]:
+        """The fields as the template's variables (shallow: values are passed as they are)."""
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+
+def render(
+    request: Request,
+    template: str,
+    context: PageContext,
+    *,
+    status_code: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    """`template` rendered with `context` (the request is added, as every template's header needs it)."""
+    return templates.TemplateResponse(
+        request, template, context.as_template_vars(), status_code=status_code, headers=headers
+    )
+
+
 # -- pages that every visitor without cookies sees alike -------------------------------------------------------
 # A search, dataset or statistics page depends on its URL, the catalog version and, through the header's
 # selection and the add/remove buttons, on the visitor's cookies. A visitor with no cookie at all (a first
@@ -77,15 +102,15 @@ VARY = "HX-Request, HX-History-Restore-Request"
 
 
 def page_response(
-    request: Request, name: str, context: Callable[[], dict[str, Any]], catalog_key: Hashable
+    request: Request, name: str, context: Callable[[], PageContext], catalog_key: Hashable
 ) -> HTMLResponse:
-    """`name` rendered with the dict `context()` builds, as templates.TemplateResponse would, plus `Vary` (the
-    same URL answers with an htmx fragment or a full page). `catalog_key` (database, catalog version) is what
-    the context is computed from: a cookie-less request is served from the cache under it, and then `context`
-    is not even called."""
+    """`name` rendered with the context `context()` builds, as `render` would, plus `Vary` (the same URL
+    answers with an htmx fragment or a full page). `catalog_key` (database, catalog version) is what the
+    context is computed from: a cookie-less request is served from the cache under it, and then `context` is
+    not even called."""
     headers = {"Vary": VARY}
     if request.cookies:
-        return templates.TemplateResponse(request, name, context(), headers=headers)
+        return render(request, name, context(), headers=headers)
     key = (
         catalog_key,
         name,
@@ -94,6 +119,9 @@ def page_response(
         request.headers.get("hx-history-restore-request"),
     )
     body = _anonymous_pages.get_or_compute(
-        key, lambda: templates.get_template(name).render({**context(), "request": request}).encode()
+        key,
+        lambda: (
+            templates.get_template(name).render({**context().as_template_vars(), "request": request}).encode()
+        ),
     )
     return HTMLResponse(body, headers=headers)

@@ -8,18 +8,20 @@ same pydantic model as the API, and errors are shown next to the field they conc
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from app.api.deps import SessionDep
 from app.catalog.pages import vocabulary_label  # noqa: F401  (registers the shared template helpers)
 from app.catalog.service import catalog_version
 from app.common.vocabularies import ALL
-from app.core.templating import templates
+from app.core.templating import PageContext, render
 from app.core.urls import urls
 from app.mdfp import service
 from app.mdfp.phases import table_rows
@@ -137,25 +139,62 @@ def form_context(
     errors: list[dict[str, Any]] | None = None,
     preset_id: str | None = None,
     source: str = "filters",
-) -> dict[str, Any]:
+) -> PlanFormPage:
     errors = errors or []
     by_field: dict[str, list[str]] = {}
     for e in errors:
         by_field.setdefault(e["field"], []).append(e["msg"])
-    return {
-        "section": "plan",
-        "values": form_values(spec),
-        "spec_json": spec_json if spec_json is not None else json.dumps(spec, indent=2, ensure_ascii=False),
-        "errors": errors,
-        "field_errors": by_field if source == "filters" else {},
-        "json_errors": errors if source == "json" else [],
-        "source": source,
-        "presets": load_presets(),
-        "preset_id": preset_id,
-        "choices": {kind: choices(kind) for kind in ("modality", "task", "dim", "access", "licence")},
-        "selection_fields": SELECTION_FIELDS,
-        "schema_url": urls.api("/plans/schema"),
-    }
+    return PlanFormPage(
+        values=form_values(spec),
+        spec_json=spec_json if spec_json is not None else json.dumps(spec, indent=2, ensure_ascii=False),
+        errors=errors,
+        field_errors=by_field if source == "filters" else {},
+        json_errors=errors if source == "json" else [],
+        source=source,
+        presets=load_presets(),
+        preset_id=preset_id,
+        choices={kind: choices(kind) for kind in ("modality", "task", "dim", "access", "licence")},
+        selection_fields=SELECTION_FIELDS,
+        schema_url=urls.api("/plans/schema"),
+    )
+
+
+@dataclass(frozen=True)
+class PlanFormPage(PageContext):
+    """What mdfp/new.html renders: the spec form (filters or JSON), as sent, with what is wrong."""
+
+    values: dict[str, Any]
+    spec_json: str
+    errors: list[dict[str, Any]]
+    field_errors: dict[str, list[str]]  # per form field, when the filters were sent
+    json_errors: list[dict[str, Any]]  # when the JSON was sent
+    source: str  # "filters" or "json": which form was sent
+    presets: Any
+    preset_id: str | None
+    choices: dict[str, Any]
+    selection_fields: Any
+    schema_url: str
+    section: str = "plan"
+
+
+@dataclass(frozen=True)
+class PlanPage(PageContext):
+    """What mdfp/plan.html renders: a saved plan's four phases, summary, rejections and exports."""
+
+    plan: dict[str, Any]
+    spec: dict[str, Any]
+    phases: list[dict[str, Any]]
+    summary: dict[str, Any]
+    comparison: dict[str, Any] | None
+    comparison_notes: list[Any]
+    rejected_by_rule: list[tuple[str, int]]
+    chart_data: dict[str, Any]
+    json_url: str
+    export_links: list[tuple[str, str]]
+    current_version: int
+    spec_json: str
+    fetch_overview: Any
+    section: str = "plan"
 
 
 @router.get("/plans/new", response_class=HTMLResponse)
@@ -173,7 +212,7 @@ def new_plan_page(
     else:
         preset_id = preset or SURVEY_PRESET
         spec = get_preset(preset_id).spec.model_dump(mode="json")
-    return templates.TemplateResponse(request, "mdfp/new.html", form_context(spec, preset_id=preset_id))
+    return render(request, "mdfp/new.html", form_context(spec, preset_id=preset_id))
 
 
 @router.post("/plans", response_class=HTMLResponse)
@@ -222,7 +261,7 @@ def _invalid(
     request: Request, raw: dict[str, Any], spec_json: str | None, errors: list[dict[str, Any]], source: str
 ) -> HTMLResponse:
     context = form_context(raw, spec_json=spec_json, errors=errors, source=source)
-    return templates.TemplateResponse(request, "mdfp/new.html", context, status_code=422)
+    return render(request, "mdfp/new.html", context, status_code=422)
 
 
 # -- a plan ------------------------------------------------------------------------------------------------
@@ -235,7 +274,10 @@ def shown_table(table: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/plans/{plan_id}", response_class=HTMLResponse)
 def plan_page(request: Request, session: SessionDep, plan_id: str) -> HTMLResponse:
-    plan = service.get_plan(session, plan_id)
+    return render(request, "mdfp/plan.html", plan_context(session, service.get_plan(session, plan_id)))
+
+
+def plan_context(session: Session, plan: dict[str, Any]) -> PlanPage:
     phases = plan["phases"]
     indexing = phases[3]
     tables = {t["id"]: t for t in indexing["tables"]}
@@ -246,11 +288,10 @@ def plan_page(request: Request, session: SessionDep, plan_id: str) -> HTMLRespon
     for row in rejected["rows"]:
         rule = row[rule_at] if rule_at is not None else row["rule"]
         rejected_by_rule[rule] = rejected_by_rule.get(rule, 0) + 1
-    context = {
-        "section": "plan",
-        "plan": plan,
-        "spec": plan["spec"],
-        "phases": [
+    return PlanPage(
+        plan=plan,
+        spec=plan["spec"],
+        phases=[
             {
                 **p,
                 "tables": [
@@ -259,15 +300,14 @@ def plan_page(request: Request, session: SessionDep, plan_id: str) -> HTMLRespon
             }
             for p in phases
         ],
-        "summary": tables["summary"],
-        "comparison": tables.get("survey_comparison"),
-        "comparison_notes": [n for n in indexing["notes"][1:]],
-        "rejected_by_rule": sorted(rejected_by_rule.items(), key=lambda item: -item[1]),
-        "chart_data": charts,
-        "json_url": plan["api_url"],
-        "export_links": export_links(plan["id"]),
-        "current_version": catalog_version(session),
-        "spec_json": json.dumps(plan["spec"], indent=2, ensure_ascii=False),
-        "fetch_overview": fetch_overview_of(session, service.plan_dataset_slugs(session, plan_id)),
-    }
-    return templates.TemplateResponse(request, "mdfp/plan.html", context)
+        summary=tables["summary"],
+        comparison=tables.get("survey_comparison"),
+        comparison_notes=list(indexing["notes"][1:]),
+        rejected_by_rule=sorted(rejected_by_rule.items(), key=lambda item: -item[1]),
+        chart_data=charts,
+        json_url=plan["api_url"],
+        export_links=export_links(plan["id"]),
+        current_version=catalog_version(session),
+        spec_json=json.dumps(plan["spec"], indent=2, ensure_ascii=False),
+        fetch_overview=fetch_overview_of(session, service.plan_dataset_slugs(session, plan["id"])),
+    )

@@ -15,7 +15,7 @@ from app.api.deps import FacetSizeDep, QueryStringFilterDep, SessionDep
 from app.catalog.pages import vocabulary_label
 from app.common.vocabularies import ALL
 from app.core.config import get_settings
-from app.core.templating import page_response
+from app.core.templating import PageContext, page_response
 from app.core.urls import urls
 from app.search import service
 from app.search.schemas import FACETS, RANGE_FIELDS, Facet, FacetValue, Range, SearchFilter, SearchResponse
@@ -129,7 +129,7 @@ def search_page(
     page_size: Annotated[int | None, Query()] = None,
     _next: Annotated[str | None, Query()] = None,
 ) -> HTMLResponse:
-    def context() -> dict[str, Any]:
+    def context() -> SearchPage:
         response = service.search_datasets(
             session, search, page_size=page_size, cursor=_next, facet_size=facet_size, base_path=SEARCH_PATH
         )
@@ -161,6 +161,36 @@ def _page_url(request: Request, search: SearchFilter, page_size: int | None, _ne
     return _url(search, paging + expanded)
 
 
+@dataclass(frozen=True)
+class FacetPanel:
+    facet: Facet
+    rows: list[FacetRow]
+    open: bool  # unfolded: a main facet, or one with a value chosen
+
+
+@dataclass(frozen=True)
+class SearchPage(PageContext):
+    """What search/index.html and its htmx region (search/_region.html) render."""
+
+    response: SearchResponse
+    search: SearchFilter
+    facets: list[FacetPanel]
+    chips: list[Chip]
+    page_url: str
+    json_url: str
+    clear_url: str
+    first_page_url: str | None
+    more_url: str | None
+    fewer_url: str | None
+    sort_choices: list[tuple[str, str]]
+    ranges: dict[str, Range]
+    range_labels: dict[str, str]
+    page_size: int | None
+    offset: int
+    facet_size_default: int
+    partial: bool
+
+
 def search_page_context(
     request: Request,
     search: SearchFilter,
@@ -168,36 +198,35 @@ def search_page_context(
     page_size: int | None,
     _next: str | None,
     partial: bool,
-) -> dict[str, Any]:
-    """What search/index.html and its htmx region render."""
+) -> SearchPage:
     paging, expanded = _paging(request, page_size, _next)
     facet_size_raw = request.query_params.get("_facet_size")
-    return {
-        "response": response,
-        "search": search,
-        "facets": [
-            {
-                "facet": facet,
-                "rows": facet_rows(facet),
-                "open": facet.name in OPEN_FACETS or bool(search.terms.get(facet.name)),
-            }
+    return SearchPage(
+        response=response,
+        search=search,
+        facets=[
+            FacetPanel(
+                facet=facet,
+                rows=facet_rows(facet),
+                open=facet.name in OPEN_FACETS or bool(search.terms.get(facet.name)),
+            )
             for facet in response.facets
         ],
-        "chips": active_filters(search, response.facets),
-        "page_url": _url(search, paging + expanded),
-        "json_url": _url(search, paging + expanded, path=urls.search_path),
-        "clear_url": _url(SearchFilter(sort=search.sort, order=search.order, prefer_open=search.prefer_open)),
-        "first_page_url": _url(search, expanded) if _next else None,
-        "more_url": None if facet_size_raw == "max" else _url(search, [("_facet_size", "max")]),
-        "fewer_url": _url(search) if facet_size_raw == "max" else None,
-        "sort_choices": SORT_CHOICES,
-        "ranges": {name: search.ranges.get(name, Range()) for name in RANGE_FIELDS},
-        "range_labels": RANGE_FIELDS,
-        "page_size": page_size,
-        "offset": service.decode_cursor(_next),
-        "facet_size_default": get_settings().facet_size,
-        "partial": partial,
-    }
+        chips=active_filters(search, response.facets),
+        page_url=_url(search, paging + expanded),
+        json_url=_url(search, paging + expanded, path=urls.search_path),
+        clear_url=_url(SearchFilter(sort=search.sort, order=search.order, prefer_open=search.prefer_open)),
+        first_page_url=_url(search, expanded) if _next else None,
+        more_url=None if facet_size_raw == "max" else _url(search, [("_facet_size", "max")]),
+        fewer_url=_url(search) if facet_size_raw == "max" else None,
+        sort_choices=SORT_CHOICES,
+        ranges={name: search.ranges.get(name, Range()) for name in RANGE_FIELDS},
+        range_labels=RANGE_FIELDS,
+        page_size=page_size,
+        offset=service.decode_cursor(_next),
+        facet_size_default=get_settings().facet_size,
+        partial=partial,
+    )
 
 
 @router.get("/statistics", response_class=HTMLResponse)
@@ -210,15 +239,22 @@ def statistics_page(request: Request, session: SessionDep) -> HTMLResponse:
     )
 
 
-def statistics_context(stats: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StatisticsPage(PageContext):
+    """What search/statistics.html renders."""
+
+    stats: dict[str, Any]
+    distributions: dict[str, Facet]
+    chart_data: dict[str, Any]  # the charts' data, embedded as JSON
+    json_url: str
+
+
+def statistics_context(stats: dict[str, Any]) -> StatisticsPage:
     distributions: dict[str, Facet] = stats["distributions"]
     chart_data = {
         "distributions": {name: facet.model_dump() for name, facet in distributions.items()},
         "taxonomy": stats["taxonomy"],
     }
-    return {
-        "stats": stats,
-        "distributions": distributions,
-        "chart_data": chart_data,
-        "json_url": urls.api("/statistics"),
-    }
+    return StatisticsPage(
+        stats=stats, distributions=distributions, chart_data=chart_data, json_url=urls.api("/statistics")
+    )

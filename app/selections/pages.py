@@ -9,7 +9,7 @@ link is refreshed out of band. The same service functions answer the JSON API (a
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -21,12 +21,12 @@ from app.api.deps import SessionDep
 from app.common.errors import InvalidInput, NotFound
 from app.core.db import new_session
 from app.core.forms import same_site_form, set_visitor_cookie
-from app.core.templating import TemplateHelpers, templates
+from app.core.templating import PageContext, TemplateHelpers, render
 from app.core.urls import urls
 from app.search.filters import filter_pairs, query_string
 from app.search.schemas import SearchFilter
 from app.selections import service
-from app.selections.schemas import ExportFormat, SelectionDetail
+from app.selections.schemas import CompareResponse, ExportFormat, SelectionDetail
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("imagingx")
@@ -146,10 +146,8 @@ def _after_change(
     elif request.headers.get("hx-target") == "selection-region":
         response = _selection_page(request, session, partial=True)
     else:
-        response = templates.TemplateResponse(
-            request,
-            "selections/_toggled.html",
-            {"slug": slug, "next_url": back, "section": fields.get("section", "")},
+        response = render(
+            request, "selections/_toggled.html", ToggledFragment(slug, back, fields.get("section", ""))
         )
     if created and selection_id:
         _remember(request, response, selection_id)
@@ -248,20 +246,54 @@ def _selection_page(request: Request, session: Session, partial: bool) -> HTMLRe
 def _render_selection(
     request: Request, detail: SelectionDetail | None, *, partial: bool, read_only: bool
 ) -> HTMLResponse:
-    context: dict[str, Any] = {
-        "read_only": read_only,
-        "detail": detail,
-        "section": "" if read_only else "selection",  # someone else's: not the header's "Selection"
-        "json_url": detail.api_url if detail else None,
-        "export_links": [(EXPORT_LABELS[fmt], detail.exports[fmt.name]) for fmt in ExportFormat]
+    context = SelectionPage(
+        read_only=read_only,
+        detail=detail,
+        section="" if read_only else "selection",  # someone else's: not the header's "Selection"
+        json_url=detail.api_url if detail else None,
+        export_links=[(EXPORT_LABELS[fmt], detail.exports[fmt.name]) for fmt in ExportFormat]
         if detail
         else [],
-        "max_datasets": service.MAX_DATASETS,
-        "compare_max": service.COMPARE_MAX,
-        "partial": partial,
-    }
+        max_datasets=service.MAX_DATASETS,
+        compare_max=service.COMPARE_MAX,
+        partial=partial,
+    )
     name = "selections/_region.html" if partial else "selections/index.html"
-    return templates.TemplateResponse(request, name, context)
+    return render(request, name, context)
+
+
+@dataclass(frozen=True)
+class SelectionPage(PageContext):
+    """What selections/index.html and its htmx region render (the owner's page, or the shared one)."""
+
+    read_only: bool
+    detail: SelectionDetail | None  # None: the visitor has no selection yet
+    section: str  # the header entry to mark as current
+    json_url: str | None
+    export_links: list[tuple[str, str]]
+    max_datasets: int
+    compare_max: int
+    partial: bool
+
+
+@dataclass(frozen=True)
+class ToggledFragment(PageContext):
+    """What selections/_toggled.html renders after an add or remove (htmx)."""
+
+    slug: str
+    next_url: str
+    section: str
+
+
+@dataclass(frozen=True)
+class ComparePage(PageContext):
+    """What selections/compare.html renders."""
+
+    comparison: CompareResponse
+    without: dict[str, str | None]  # per dataset: the comparison without it (None: too few would remain)
+    json_url: str
+    page_url: str
+    differing: int
 
 
 @router.get("/compare", response_class=HTMLResponse)
@@ -276,14 +308,11 @@ def compare_page(
         slug: urls.page_compare([s for s in slugs if s != slug]) if len(slugs) > service.COMPARE_MIN else None
         for slug in slugs
     }
-    return templates.TemplateResponse(
-        request,
-        "selections/compare.html",
-        {
-            "comparison": comparison,
-            "without": without,
-            "json_url": urls.compare(slugs),
-            "page_url": comparison.html_url,
-            "differing": sum(f.differs for f in comparison.fields),
-        },
+    context = ComparePage(
+        comparison=comparison,
+        without=without,
+        json_url=urls.compare(slugs),
+        page_url=comparison.html_url,
+        differing=sum(f.differs for f in comparison.fields),
     )
+    return render(request, "selections/compare.html", context)

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.load.run --clients 50 --seconds 30       # the everyday target
     .venv/bin/python -m bench.load.run --clients 200 --seconds 60      # overload: fast 503s, never a stall
-    .venv/bin/python -m bench.load.run --code /tmp/baseline ...        # the same against another checkout
+    .venv/bin/python -m bench.load.run --code ../imagingx-before ...    # the same against another checkout
     .venv/bin/python -m bench.load.run --url http://127.0.0.1:8000 ... # against a portal already running
 
 Without --url it creates (once) the database `bench_load` on the PostgreSQL of --admin-url, migrates it, loads

@@ -54,11 +54,18 @@ def series_zip(files: dict[str, bytes], manifest: dict[str, str] | None = None) 
     """What getImageWithMD5Hash answers: the files plus md5hashes.csv (their MD5s unless `manifest` says)."""
     listed = manifest if manifest is not None else {n: hashlib.md5(b).hexdigest() for n, b in files.items()}
     buffer = io.BytesIO()
+
+    def member(name: str) -> zipfile.ZipInfo:
+        # a fixed time: writestr(name) stamps the current time, so two builds a second apart differed
+        return zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, body in files.items():
-            archive.writestr(name, body)
+            archive.writestr(member(name), body, zipfile.ZIP_DEFLATED)
         archive.writestr(
-            "md5hashes.csv", "Filename,MD5Hash\r\n" + "".join(f"{n},{d}\r\n" for n, d in listed.items())
+            member("md5hashes.csv"),
+            "Filename,MD5Hash\r\n" + "".join(f"{n},{d}\r\n" for n, d in listed.items()),
+            zipfile.ZIP_DEFLATED,
         )
     return buffer.getvalue()
 

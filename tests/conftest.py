@@ -2,7 +2,10 @@
 
 With DATABASE_URL / REDIS_URL set, tests use those servers (a fresh `imagingx_test_<random>` database, and a
 queue of their own on the shared Redis); with nothing set, they start embedded ones in a temporary home.
-Either way the environment is rewritten for the whole session so nothing can touch the configured database.
+Either way nothing can touch the configured database: the service variables leave the environment when the run
+starts, and only the tests that ask for `configured_services` (directly, through `client`, `session`,
+`live_server`, `celery_worker_process`, ..., or with a module's `pytestmark`) get the session's own database and
+Redis, created the first time one asks. Tests that ask for none start nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +27,27 @@ from typing import Any
 import pytest
 
 SERVICE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "IMAGINGX_DATABASE_URL", "IMAGINGX_REDIS_URL")
+
+# The servers this run was pointed at, kept out of the environment while it runs: a test that asked for no services
+# finds no DATABASE_URL or REDIS_URL and fails clearly, rather than working on the configured originals.
+_CONFIGURED: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for key in SERVICE_VARIABLES:
+        value = os.environ.pop(key, None)
+        if value is not None:
+            _CONFIGURED[key] = value
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    os.environ.update(_CONFIGURED)
+    _CONFIGURED.clear()
+
+
+def _configured(*keys: str) -> str | None:
+    """The first of `keys` the run was started with, whatever the fixtures have set since."""
+    return next((_CONFIGURED[key] for key in keys if _CONFIGURED.get(key)), None)
 
 
 def _reload_settings() -> None:
@@ -75,7 +99,7 @@ def database_url(imagingx_home: Path) -> Iterator[str]:
 
     from app.core.db import run_migrations
 
-    configured = os.environ.get("DATABASE_URL") or os.environ.get("IMAGINGX_DATABASE_URL")
+    configured = _configured("DATABASE_URL", "IMAGINGX_DATABASE_URL")
     postgres = None
     name = ""
     if configured:
@@ -149,7 +173,7 @@ class RedisService:
 def redis_service(imagingx_home: Path) -> Iterator[RedisService]:
     """Redis for the session, plus the Celery queue this session's tasks go to (a shared Redis may be
     serving other runs: a queue of our own keeps their workers off our tasks and ours off theirs)."""
-    configured = os.environ.get("REDIS_URL") or os.environ.get("IMAGINGX_REDIS_URL")
+    configured = _configured("REDIS_URL", "IMAGINGX_REDIS_URL")
     redis = None
     if configured:
         url = configured
@@ -187,9 +211,12 @@ def redis_url(redis_service: RedisService) -> str:
     return redis_service.url
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def configured_services(database_url: str, redis_url: str) -> None:
-    """Every test runs against the session's database and Redis, never the configured originals."""
+    """The session's database and Redis, never the configured originals, for the tests that ask: the fixtures
+    below that need them, or a module whose tests use them implicitly (`pytestmark = pytest.mark.usefixtures(
+    "configured_services")`). Not autouse, so tests that need neither (parsers, vocabularies, ...) start
+    nothing."""
 
 
 @pytest.fixture

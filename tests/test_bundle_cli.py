@@ -15,6 +15,9 @@ from typer.testing import CliRunner
 
 from app.cli import main
 
+# `catalog set-source` works on the database the environment names, as every command here does
+pytestmark = pytest.mark.usefixtures("configured_services")
+
 runner = CliRunner()
 
 

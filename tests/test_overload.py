@@ -108,7 +108,9 @@ def test_a_full_queue_refuses_at_once_and_a_client_that_leaves_while_waiting_los
 
 
 @pytest.fixture
-def one_turn_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, threading.Event]]:
+def one_turn_app(
+    configured_services: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Any, threading.Event]]:
     """The app with one turn and a 0.3 s queue deadline, whose search blocks until the test releases it."""
     from app.search import service
 
@@ -190,7 +192,9 @@ def test_an_exhausted_connection_pool_is_a_503_with_retry_after(
     assert response.json()["status"] == 503
 
 
-def test_the_pool_holds_two_connections_per_turn_and_gives_up_after_seconds_not_30() -> None:
+def test_the_pool_holds_two_connections_per_turn_and_gives_up_after_seconds_not_30(
+    configured_services: None,
+) -> None:
     from app.core.db import get_engine
 
     engine = get_engine()

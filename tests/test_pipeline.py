@@ -115,7 +115,9 @@ def test_channel_names_come_from_the_source_then_file_names(tmp_path: Path) -> N
     assert channel_names(unnamed, 3) == ("channel1", "channel2", "channel3")
 
 
-def test_a_unit_already_running_elsewhere_is_left_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_unit_already_running_elsewhere_is_left_to_it(
+    configured_services: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two copies of a fetch or package unit (a worker's start-up resend, a broker redelivery): the second
     finds the claim taken and leaves, without touching the job; once released, the unit can be claimed."""
     import importlib
@@ -142,7 +144,7 @@ def test_a_unit_already_running_elsewhere_is_left_to_it(monkeypatch: pytest.Monk
     assert ran == ["fetch", "package"]
 
 
-def test_sources_fetched_in_parallel_share_the_size_cap_as_they_reserve() -> None:
+def test_sources_fetched_in_parallel_share_the_size_cap_as_they_reserve(configured_services: None) -> None:
     """Each source reserves its expected bytes before downloading: a second source sees the first's
     reservation, not only finished downloads (parallel fetches used to see each other as 0 bytes)."""
     import secrets

@@ -319,3 +319,19 @@ def test_the_version_read_is_one_query_per_ttl_not_one_per_request(client: TestC
         event.remove(get_engine(), "before_cursor_execute", count)
     assert len(seen) <= 1
     assert session.execute(text("SELECT 1")).scalar_one() == 1
+
+
+def test_kept_bytes_are_bounded_in_total_and_the_least_recently_used_go_first() -> None:
+    from app.core.cache import VersionedCache
+
+    cache: VersionedCache[bytes] = VersionedCache(maxsize=100, max_bytes=1000)
+    for number in range(20):
+        cache.get_or_compute(number, lambda: b"x" * 100)
+        if number == 12:
+            cache.get_or_compute(11, lambda: b"never computed: 11 is kept")  # 11 becomes the most recent
+    assert cache.size_bytes <= 1000
+    kept = cache.get_many(list(range(20)))
+    assert 11 in kept and 19 in kept and 0 not in kept
+    assert len(kept) == 10
+    cache.put_many({19: b"y" * 10})  # replacing a value counts its new size only
+    assert cache.size_bytes == 9 * 100 + 10

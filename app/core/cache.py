@@ -17,12 +17,38 @@ V = TypeVar("V")
 
 
 class VersionedCache(Generic[V]):
-    def __init__(self, maxsize: int) -> None:
+    """At most `maxsize` entries and, for bytes values, at most `max_bytes` of them in all (the least
+    recently used go first): anyone can ask for new URLs, so the memory a cache may take is bounded."""
+
+    def __init__(self, maxsize: int, max_bytes: int | None = None) -> None:
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
         self._entries: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
+        self._bytes = 0
         self.hits = 0
         self.misses = 0
+
+    @staticmethod
+    def _weight(value: object) -> int:
+        return len(value) if isinstance(value, bytes) else 0
+
+    def _store(self, key: Hashable, value: V) -> None:
+        """Keep `value` under `key` and evict past the limits (the caller holds the lock)."""
+        previous = self._entries.pop(key, None)
+        if previous is not None:
+            self._bytes -= self._weight(previous)
+        self._entries[key] = value
+        self._bytes += self._weight(value)
+        while self._entries and (
+            len(self._entries) > self.maxsize or (self.max_bytes is not None and self._bytes > self.max_bytes)
+        ):
+            _, evicted = self._entries.popitem(last=False)
+            self._bytes -= self._weight(evicted)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> V:
         """The cached value of `key`, or `compute()`'s (an exception is raised and nothing is kept). Two threads
@@ -35,10 +61,7 @@ class VersionedCache(Generic[V]):
             self.misses += 1
         value = compute()
         with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
+            self._store(key, value)
         return value
 
     def get_many(self, keys: list[Hashable]) -> dict[Hashable, V]:
@@ -55,15 +78,13 @@ class VersionedCache(Generic[V]):
 
     def put_many(self, items: dict[Hashable, V]) -> None:
         with self._lock:
-            self._entries.update(items)
-            for key in items:
-                self._entries.move_to_end(key)
-            while len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
+            for key, value in items.items():
+                self._store(key, value)
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._bytes = 0
 
 
 __all__ = ["VersionedCache"]

@@ -97,7 +97,8 @@ def render(
 # selection and the add/remove buttons, on the visitor's cookies. A visitor with no cookie at all (a first
 # visit, a crawler, a shared link) gets the same bytes as every other such visitor, so they are rendered once
 # per catalog version. Rendering was a third of a page's time.
-_anonymous_pages: VersionedCache[bytes] = VersionedCache(maxsize=3000)
+# a search page is about 100 KB: 64 MB keeps several hundred of them per web process
+_anonymous_pages: VersionedCache[bytes] = VersionedCache(maxsize=3000, max_bytes=64 * 2**20)
 VARY = "HX-Request, HX-History-Restore-Request"
 
 

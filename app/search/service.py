@@ -130,7 +130,7 @@ def search_datasets(
 # The same searches come back (the landing page, a popular facet, the next page). Their JSON is kept as bytes,
 # which the garbage collector never scans: keeping the response objects themselves (a few thousand tracked
 # objects each) made full collections pause a web process for most of a second.
-_json_answers: VersionedCache[bytes] = VersionedCache(maxsize=5000)
+_json_answers: VersionedCache[bytes] = VersionedCache(maxsize=5000, max_bytes=64 * 2**20)
 
 
 def catalog_key(session: Session) -> tuple[Any, int]:

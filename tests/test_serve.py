@@ -185,6 +185,17 @@ def imagingx_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
 
 
+def set_source_with_cli(home: Path, slug: str, descriptor: Path) -> subprocess.CompletedProcess[str]:
+    """`imagingx catalog set-source SLUG FILE` run as a user would, against the portal serving `home`."""
+    return subprocess.run(
+        [*imagingx_command(), "catalog", "set-source", slug, str(descriptor)],
+        env=service_environment(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def wait_for_line(log_file: Path, text: str, process: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while text not in log_file.read_text(errors="replace"):
@@ -231,13 +242,7 @@ def test_serve_on_a_fresh_machine_runs_everything_and_stops_on_sigterm(
         # other commands find the running portal's embedded services without any configuration
         descriptor = tmp_path / "source.json"
         descriptor.write_text('{"kind": "zenodo", "record": "1234"}')
-        set_source = subprocess.run(
-            [*imagingx_command(), "catalog", "set-source", "msd03-liver", str(descriptor)],
-            env=service_environment(home),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        set_source = set_source_with_cli(home, "msd03-liver", descriptor)
         assert set_source.returncode == 0, set_source.stdout + set_source.stderr
         assert "source set (zenodo)" in set_source.stdout
         detail = httpx.get(f"{url}/api/v1/datasets/msd03-liver", timeout=30).json()

@@ -27,6 +27,7 @@ from test_serve import (
     imagingx_command,
     processes_of,
     service_environment,
+    set_source_with_cli,
 )
 
 from app.core.embedded import read_service_url
@@ -239,13 +240,7 @@ def test_sigterm_with_a_download_in_flight_stops_within_10_s_and_the_next_start_
         loopback = {"IMAGINGX_ALLOW_PRIVATE_SOURCES": "1"}
         run = start_serve(home, log_file, port, **loopback)
         try:
-            set_source = subprocess.run(
-                [*imagingx_command(), "catalog", "set-source", "msd03-liver", str(descriptor)],
-                env=service_environment(home),
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            set_source = set_source_with_cli(home, "msd03-liver", descriptor)
             assert set_source.returncode == 0, set_source.stdout + set_source.stderr
             created = httpx.post(f"{run.url}/api/v1/bundles", json={"datasets": ["msd03-liver"]}, timeout=30)
             assert created.status_code == 202, created.text

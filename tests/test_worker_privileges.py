@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from test_serve import free_port, imagingx_command, processes_of, service_environment
+from test_serve import free_port, imagingx_command, processes_of, service_environment, set_source_with_cli
 from test_serve_healing import start_serve
 
 from app import stack
@@ -183,13 +183,7 @@ def test_serve_as_root_runs_the_worker_as_nobody_and_a_bundle_job_completes(
             # the web process stays with serve's account
             assert run.child("uvicorn").uids().real == 0
 
-            set_source = subprocess.run(
-                [*imagingx_command(), "catalog", "set-source", "msd03-liver", str(descriptor)],
-                env=service_environment(home),
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            set_source = set_source_with_cli(home, "msd03-liver", descriptor)
             assert set_source.returncode == 0, set_source.stdout + set_source.stderr
             created = httpx.post(f"{run.url}/api/v1/bundles", json={"datasets": ["msd03-liver"]}, timeout=30)
             assert created.status_code == 202, created.text

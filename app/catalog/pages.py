@@ -70,7 +70,7 @@ def dataset_page(request: Request, session: SessionDep, slug: str) -> HTMLRespon
         request,
         "catalog/dataset.html",
         lambda: dataset_context(request, service.dataset_detail(session, slug)),
-        (session.get_bind().engine.url, service.catalog_version(session)),
+        service.catalog_key(session),
     )
 
 

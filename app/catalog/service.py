@@ -187,6 +187,12 @@ def catalog_version(session: Session) -> int:
     return version
 
 
+def catalog_key(session: Session) -> tuple[Any, int]:
+    """(database, catalog version): what every answer derived from the catalog alone depends on, and so the
+    key of every cache of such answers."""
+    return session.get_bind().engine.url, catalog_version(session)
+
+
 def forget_catalog_version() -> None:
     """Read the version from the database on next use (after a change made behind the ORM's back)."""
     _versions.clear()

@@ -26,8 +26,6 @@ class VersionedCache(Generic[V]):
         self._entries: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
         self._bytes = 0
-        self.hits = 0
-        self.misses = 0
 
     @staticmethod
     def _weight(value: object) -> int:
@@ -56,9 +54,7 @@ class VersionedCache(Generic[V]):
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
-                self.hits += 1
                 return self._entries[key]
-            self.misses += 1
         value = compute()
         with self._lock:
             self._store(key, value)
@@ -72,8 +68,6 @@ class VersionedCache(Generic[V]):
                 if key in self._entries:
                     self._entries.move_to_end(key)
                     found[key] = self._entries[key]
-            self.hits += len(found)
-            self.misses += len(keys) - len(found)
         return found
 
     def put_many(self, items: dict[Hashable, V]) -> None:

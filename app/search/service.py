@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from app.catalog.models import Dataset
-from app.catalog.service import SUMMARY_COLUMNS, catalog_version, summarise
+from app.catalog.service import SUMMARY_COLUMNS, catalog_key, catalog_version, summarise
 from app.common.errors import InvalidInput
 from app.core.cache import VersionedCache
 from app.core.config import get_settings
@@ -131,11 +131,6 @@ def search_datasets(
 # which the garbage collector never scans: keeping the response objects themselves (a few thousand tracked
 # objects each) made full collections pause a web process for most of a second.
 _json_answers: VersionedCache[bytes] = VersionedCache(maxsize=5000, max_bytes=64 * 2**20)
-
-
-def catalog_key(session: Session) -> tuple[Any, int]:
-    """(database, catalog version): what every answer derived from the catalog alone depends on."""
-    return session.get_bind().engine.url, catalog_version(session)
 
 
 def search_json(

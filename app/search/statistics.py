@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app.catalog.service import catalog_version
+from app.catalog.service import catalog_key
 from app.core.cache import VersionedCache
 from app.core.urls import urls
 from app.search.facets import facet_counts, value_label
@@ -20,9 +20,8 @@ STATISTIC_FACETS = ("modality", "dim", "task", "anatomy", "access", "year", "siz
 def catalog_statistics(session: Session) -> dict[str, Any]:
     """Distributions over the whole catalog (charts link each bar to the filtered search) and the taxonomy.
     A new dict each call (callers may replace its keys); the values are shared and read-only."""
-    version = catalog_version(session)
-    key = (session.get_bind().engine.url, version)
-    return dict(_statistics.get_or_compute(key, lambda: _catalog_statistics(session, version)))
+    key = catalog_key(session)
+    return dict(_statistics.get_or_compute(key, lambda: _catalog_statistics(session, key[1])))
 
 
 _statistics: VersionedCache[dict[str, Any]] = VersionedCache(maxsize=4)

@@ -73,6 +73,8 @@ class BundleItem(Base):
     state: Mapped[str] = mapped_column(String(16))
     case: Mapped[dict[str, Any]] = mapped_column(JSONB)  # the layout's Case: paths relative to the job folder
     reason: Mapped[str | None] = mapped_column(Text)
+    # where a skipped item was left out (app.common.jobs.ItemStage); NULL on rows older than migration 0008
+    stage: Mapped[str | None] = mapped_column(String(16))
     harmonised: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # geometry, hash, labels of the result
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

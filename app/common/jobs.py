@@ -39,6 +39,27 @@ class ItemState(StrEnum):
     skipped = "skipped"
 
 
+class ItemStage(StrEnum):
+    """Where in a build an item was skipped or altered: the bundle's report groups its account by stage."""
+
+    fetch = "fetch"  # the download (or the host) failed
+    unpack = "unpack"  # the archive or folder could not be opened safely
+    read = "read"  # the file could not be read as an image (truncated, corrupt, a localizer, a gappy series)
+    harmonise = "harmonise"  # read, but refused or changed while harmonising (grid, orientation, labels)
+    deduplicate = "deduplicate"  # the same voxels as an item already kept
+    package = "package"  # refused while writing the bundle
+
+
+class AlterationKind(StrEnum):
+    """How harmonising changed an item beyond the lossless reorientation to RAS that every 3D case gets."""
+
+    resampled = "resampled"
+    cast = "cast"
+    rescaled = "rescaled"
+    relabelled = "relabelled"
+    reoriented = "reoriented"  # beyond RAS: axes swapped or flipped where the closest canonical was not exact
+
+
 SliceAxis = Literal["axial", "coronal", "sagittal"]
 # arrays are (z, y, x) in the workers: axial slices run along z
 SLICE_AXES: dict[str, int] = {"axial": 0, "coronal": 1, "sagittal": 2}

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from app.bundles import service
 from app.bundles.models import BundleItem, BundleJob
 from app.catalog.models import Dataset
-from app.common.jobs import ItemState, JobState
+from app.common.jobs import ItemStage, ItemState, JobState
 from app.core.config import Settings
 from app.core.db import new_session
 from workers.imaging.cases import Case
@@ -156,6 +156,7 @@ def harmonise_item(job_id: str, item_id: str, settings: Settings) -> Messages:
     except UnreadableItemError as error:
         outcome = {
             "state": ItemState.skipped,
+            "stage": ItemStage.read,
             "reason": reason_for(error, source_dir(settings, job_id, item.slug)),
         }
     except Exception as error:
@@ -164,12 +165,13 @@ def harmonise_item(job_id: str, item_id: str, settings: Settings) -> Messages:
         if not isinstance(error, OSError | RuntimeError | ValueError | MemoryError):
             log.exception("bundle %s: item %s failed unexpectedly", job_id, item_id)
         reason = reason_for(error, source_dir(settings, job_id, item.slug))
-        outcome = {"state": ItemState.skipped, "reason": f"could not be read: {reason}"}
+        outcome = {"state": ItemState.skipped, "stage": ItemStage.read, "reason": f"could not be read: {reason}"}
     with new_session() as session:
         row = session.get(BundleItem, (job_id, item_id), with_for_update=True)
         if row is not None and row.state == ItemState.pending:
             row.state = outcome["state"]
             row.reason = outcome.get("reason")
+            row.stage = outcome.get("stage")
             row.harmonised = outcome.get("harmonised")
             session.commit()
         return service.advance(session, job_id, settings)

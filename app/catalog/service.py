@@ -17,6 +17,7 @@ from app.catalog.schemas import DatasetDetail, DatasetSummary, QualityFlag, Rela
 from app.common.descriptors import SourceError, parse_source
 from app.common.errors import InvalidInput, NotFound
 from app.common.vocabularies import ALL, HOST
+from app.core.cache import on_forget
 from app.core.urls import urls
 from app.sources.service import dataset_source, resolve_sources, set_operator_source
 
@@ -193,6 +194,7 @@ def catalog_key(session: Session) -> tuple[Any, int]:
     return session.get_bind().engine.url, catalog_version(session)
 
 
+@on_forget
 def forget_catalog_version() -> None:
     """Read the version from the database on next use (after a change made behind the ORM's back)."""
     _versions.clear()

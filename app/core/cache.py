@@ -9,11 +9,32 @@ between requests and must be treated as read-only.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
+
+# Every cache of derived answers, and every other forgetful holder of catalog-derived state, so that one call can
+# forget them all: when a database is rolled back to an earlier state (a test's transaction is undone), version
+# numbers repeat, and an answer kept for "version 7" may describe a version 7 that no longer exists.
+_forgetters: list[Callable[[], None]] = []
+_caches: weakref.WeakSet[VersionedCache[object]] = weakref.WeakSet()
+
+
+def on_forget(forget: Callable[[], None]) -> Callable[[], None]:
+    """Register `forget` to run on every `forget_derived_state()` (usable as a decorator)."""
+    _forgetters.append(forget)
+    return forget
+
+
+def forget_derived_state() -> None:
+    """Drop every kept answer and every registered piece of catalog-derived state in this process."""
+    for cache in list(_caches):
+        cache.clear()
+    for forget in _forgetters:
+        forget()
 
 
 class VersionedCache(Generic[V]):
@@ -26,6 +47,7 @@ class VersionedCache(Generic[V]):
         self._entries: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
         self._bytes = 0
+        _caches.add(self)  # type: ignore[arg-type]  # every value type is forgotten alike
 
     @staticmethod
     def _weight(value: object) -> int:
@@ -81,4 +103,4 @@ class VersionedCache(Generic[V]):
             self._bytes = 0
 
 
-__all__ = ["VersionedCache"]
+__all__ = ["VersionedCache", "forget_derived_state", "on_forget"]

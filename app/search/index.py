@@ -17,6 +17,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app.core.cache import on_forget
 from app.core.config import get_settings
 from app.search.schemas import FACETS
 
@@ -193,6 +194,7 @@ def current_index(session: Session, version: int) -> CatalogIndex:
         return _current
 
 
+@on_forget
 def reset_index() -> None:
     """Forget the cached index (tests and bench loaders that rewrite the catalog call this)."""
     global _current, _current_key

@@ -94,6 +94,13 @@ class BuildOptions(BaseModel):
         "series they label, not every series of every subject",
     )
 
+    resample_mismatched_labels: bool = Field(
+        default=False,
+        description="A label whose grid (size, spacing, origin, direction) differs from its image's is refused "
+        "(the item is skipped, saying why) unless this is set; then it is resampled onto the image's grid by "
+        "nearest neighbour and the item records a `resampled` alteration",
+    )
+
     @model_validator(mode="after")
     def _fractions(self) -> "BuildOptions":
         if (self.test_fraction or 0) + self.val_fraction > 0.9:

@@ -221,7 +221,8 @@ def test_dicom_lps_volume_reoriented_to_ras() -> None:
 
 def test_synonyms_share_one_concept() -> None:
     assert {normalise_concept(n) for n in ("liver", "Liver", " LIVER ", "hepatic", "Hepatic")} == {"liver"}
-    assert normalise_concept("left kidney") == "left_kidney"  # unknown structures keep their own concept
+    assert normalise_concept("left kidney") == "kidney_left"  # sided forms of a known structure: one concept
+    assert normalise_concept("Left Wobble") == "left_wobble"  # unknown structures keep their own concept
     assert normalise_concept("body") == "body"  # not folded into the catalog's whole-body region
     assert snomed_code("liver") == ("10200004", "Liver")
 

@@ -9,37 +9,16 @@ source never drew is *unknown* in that case, not background, so a trainer can ma
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 
+from app.common.structures import Code, structures
 from app.common.vocabularies import ANATOMY
 
 BACKGROUND = "background"
-# Spellings the catalog's anatomy vocabulary does not cover because they are names of *structures drawn in a
-# label map*, not of a dataset's body region. Keys are normalised (lower case, single underscores).
-LABEL_SYNONYMS: dict[str, str] = {
-    "bg": BACKGROUND,
-    "clear_label": BACKGROUND,
-    "unlabelled": BACKGROUND,
-    "unlabeled": BACKGROUND,
-    "hepatic": "liver",
-    "liver_tumor": "liver_tumour",
-    "hepatic_tumour": "liver_tumour",
-    "hepatic_tumor": "liver_tumour",
-    "liver_lesion": "liver_tumour",
-    "tumor": "tumour",
-    "lesion": "tumour",
-    "edema": "oedema",
-    "peritumoral_edema": "oedema",
-    "kidneys": "kidney",
-    "lungs": "lung",
-    "renal": "kidney",
-    "splenic": "spleen",
-    "pancreatic": "pancreas",
-}
 # Catalog anatomy terms that describe what a *dataset* covers, not one structure: the catalog folds "body",
 # "bone marrow" or "gland" into them for faceting, but a label named "body" is a body outline and must not be
 # merged with anything of that name. Such names stay their own concept.
@@ -57,37 +36,62 @@ _REGION_TERMS = {
 }
 
 
-def normalise_concept(name: str) -> str:
-    """The concept id for a label name in any spelling: "Liver", "liver", "hepatic" -> "liver".
+def slug(name: str) -> str:
+    """A name as written, lower case with single underscores: how an unknown name stays a concept."""
+    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
 
-    Own synonyms first, then the catalog's anatomy vocabulary (organs, with their synonyms), else the name
-    itself as a slug, so an unknown structure ("left kidney") stays a distinct concept instead of vanishing.
-    """
-    key = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+
+def resolve_concept(name: str) -> tuple[str, bool]:
+    """(concept id, known) for a label name in any spelling.
+
+    The structures vocabulary first (app/common/structures.py: "Gray Matter" and "grey matter" -> grey_matter,
+    "CSF" -> cerebrospinal_fluid, "Kidney L" -> kidney_left), then the catalog's anatomy vocabulary by a term's
+    own id or label only (its synonyms are a dataset's coverage, too coarse for one structure: "trachea" is
+    filed under lung there). A name neither knows is kept as written (its slug) and is not known: callers list
+    it, nothing guesses what it means."""
+    key = slug(name)
     if not key or key in {"0", BACKGROUND}:
-        return BACKGROUND
-    if key in LABEL_SYNONYMS:
-        return LABEL_SYNONYMS[key]
-    term = ANATOMY.resolve(name)
-    if term is not None and term not in _REGION_TERMS:
-        return term
-    return key
+        return BACKGROUND, True
+    found = structures().resolve(name)
+    if found is not None:
+        return found.concept, True
+    term_id = ANATOMY.resolve(name)
+    if term_id is not None and term_id not in _REGION_TERMS:
+        term = ANATOMY.term(term_id)
+        if key in {slug(term.id), slug(term.label)}:
+            return term_id, True
+    return key, False
+
+
+def normalise_concept(name: str) -> str:
+    """The concept id for a label name in any spelling (see `resolve_concept`)."""
+    return resolve_concept(name)[0]
+
+
+def unknown_names(names: Iterable[str]) -> list[str]:
+    """The names, as written, that no vocabulary knows: what a case lists as `unknown_labels`."""
+    return sorted({name for name in names if not resolve_concept(name)[1]})
+
+
+def concept_codes(concept: str) -> tuple[list[Code], Code | None]:
+    """A concept's codes (SNOMED CT, UBERON) and laterality modifier from the structures vocabulary, else the
+    catalog's anatomy vocabulary's UBERON id; nothing for an unknown concept."""
+    codes, modifier = structures().codes(concept)
+    if codes or modifier is not None:
+        return codes, modifier
+    if concept in ANATOMY:
+        term = ANATOMY.term(concept)
+        if term.code and term.code_system == "UBERON":
+            return [Code("UBERON", term.code, term.label)], None
+    return [], None
 
 
 def snomed_code(concept: str) -> tuple[str, str] | None:
-    """(SNOMED CT code, meaning) for a concept where DICOM's code dictionary knows it, e.g. liver ->
-    ("10200004", "Liver"). pydicom ships the DICOM subset of SNOMED CT in `pydicom.sr`; optional."""
-    try:
-        from pydicom.sr.codedict import codes
-    except ImportError:  # pragma: no cover - pydicom is a dependency; codes stay optional for the bundle
-        return None
-    keyword = "".join(part.capitalize() for part in concept.split("_"))
-    for candidate in (keyword, keyword + "Structure"):
-        try:
-            code = getattr(codes.SCT, candidate)
-        except AttributeError:
-            continue
-        return str(code.value), str(code.meaning)
+    """(SNOMED CT code, meaning) of a concept, e.g. liver -> ("10200004", "Liver"): the structures
+    vocabulary's (taken from DICOM's code dictionary, pydicom.sr.codedict), without its laterality."""
+    for code in concept_codes(concept)[0]:
+        if code.scheme == "SCT":
+            return code.value, code.meaning
     return None
 
 

@@ -1,8 +1,10 @@
 """labels.json: the global label table with codes, and each source's local id -> concept map.
 
-Codes come from the table when the label unifier set them; otherwise a SNOMED CT code is looked up in the DICOM
-code dictionary that ships with pydicom (`pydicom.sr.codedict`), when pydicom is installed. The lookup is by the
-concept's name in CamelCase ("left kidney" -> `codes.SCT.LeftKidney`), which is how that dictionary names them.
+Codes come from the structures vocabulary (app/data/labels/structures.json, loaded by app/common/structures.py):
+SNOMED CT as DICOM's code dictionary states it and UBERON as the catalog's anatomy vocabulary states it, with
+DICOM's laterality modifier for a sided concept ("kidney_left": Kidney + Left). A concept the vocabulary does
+not know has no code (`code` null, `codes` empty) and `known` false: it is the source's name kept as written.
+Codes the label table itself carries (set by whoever built it) are kept when the vocabulary has none.
 """
 
 from __future__ import annotations
@@ -11,35 +13,36 @@ import json
 from pathlib import Path
 from typing import Any
 
+from app.common.labels import BACKGROUND, concept_codes, resolve_concept
 from workers.packaging.cases import LabelConcept, LabelTable
 
 LABELS_NAME = "labels.json"
 
 
-def dicom_snomed_code(concept: str) -> tuple[str, str, str] | None:
-    """(scheme, value, meaning) for a concept name from pydicom's DICOM subset of SNOMED CT, if any."""
-    try:
-        from pydicom.sr.codedict import codes
-    except ImportError:
-        return None
-    keyword = "".join(part.capitalize() for part in concept.replace("-", " ").replace("_", " ").split())
-    try:
-        code = getattr(codes.SCT, keyword)
-    except AttributeError:
-        return None
-    return str(code.scheme_designator), str(code.value), str(code.meaning)
-
-
 def concept_entry(concept: LabelConcept) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": concept.name, "value": concept.value, "code": None}
-    if concept.code_value:
-        entry["code"] = {
-            "scheme": concept.code_scheme,
-            "value": concept.code_value,
-            "meaning": concept.code_meaning or concept.name,
-        }
-    elif concept.value != 0 and (found := dicom_snomed_code(concept.name)):
-        entry["code"] = {"scheme": found[0], "value": found[1], "meaning": found[2]}
+    entry: dict[str, Any] = {"name": concept.name, "value": concept.value, "code": None, "codes": []}
+    if concept.name == BACKGROUND:
+        return entry
+    codes, modifier = concept_codes(concept.name)
+    entry["codes"] = [{"scheme": c.scheme, "value": c.value, "meaning": c.meaning} for c in codes]
+    if not entry["codes"] and concept.code_value:
+        entry["codes"] = [
+            {
+                "scheme": concept.code_scheme,
+                "value": concept.code_value,
+                "meaning": concept.code_meaning or concept.name,
+            }
+        ]
+    # `code`: the one code a DICOM SEG segment would carry (SNOMED CT first)
+    entry["code"] = next((c for c in entry["codes"] if c["scheme"] == "SCT"), None) or next(
+        iter(entry["codes"]), None
+    )
+    entry["laterality"] = (
+        {"scheme": modifier.scheme, "value": modifier.value, "meaning": modifier.meaning}
+        if modifier
+        else None
+    )
+    entry["known"] = resolve_concept(concept.name)[1]
     return entry
 
 

@@ -1,0 +1,128 @@
+"""The structures vocabulary (app/data/labels/structures.json): one concept per meaning, real codes only, names
+it does not know kept as written and listed."""
+
+from __future__ import annotations
+
+import tomllib
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+from pydicom.sr.codedict import codes
+
+from app.common.labels import concept_codes, resolve_concept, unify_labels, unknown_names
+from app.common.structures import STRUCTURES_FILE, load_structures, name_key, structures
+from app.common.vocabularies import ANATOMY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    "spellings, concept",
+    [
+        (("grey matter", "Gray Matter", "GM", "grey_matter", "GRAY-MATTER"), "grey_matter"),
+        (("CSF", "cerebrospinal fluid", "Cerebrospinal Fluid", "csf"), "cerebrospinal_fluid"),
+        (("left kidney", "kidney_left", "Kidney L", "Kidney (left)", "lt kidney", "L kidney"), "kidney_left"),
+        (("right kidney", "kidney_right", "Kidney R", "rt. kidney"), "kidney_right"),
+        (("edema", "Oedema", "peritumoral edema"), "oedema"),
+        (("liver tumor", "Liver Tumour", "hepatic lesion"), "liver_tumour"),
+        (("Kidneys", "kidney", "renal"), "kidney"),
+        (("bladder", "urinary_bladder", "Urinary Bladder"), "urinary_bladder"),
+        (("Axial", "axial", "transverse"), "axial"),
+        (("cysts", "Cyst"), "cyst"),
+    ],
+)
+def test_every_spelling_of_a_meaning_is_one_concept(spellings: tuple[str, ...], concept: str) -> None:
+    assert {resolve_concept(name) for name in spellings} == {(concept, True)}
+
+
+def test_unknown_names_are_kept_as_written_and_listed_never_guessed() -> None:
+    # "polyp" is filed under colon by the catalog's dataset anatomy: a label named so is no colon
+    names = ["liver", "Polyp", "Left Wobble", "vertebrae_L1", "left liver"]
+    assert unknown_names(names) == ["Left Wobble", "Polyp", "left liver", "vertebrae_L1"]
+    assert [resolve_concept(n) for n in names[1:]] == [
+        ("polyp", False),
+        ("left_wobble", False),
+        ("vertebrae_l1", False),
+        ("left_liver", False),  # liver has no sides: no concept is made up for it
+    ]
+
+
+def test_two_sources_with_different_spellings_share_one_global_id() -> None:
+    unified = unify_labels(
+        {
+            "brain-a": {1: "grey matter", 2: "CSF", 3: "white matter"},
+            "brain-b": {1: "Gray Matter", 2: "cerebrospinal fluid", 3: "Thing X"},
+            "kidneys": {1: "left kidney", 2: "Kidney R"},
+            "ts": {1: "kidney_left", 2: "kidney_right", 3: "Kidney L"},
+        }
+    )
+    assert unified.table == {
+        "background": 0,
+        "grey_matter": 1,
+        "cerebrospinal_fluid": 2,
+        "white_matter": 3,
+        "thing_x": 4,
+        "kidney_left": 5,
+        "kidney_right": 6,
+    }
+    assert unified.local_to_global["ts"] == {0: 0, 1: 5, 2: 6, 3: 5}
+
+
+def test_every_snomed_code_is_the_one_dicoms_code_dictionary_gives() -> None:
+    vocabulary = structures()
+    checked = 0
+    for term in vocabulary.terms:
+        if term.snomed is not None:
+            code = getattr(codes.SCT, term.snomed.dicom_keyword)
+            assert (term.snomed.code, term.snomed.meaning) == (str(code.value), str(code.meaning)), term.id
+            checked += 1
+    for side in vocabulary.sides.values():
+        code = getattr(codes.SCT, side.snomed.dicom_keyword)
+        assert side.snomed.code == str(code.value)
+    assert checked > 80
+
+
+def test_every_uberon_id_is_the_catalog_anatomy_vocabularys() -> None:
+    uberon = {term.code for term in ANATOMY.terms if term.code}
+    ids = [term.uberon for term in structures().terms if term.uberon]
+    assert ids and set(ids) <= uberon
+
+
+def test_a_sided_concept_carries_the_structures_code_and_dicoms_laterality_modifier() -> None:
+    found, modifier = concept_codes("kidney_left")
+    assert [(c.scheme, c.value) for c in found] == [("SCT", "64033007"), ("UBERON", "UBERON:0002113")]
+    assert modifier is not None and (modifier.value, modifier.meaning) == ("7771000", "Left")
+    assert concept_codes("left_wobble") == ([], None)
+
+
+def test_totalsegmentator_names_resolve_to_the_terms_that_list_them() -> None:
+    vocabulary = structures()
+    for term in vocabulary.terms:
+        for name in term.totalsegmentator:
+            resolved = vocabulary.resolve(name)
+            assert resolved is not None and resolved.term is term, name
+            side = name.rsplit("_", 1)[-1]
+            assert resolved.concept == (f"{term.id}_{side}" if side in ("left", "right") else term.id)
+
+
+def test_no_spelling_names_two_terms_and_a_bad_file_is_refused(tmp_path: Path) -> None:
+    keys = [name_key(s) for t in structures().terms for s in (t.id, t.label, *t.synonyms)]
+    owners: dict[str, set[str]] = {}
+    for term in structures().terms:
+        for spelling in (term.id, term.label, *term.synonyms):
+            owners.setdefault(name_key(spelling), set()).add(term.id)
+    assert keys and all(len(ids) == 1 for ids in owners.values())
+    clash = STRUCTURES_FILE.read_text().replace('"gray matter"', '"csf"', 1)
+    bad = tmp_path / "structures.json"
+    bad.write_text(clash)
+    with pytest.raises(ValueError, match="csf"):
+        load_structures(bad)
+
+
+def test_the_file_ships_with_the_package() -> None:
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "app"
+    ]
+    relative = STRUCTURES_FILE.relative_to(ROOT / "app").as_posix()
+    assert any(fnmatch(relative, p) and relative.count("/") == p.count("/") for p in patterns)

@@ -55,6 +55,10 @@ SOURCES = [
         licence="CC-BY-NC-SA-4.0",
         url="https://zenodo.org/records/2222222",
         licence_url="https://creativecommons.org/licenses/by-nc-sa/4.0/",
+        stated_licences=(("CC BY-NC-SA 4.0", "dataset.json"),),
+        doi="10.5281/zenodo.2222222",
+        year="2019",
+        authors="Roe, Richard and Poe, Edgar",
     ),
     SourceDataset(
         slug="mr-brain-demo",
@@ -194,7 +198,9 @@ SPEC = BundleSpec(
     version="1.0.0",
     date_published="2026-11-28",
 )
-EARLIER_SKIPS = [SkippedItem("ct-organs-nc", "imagesTr/case_9.nii.gz", "download failed: md5 mismatch")]
+EARLIER_SKIPS = [
+    SkippedItem("ct-organs-nc", "imagesTr/case_9.nii.gz", "download failed: md5 mismatch", stage="fetch")
+]
 
 
 def build(dest: Path, spec: BundleSpec = SPEC, cases: list[HarmonisedCase] | None = None):
@@ -345,7 +351,15 @@ def test_licences_say_which_terms_bind_the_whole(bundle: Path) -> None:
     assert "@article{demo2020" in bib and "ct_organs_nc" in bib and "mr_brain_demo" in bib
     bibtexparser = pytest.importorskip("bibtexparser")
     library = bibtexparser.parse_string(bib)
-    assert len(library.entries) == 3 and not library.failed_blocks
+    assert len(library.entries) == 4 and not library.failed_blocks
+    entries = {entry.key: entry for entry in library.entries}
+    organs = entries["ct_organs_nc"]
+    # what the source states reaches its entry: authors, year and DOI, not only a title and a URL
+    assert organs["author"] == "Roe, Richard and Poe, Edgar"
+    assert organs["year"] == "2019" and organs["doi"] == "10.5281/zenodo.2222222"
+    survey = entries["imagingx_survey"]
+    assert survey.entry_type == "article" and "2603.27460" in survey["eprint"] and survey["year"] == "2026"
+    assert "CC BY-NC-SA 4.0 (dataset.json)" in text  # the licence the source states, with where it was read
     assert combined_terms([SOURCES[2]]).statements() == ["No conditions: every part is public domain or CC0."]
     dataset_json = json.loads((bundle / "nnunet/Dataset501_LiverFusionDemoCt/dataset.json").read_text())
     assert "non-commercial" in dataset_json["licence"]

@@ -30,6 +30,10 @@ class BundleJob(Base):
     warnings: Mapped[list[str]] = mapped_column(JSONB, default=list)
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # items, sizes, checksums of the bundle
+    # the portal's address the request came to: the bundle names its own page with it (migration 0010)
+    base_url: Mapped[str | None] = mapped_column(Text)
+    # the nnU-Net dataset ids packaging gave the bundle, one per set of channels, fixed once chosen
+    nnunet_ids: Mapped[list[int] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -56,6 +60,9 @@ class BundleSource(Base):
         JSONB
     )  # local id -> name, as the source has it
     items_total: Mapped[int] = mapped_column(Integer, default=0)
+    # what the source states about itself, read while fetching (migration 0010): licences with where each was
+    # found, and for a failed source the stage it stopped at
+    stated: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )

@@ -19,9 +19,12 @@ from typing import Any
 import numpy as np
 
 from app.common.checksums import bundle_files, sha256_file, write_sha256sums
+from app.common.jobs import ItemStage
 from workers.packaging import images2d, nnunet
-from workers.packaging.cases import HarmonisedCase, LabelTable, SkippedItem, SourceDataset
+from workers.packaging.account import account_rows, per_source_skipped, write_account
+from workers.packaging.cases import AlteredItem, HarmonisedCase, LabelTable, SkippedItem, SourceDataset
 from workers.packaging.croissant import croissant_document, write_croissant
+from workers.packaging.datacard import datacard_markdown, write_datacard
 from workers.packaging.labels import write_labels
 from workers.packaging.licences import combined_terms, write_licences
 from workers.packaging.manifest import ItemRecord, records_table, write_csv, write_manifest, write_parquet
@@ -56,6 +59,8 @@ class BundleSpec:
     # up front (the plan asked for them) so a case's path is fixed the moment it arrives.
     modalities: tuple[str, ...] = ("CT",)
     dataset_id: int = 500
+    # the nnU-Net id of each modality's dataset, in `modalities` order; empty: dataset_id, dataset_id + 1, ...
+    dataset_ids: tuple[int, ...] = ()
     url: str = ""
     version: str = "1.0.0"
     date_published: str = ""  # the only time in the bundle, and only if the caller gives one
@@ -66,6 +71,8 @@ class BundleSpec:
     gzip_level: int = DEFAULT_LEVEL
     compress_threads: int = 1  # per volume, on top of `workers` cases at once; output identical for any value
     report_extra: dict[str, Any] = field(default_factory=dict)  # e.g. the plan's MDFP summary rows
+    # how the bundle was made, for the datacard: catalog_version, plan_id, options, software {name: version}
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,18 +81,31 @@ class BundleResult:
     items: int
     skipped: tuple[SkippedItem, ...]
     sha256sums: dict[str, str]
+    counts: dict[str, Any] = field(default_factory=dict)  # report.json's counts
+    nnunet_ids: tuple[int, ...] = ()  # the nnU-Net datasets written
 
 
-def nnunet_folders(spec: BundleSpec) -> dict[str, str]:
-    """Channel key (`CT`, or `T1+T2` for a multi-channel set) -> bundle-relative nnU-Net dataset folder."""
+def nnunet_ids(spec: BundleSpec) -> dict[str, int]:
+    """Channel key (`CT`, or `T1+T2` for a multi-channel set) -> its nnU-Net dataset id."""
     channels = [nnunet.channel_key(tuple(m.split("+"))) for m in spec.modalities]
     if len(set(channels)) != len(channels):
         raise ValueError(f"modalities repeat: {spec.modalities}")
-    if len(channels) == 1:
-        return {channels[0]: f"{nnunet.NNUNET_DIR}/{nnunet.dataset_folder_name(spec.dataset_id, spec.name)}"}
+    ids = list(spec.dataset_ids) or [spec.dataset_id + i for i in range(len(channels))]
+    if len(ids) != len(channels) or len(set(ids)) != len(ids):
+        raise ValueError(f"{len(channels)} modalities need as many distinct dataset ids, got {ids}")
+    return dict(zip(channels, ids, strict=True))
+
+
+def nnunet_folders(spec: BundleSpec) -> dict[str, str]:
+    """Channel key -> bundle-relative nnU-Net dataset folder (`nnunet/Dataset501_Name`; with several
+    modalities each folder's name ends in its channels)."""
+    ids = nnunet_ids(spec)
+    if len(ids) == 1:
+        ((channel, dataset_id),) = ids.items()
+        return {channel: f"{nnunet.NNUNET_DIR}/{nnunet.dataset_folder_name(dataset_id, spec.name)}"}
     return {
-        channel: f"{nnunet.NNUNET_DIR}/{nnunet.dataset_folder_name(spec.dataset_id + i, spec.name + ' ' + channel)}"
-        for i, channel in enumerate(channels)
+        channel: f"{nnunet.NNUNET_DIR}/{nnunet.dataset_folder_name(dataset_id, spec.name + ' ' + channel)}"
+        for channel, dataset_id in ids.items()
     }
 
 
@@ -103,6 +123,9 @@ class _Packager:
         self.folders = nnunet_folders(spec)
         self.records: list[ItemRecord] = []
         self.skipped: list[SkippedItem] = []
+        self.altered: list[AlteredItem] = []
+        # per source: where modalities and subjects came from (counts), label names no vocabulary knew
+        self.notes: dict[str, dict[str, Any]] = {}
         self.known_hashes: dict[str, str] = {}
         self.seen_ids: set[str] = set()
         self.seen_content: dict[str, str] = {}
@@ -110,20 +133,46 @@ class _Packager:
         # any 2D item of a multi-label set: the imagefolder metadata gets a list column
         self.multi_label = False
 
-    def skip(self, case: HarmonisedCase, reason: str) -> None:
+    def skip(self, case: HarmonisedCase, reason: str, stage: str = ItemStage.package) -> None:
         self.skipped.append(
-            SkippedItem(source=case.source, item=case.source_file or case.case_id, reason=reason)
+            SkippedItem(
+                source=case.source,
+                item=case.source_file or case.case_id,
+                reason=reason,
+                stage=stage,
+                item_id=case.case_id,
+            )
         )
+
+    def account_for(self, case: HarmonisedCase) -> None:
+        """What harmonising said about an admitted case: its alterations and notes into the account, how its
+        modality and subject were found into its source's notes."""
+        file = case.source_file or case.case_id
+        for kind, detail in case.alterations:
+            self.altered.append(AlteredItem(case.source, file, case.case_id, kind, detail))
+        if case.modality_disagreement:
+            self.altered.append(
+                AlteredItem(case.source, file, case.case_id, "modality", case.modality_disagreement)
+            )
+        note = self.notes.setdefault(
+            case.source, {"modality_from": {}, "subject_from": {}, "unknown_labels": []}
+        )
+        for key, value in (("modality_from", case.modality_from), ("subject_from", case.subject_from)):
+            if value:
+                note[key][value] = note[key].get(value, 0) + 1
+        note["unknown_labels"] = sorted(set(note["unknown_labels"]) | set(case.unknown_labels))
 
     def admit(self, case: HarmonisedCase) -> bool:
         """Check a case before any byte is written for it; a refusal becomes a report line, not a crash."""
         problem = case.problem()
+        stage: str = ItemStage.package
         if problem is None and case.source not in self.sources:
             problem = f"source {case.source!r} is not among the bundle's sources"
         if problem is None and case.case_id in self.seen_ids:
             problem = f"case id {case.case_id} appears twice"
         if problem is None and case.content_hash in self.seen_content:
             problem = f"same voxels as {self.seen_content[case.content_hash]} (duplicate content)"
+            stage = ItemStage.deduplicate
         label_range = case.label_range() if problem is None else None
         if label_range is not None:
             low, high = label_range
@@ -140,10 +189,11 @@ class _Packager:
             elif not case.has_label and case.split != "test":
                 problem = "no label map: nnU-Net training cases need one"
         if problem is not None:
-            self.skip(case, problem)
+            self.skip(case, problem, stage)
             return False
         self.seen_ids.add(case.case_id)
         self.seen_content[case.content_hash] = case.case_id
+        self.account_for(case)
         return True
 
     def record(self, case: HarmonisedCase, **paths: Any) -> ItemRecord:
@@ -352,11 +402,13 @@ def build_bundle(
 ) -> BundleResult:
     """Package `cases` (any iterable; consumed once, a few cases in memory at a time) into the folder `dest`.
 
-    `skipped` carries what earlier stages left out (download failures, unreadable files) into the report.
-    Raises before anything is visible if the label table is malformed or `dest` already exists.
+    `skipped` carries what earlier stages left out (sources not fetched, files no case used, unreadable
+    files), each with its stage, into the account. Raises before anything is visible if the label table is
+    malformed or `dest` already exists.
     """
     labels.validate()
     dest = Path(dest)
+    ids = nnunet_ids(spec)
     with staged_folder(dest) as root:
         packager = _Packager(root, spec, sources, labels)
         packager.skipped.extend(skipped)
@@ -371,15 +423,37 @@ def build_bundle(
         packager.write_nnunet_datasets()
         packager.write_imagefolder_metadata()
         write_manifest(packager.records, root)
+        account = account_rows(packager.skipped, packager.altered)
+        write_account(account, root)
         write_labels(labels, root)
         write_licences(spec.name, list(sources), root)
-        write_report(
-            report_document(
-                bundle_name=spec.name,
+        report = report_document(
+            bundle_name=spec.name,
+            records=packager.records,
+            account=account,
+            sources=sources,
+            notes=packager.notes,
+            extra=dict(sorted(spec.report_extra.items())),
+        )
+        write_report(report, root)
+        # From the spec, never from `dest`: the folder name may differ between runs, the bytes must not.
+        url = spec.url or "urn:imagingx:bundle:" + re.sub(r"[^a-z0-9]+", "-", spec.name.lower()).strip("-")
+        written = {c: f for c, f in packager.folders.items() if packager.nnunet_cases[f]}
+        write_datacard(
+            datacard_markdown(
+                name=spec.name,
+                description=spec.description,
+                version=spec.version,
+                url=spec.url,
+                provenance=spec.provenance,
                 records=packager.records,
-                skipped=packager.skipped,
                 sources=sources,
-                extra=dict(sorted(spec.report_extra.items())),
+                labels=labels,
+                account=account,
+                counts=report["counts"],
+                skipped_per_source=per_source_skipped(account),
+                nnunet_folders=written,
+                nnunet_ids={c: ids[c] for c in written},
             ),
             root,
         )
@@ -393,9 +467,7 @@ def build_bundle(
             croissant_document(
                 name=spec.name,
                 description=spec.description,
-                # From the spec, never from `dest`: the folder name may differ between runs, the bytes must not.
-                url=spec.url
-                or "https://imaging-x.invalid/bundles/" + re.sub(r"[^a-z0-9]+", "-", spec.name.lower()),
+                url=url,
                 version=spec.version,
                 date_published=spec.date_published,
                 sources=sources,
@@ -410,4 +482,6 @@ def build_bundle(
         items=len(packager.records),
         skipped=tuple(packager.skipped),
         sha256sums=sums,
+        counts=report["counts"],
+        nnunet_ids=tuple(sorted(ids[c] for c in written)),
     )

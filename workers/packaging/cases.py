@@ -36,6 +36,14 @@ class SourceDataset:
     # Per-source outcome for the report: "ok", "partial" (some items skipped) or "failed" (nothing usable).
     status: str = "ok"
     status_detail: str = ""
+    # licences the data or its host states itself, each with where it was read ("dataset.json", "LICENSE",
+    # "IDC: 12 series"...): carried beside the catalog's `licence`, never merged into it
+    stated_licences: tuple[tuple[str, str], ...] = ()
+    # what a citation needs where any source states it: the DOI (without a resolver), the year, the authors
+    # (BibTeX's `and`-separated list)
+    doi: str = ""
+    year: str = ""
+    authors: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,15 @@ class HarmonisedCase:
     # and `extra_channels` (or prewritten.extra_images) the others. Empty: one channel named by `modality`.
     channel_names: tuple[str, ...] = ()
     extra_channels: tuple[np.ndarray, ...] = ()
+    # What harmonising says about the case, for the bundle's account (all optional): each change beyond the
+    # lossless reorientation to RAS as (kind, detail) with kind an app.common.jobs.AlterationKind; where the
+    # modality came from ("dicom", "dataset.json", "bids", "catalog") and a disagreement between those; label
+    # names no vocabulary knew (kept as written); how a 2D item's subject id was found.
+    alterations: tuple[tuple[str, str], ...] = ()
+    modality_from: str = ""
+    modality_disagreement: str = ""
+    unknown_labels: tuple[str, ...] = ()
+    subject_from: str = ""
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -207,8 +224,28 @@ class HarmonisedCase:
 
 @dataclass(frozen=True)
 class SkippedItem:
-    """An item left out of the bundle, with the reason a user can act on."""
+    """An item left out of the bundle, with the reason a user can act on.
+
+    `item` is the file relative to its source (or `(whole source)` for a source that could not be fetched);
+    `stage` an app.common.jobs.ItemStage value; `item_id` the id the item would have had in the bundle ("" when
+    it never got one, e.g. a file no case used)."""
 
     source: str
     item: str
     reason: str
+    stage: str = "package"
+    item_id: str = ""
+
+
+@dataclass(frozen=True)
+class AlteredItem:
+    """An item packaged after a change beyond the lossless reorientation to RAS (resampled, cast, rescaled,
+    relabelled, reoriented: app.common.jobs.AlterationKind), or with a note the account keeps (`kind`
+    "modality" for a modality the sources disagree on)."""
+
+    source: str
+    item: str  # the file relative to its source
+    item_id: str
+    kind: str
+    detail: str
+    stage: str = "harmonise"

@@ -15,7 +15,7 @@ from typing import Any
 
 from app.core.croissant import CROISSANT_CONTEXT, CROISSANT_SPEC
 from workers.packaging.cases import SourceDataset
-from workers.packaging.manifest import COLUMNS, MANIFEST_CSV
+from workers.packaging.manifest import COLUMN_DESCRIPTIONS, COLUMNS, MANIFEST_CSV
 
 CROISSANT_NAME = "croissant.json"
 
@@ -71,11 +71,23 @@ def croissant_document(
             "@type": "cr:Field",
             "@id": f"manifest/{column}",
             "name": column,
+            "description": COLUMN_DESCRIPTIONS[column],
             "dataType": "sc:Integer" if column in _INTEGER_COLUMNS else "sc:Text",
             "source": {"fileObject": {"@id": MANIFEST_CSV}, "extract": {"column": column}},
         }
         for column in COLUMNS
     ]
+    record_sets: list[dict[str, Any]] = [
+        {
+            "@type": "cr:RecordSet",
+            "@id": "manifest",
+            "name": "manifest",
+            "description": "One record per item; see manifest.parquet for typed list columns.",
+            "key": {"@id": "manifest/item_id"},
+            "field": fields,
+        }
+    ]
+    record_sets += [_file_set_records(set_id, fmt) for set_id, _glob, fmt in file_sets]
     document: dict[str, Any] = {
         "@context": CROISSANT_CONTEXT,
         "@type": "sc:Dataset",
@@ -93,20 +105,38 @@ def croissant_document(
             for s in ordered_sources
         ],
         "distribution": distribution,
-        "recordSet": [
-            {
-                "@type": "cr:RecordSet",
-                "@id": "manifest",
-                "name": "manifest",
-                "description": "One record per item; see manifest.parquet for typed list columns.",
-                "key": {"@id": "manifest/item_id"},
-                "field": fields,
-            }
-        ],
+        "recordSet": record_sets,
     }
     if date_published:
         document["datePublished"] = date_published
     return document
+
+
+def _file_set_records(set_id: str, fmt: str) -> dict[str, Any]:
+    """A record per file of a FileSet: its path (the manifest's `image_path` / `label_path`, which the
+    `references` join to) and, for pictures, the image itself; volumes are read with nibabel or SimpleITK."""
+    record_id = f"{set_id}-files"
+
+    def field(name: str, data_type: str, file_property: str, description: str) -> dict[str, Any]:
+        return {
+            "@type": "cr:Field",
+            "@id": f"{record_id}/{name}",
+            "name": name,
+            "description": description,
+            "dataType": data_type,
+            "source": {"fileSet": {"@id": set_id}, "extract": {"fileProperty": file_property}},
+        }
+
+    fields = [field("path", "sc:Text", "filepath", "The file's path within the bundle")]
+    if fmt == "image/png":
+        fields.append(field("image", "sc:ImageObject", "content", "The picture (PNG)"))
+    return {
+        "@type": "cr:RecordSet",
+        "@id": record_id,
+        "name": record_id,
+        "description": f"One record per file of {set_id} ({fmt}); the manifest says what each one is.",
+        "field": fields,
+    }
 
 
 def write_croissant(document: dict[str, Any], root: Path) -> None:

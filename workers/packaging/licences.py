@@ -106,32 +106,75 @@ def licences_markdown(bundle_name: str, sources: list[SourceDataset]) -> str:
         "",
         "## Sources",
         "",
-        "| Source | Title | Licence | Licence text | Dataset |",
-        "|---|---|---|---|---|",
+        "The catalog's licence of each source, and the licences the source's own files or its host state (each "
+        "with where it was read). Where they differ, the terms the source itself states are the ones to read.",
+        "",
+        "| Source | Title | Licence (catalog) | Stated by the source | Licence text | Dataset | DOI |",
+        "|---|---|---|---|---|---|---|",
     ]
     for source in sorted(sources, key=lambda s: s.slug):
-        cells = [source.slug, source.title, source.licence, source.licence_url, source.url]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        stated = "; ".join(f"{licence} ({where})" for licence, where in source.stated_licences) or "-"
+        cells = [
+            source.slug,
+            source.title,
+            source.licence,
+            stated,
+            source.licence_url,
+            source.url,
+            source.doi,
+        ]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def _bibtex_key(slug: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", slug)
 
 
+# The survey whose catalog chose the sources: cited in every bundle (its data is MIT-licensed and asks for it).
+SURVEY_KEY = "imagingx_survey"
+SURVEY_BIBTEX = (
+    "@article{imagingx_survey,\n"
+    "  title = {{Project Imaging-X: A Survey of 1000+ Open-Access Medical Imaging Datasets for Foundation Model "
+    "Development}},\n"
+    "  author = {Deng and others},\n"
+    "  journal = {arXiv preprint arXiv:2603.27460},\n"
+    "  eprint = {2603.27460},\n"
+    "  archivePrefix = {arXiv},\n"
+    "  year = {2026},\n"
+    "  url = {https://arxiv.org/abs/2603.27460}\n"
+    "}"
+)
+
+
+def source_bibtex(source: SourceDataset) -> str:
+    """The source's own BibTeX when it states one (an IDC data citation); otherwise an entry from what is
+    known of it: title, and where any source states them, authors, year and DOI, with its URL and licence."""
+    if source.citation_bibtex.strip():
+        return source.citation_bibtex.strip()
+    from app.sources.citations import bibtex_entry
+
+    fields = {"title": source.title}
+    if source.authors:
+        fields["author"] = source.authors
+    if source.year:
+        fields["year"] = source.year
+    if source.doi:
+        fields["doi"] = source.doi
+    if source.url:
+        fields["url"] = source.url
+    fields["note"] = f"Licence: {source.licence}"
+    return bibtex_entry(_bibtex_key(source.slug), fields)
+
+
 def citation_bibtex(sources: list[SourceDataset]) -> str:
-    """Each source's own BibTeX when the catalog has it; otherwise a @misc entry from title and URL."""
-    entries = []
-    for source in sorted(sources, key=lambda s: s.slug):
-        if source.citation_bibtex.strip():
-            entries.append(source.citation_bibtex.strip())
-            continue
-        title = source.title.replace("{", "").replace("}", "")
-        entries.append(
-            f"@misc{{{_bibtex_key(source.slug)},\n  title = {{{title}}},\n  howpublished = {{\\url{{{source.url}}}}},\n"
-            f"  note = {{Licence: {source.licence}}}\n}}"
-        )
-    return "\n\n".join(entries) + "\n"
+    """One entry per source (source_bibtex), then the survey's."""
+    entries = [source_bibtex(source) for source in sorted(sources, key=lambda s: s.slug)]
+    return "\n\n".join([*entries, SURVEY_BIBTEX]) + "\n"
 
 
 def write_licences(bundle_name: str, sources: list[SourceDataset], root: Path) -> None:

@@ -82,6 +82,43 @@ COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ItemRecord))
 if tuple(_SCHEMA.names) != COLUMNS:
     raise RuntimeError("ItemRecord and the Parquet schema must list the same columns")
 
+# What each column holds, axis orders included: written into the datacard, croissant.json's field
+# descriptions and docs/bundles.md (tests/test_datacard.py checks the three agree with this table).
+# The two orders differ on purpose, as the files do: `spacing` follows the image's index axes fastest first
+# (NIfTI/ITK i, j, k = x, y, z), `shape` follows the array as numpy, SimpleITK's GetArrayFromImage and
+# nibabel's `get_fdata().T` give it, slowest first (z, y, x).
+COLUMN_DESCRIPTIONS: dict[str, str] = {
+    "item_id": "The item's id in the bundle (unique; nnU-Net case id and PNG file stem)",
+    "split": "train, val or test (by subject; a source's official test set stays test)",
+    "image_path": "The image file, relative to the bundle root (channel 0 of a multi-channel case)",
+    "label_path": "The label map, relative to the bundle root; empty when the item has none",
+    "source_dataset": "The catalog slug of the dataset it came from",
+    "source_file": "The file it was read from, relative to its source (`file.npz#train_images[12]` for an array "
+    "set's element)",
+    "source_checksum": "sha256 of the source file (empty for a DICOM series: a folder of files)",
+    "subject_id": "`<source>/<subject>`: the patient or subject; splits never separate one subject's items",
+    "modality": "The channel name (CT, MR, ...): nnU-Net normalises CT by name and everything else by z-score",
+    "dims": "3 for a volume, 2 for a picture or a slice",
+    "spacing": "Voxel size in mm in index order x, y[, z] (i fastest, as NIfTI's pixdim and ITK's GetSpacing); "
+    "after the reorientation to RAS, x runs towards the patient's Right, y Anterior, z Superior",
+    "shape": "Array shape slowest axis first: (z, y, x) for 3D, (y, x) or (y, x, 3) for 2D, as numpy and "
+    "SimpleITK's GetArrayFromImage give it; nibabel's `img.shape` is the reverse, (x, y, z)",
+    "annotated_labels": "The label names annotated in this item; any other label of labels.json is unknown "
+    "here, not background",
+    "licence": "The source's licence (catalog; see LICENSES.md for what the source itself states)",
+    "content_hash": "BLAKE3 of the canonical voxels: how duplicates were found",
+    "class_label": "2D classification target; empty otherwise",
+    "image_sha256": "sha256 of the image file as stored in the bundle",
+    "label_sha256": "sha256 of the label file as stored in the bundle; empty without one",
+    "parent_case": "For a 2D slice, the 3D item it was cut from",
+    "intensity_offset": "PNG only: true value = stored value + offset",
+    "channels": "Multi-channel 3D cases: every channel's name, `;`-separated; empty otherwise",
+    "extra_channel_paths": "Multi-channel 3D cases: channels 1.. image paths, `;`-separated",
+    "class_labels": "Multi-label 2D items: every class the image is positive for; empty otherwise",
+}
+if tuple(COLUMN_DESCRIPTIONS) != COLUMNS:
+    raise RuntimeError("every manifest column needs a description, in order")
+
 
 def records_table(records: list[ItemRecord]) -> pa.Table:
     rows = [asdict(r) for r in sorted(records, key=lambda r: r.item_id)]

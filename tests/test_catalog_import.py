@@ -29,11 +29,16 @@ def test_rows_stating_the_same_facts_are_one_dataset(session: Session) -> None:
     assert sorted(autopet[0].modalities) == ["CT", "PT"]
 
 
-def test_same_name_with_different_facts_stays_separate_as_variants(session: Session) -> None:
-    variants = session.execute(select(Dataset).where(Dataset.name == "ImageCLEF 2016")).scalars().all()
-    assert len(variants) > 1
-    assert {v.variant_group for v in variants} == {"imageclef-2016"}
-    assert len({v.slug for v in variants}) == len(variants)
+def test_rows_of_one_dataset_under_one_name_are_one_record_listing_its_parts(session: Session) -> None:
+    rows = [r for r in json.loads(SEED_FILE.read_text()) if r["name"].startswith("ImageCLEF 2016")]
+    records = session.execute(select(Dataset).where(Dataset.name == "ImageCLEF 2016")).scalars().all()
+    assert len(records) == 1
+    clef = records[0]
+    # every row is kept, '(Duplicate)' included, and each record the rows made before is a part
+    assert len(clef.raw_records) == len(rows)
+    assert len(clef.parts) == len({p["slug"] for p in clef.parts}) > 1
+    assert sum(p["rows"] for p in clef.parts) == len(rows)
+    assert clef.variant_group is None and "ImageCLEF 2016 (Duplicate)" in clef.aliases
 
 
 def test_contradictions_are_flagged(session: Session) -> None:
@@ -62,7 +67,9 @@ def test_reimport_is_idempotent(session: Session) -> None:
     assert (summary.created, summary.updated) == (0, 0)
     assert catalog_version(session) == before
     assert set(session.execute(select(Dataset.slug)).scalars()) == slugs
-    assert any("not in the modality vocabulary" in line for line in summary.as_lines())
+    lines = summary.as_lines()
+    assert any(line.startswith("merged imageclef-2016: ") for line in lines)
+    assert f"{summary.redirects} old slugs redirect to the dataset they were merged into" in lines
 
 
 @pytest.mark.parametrize(

@@ -1,18 +1,29 @@
 """JSON routes of the catalog: one dataset, the vocabularies."""
 
 from fastapi import APIRouter
+from fastapi.responses import RedirectResponse
 
 from app.api.deps import SessionDep
 from app.catalog import service
 from app.catalog.models import Vocabulary
 from app.catalog.schemas import DatasetDetail, VocabularyList, VocabularyTerm
+from app.core.urls import urls
 
 router = APIRouter()
 
 
-@router.get("/datasets/{slug}", operation_id="get_dataset", response_model=DatasetDetail)
-def get_dataset(session: SessionDep, slug: str) -> DatasetDetail:
-    """One dataset: normalised facts, quality flags, access next step, variants and the raw survey rows."""
+@router.get(
+    "/datasets/{slug}",
+    operation_id="get_dataset",
+    response_model=DatasetDetail,
+    responses={308: {"description": "The slug was merged into another dataset: Location names it"}},
+)
+def get_dataset(session: SessionDep, slug: str) -> DatasetDetail | RedirectResponse:
+    """One dataset: normalised facts, quality flags, access next step, its merged parts with the facts they
+    disagree on, how ambiguous values were decided, and the raw survey rows. A slug merged into another
+    dataset answers 308 with the dataset's URL."""
+    if (target := service.moved_to(session, slug)) is not None:
+        return RedirectResponse(urls.dataset(target), status_code=308)
     return service.dataset_detail(session, slug)
 
 

@@ -1,16 +1,23 @@
-"""From survey rows to dataset records: merging duplicates, linking variants, flagging defects. No database.
+"""From survey rows to dataset records: one record per real dataset, every raw row kept. No database.
 
-Rows that state the same facts (once each fact is normalised: 'PET/CT' and 'CT/PET', '2D, 3D' and '3D, 2D',
-'31k' and '31.0k' are the same fact) become one dataset that keeps every raw row. Rows that share a name or
-URL but differ in facts stay separate datasets, linked through `variant_group`.
+Each row is normalised (app/catalog/normalise.py); rows of one real dataset are clustered by explainable rules
+and a hand-checked file (app/catalog/merge.py); each cluster becomes one record whose facts are the union of
+its rows' facts, whose ambiguous values are decided by its own evidence (app/catalog/evidence.py), and which
+lists its parts (the records the survey's rows made before merging, with the slugs they were published under)
+and the facts its parts disagree on. Slugs that no longer name a record become redirects.
 """
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from app.catalog.evidence import Note, decide_abbreviations, decide_modalities
+from app.catalog.flags import FlagInput, quality_flags
+from app.catalog.merge import Cluster, cluster_name, cluster_rows, keys_by_row, landing_page
 from app.catalog.normalise import (
     FACT_KEYS,
     Normalised,
@@ -26,29 +33,10 @@ from app.catalog.normalise import (
 from app.common.vocabularies import ALL, ANATOMY
 
 SEED_FILE = Path(__file__).resolve().parents[1] / "data" / "imaging-x-datasets.json"
+LEGACY_SLUGS_FILE = Path(__file__).resolve().parents[1] / "data" / "catalog" / "legacy_slugs.json"
 REQUIRED_KEYS = set(FACT_KEYS) | {"section", "access"}
-
-# The survey's tables are per modality; a row whose modality says only "Multi" is at least that.
-SECTION_MODALITY = {
-    "3d ct datasets": "CT",
-    "ct datasets": "CT",
-    "3d mr datasets": "MR",
-    "mri datasets": "MR",
-    "3d pet datasets": "PT",
-    "pet": "PT",
-    "x-ray datasets": "XR",
-    "fundus photography": "FUNDUS",
-    "oct": "OCT",
-    "endoscopy": "ENDOSCOPY",
-    "dermoscopy": "DERMOSCOPY",
-    "histopathology": "HISTOPATHOLOGY",
-    "microscopy": "MICROSCOPY",
-    "ultrasound": "US",
-    "3d ultrasound datasets": "US",
-    "infrared": "INFRARED",
-}
-EYE_MODALITIES = {"FUNDUS", "OCT"}
-EYE_ANATOMY = {"eye", "retina", "optic_nerve"}
+# Worst first: the count status a merged record reports when none of its rows states a usable count
+_COUNT_STATUS_ORDER = ("unparseable", "zero", "missing", "approximate", "ok")
 
 
 class CatalogFileError(ValueError):
@@ -62,13 +50,25 @@ class DatasetRecord:
 
 
 @dataclass
+class Redirect:
+    old_slug: str
+    slug: str
+    reason: str
+
+
+@dataclass
 class ImportPlan:
     records: list[DatasetRecord]
     rows: int
     text_distinct: int
+    parts: int = 0  # the records the rows made before merging (one per published slug)
     unmatched: dict[str, Counter[str]] = field(default_factory=dict)
     flags: Counter[str] = field(default_factory=Counter)
-    inferred_modality: int = 0
+    redirects: list[Redirect] = field(default_factory=list)
+    merges_by_rule: Counter[str] = field(default_factory=Counter)
+    merge_lines: list[str] = field(default_factory=list)
+    modality_notes: Counter[str] = field(default_factory=Counter)
+    task_notes: Counter[str] = field(default_factory=Counter)
     inferred_anatomy: int = 0
 
 
@@ -90,8 +90,15 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _merge_key(row: dict[str, Any], facts: Normalised) -> tuple[Any, ...]:
-    """Sorted tuples, not sets: the key is hashed into slugs, which must not change between processes."""
+@cache
+def legacy_slugs() -> dict[str, str]:
+    """Row fingerprint -> the slug the row's record was published under before merging."""
+    data = json.loads(LEGACY_SLUGS_FILE.read_text(encoding="utf-8"))
+    return {key: slug for slug, keys in data["slugs"].items() for key in keys}
+
+
+def _fact_key(row: dict[str, Any], facts: Normalised) -> tuple[Any, ...]:
+    """Rows equal on every normalised fact; sorted tuples, not sets, so the hash is stable across processes."""
     return (
         clean_text(row["name"]).lower(),
         clean_url(row.get("url")).lower().rstrip("/"),
@@ -101,7 +108,7 @@ def _merge_key(row: dict[str, Any], facts: Normalised) -> tuple[Any, ...]:
         tuple(sorted(facts.anatomies)),
         facts.images,
         bool(row.get("label")),
-        tuple(sorted(facts.tasks)),
+        tuple(sorted(facts.tasks + facts.task_abbreviations)),
         tuple(d.lower() for d in facts.diseases),
     )
 
@@ -115,73 +122,17 @@ def _closure(anatomies: list[str]) -> list[str]:
     return closure
 
 
-def _parent(term: str) -> str | None:
-    """The anatomy term one level up, None for a root."""
-    ancestors = ANATOMY.ancestors(term)
-    return ancestors[0] if ancestors else None
+def _union(lists: Any) -> list[str]:
+    return list(dict.fromkeys(item for values in lists for item in values))
 
 
-def _related(a: str, b: str) -> bool:
-    """Same region, one inside the other, or neighbours within one organ (optic disc and retina)."""
-    parent_a, parent_b = _parent(a), _parent(b)
-    siblings = parent_a == parent_b and parent_a not in (None, "whole_body")
-    return a == b or siblings or a in ANATOMY.ancestors(b) or b in ANATOMY.ancestors(a)
-
-
-def _quality_flags(
-    row: dict[str, Any],
-    facts: Normalised,
-    anatomies: list[str],
-    sections: list[str],
-    inferred: bool,
-    url_shared: bool,
-) -> list[str]:
-    flags = []
-    if facts.count_status != "ok":
-        flags.append(f"count_{facts.count_status}")
-    if not clean_text(row.get("url")):
-        flags.append("url_missing")
-    elif url_shared:
-        flags.append("url_shared")
-    if facts.year is None:
-        flags.append("year_missing")
-    if inferred or not facts.modalities:
-        flags.append("modality_unknown")
-    if not facts.anatomies:
-        flags.append("anatomy_from_name" if anatomies else "anatomy_unknown")
-    if not facts.tasks:
-        flags.append("task_unknown")
-        if row.get("label"):
-            flags.append("labeled_without_task")
-    if facts.task_ambiguous:
-        flags.append("task_ambiguous")
-    named_in_disease = anatomy_terms_in(" ".join(facts.diseases))
-    if (
-        facts.anatomies
-        and named_in_disease
-        and not any(_related(a, b) for a in facts.anatomies for b in named_in_disease)
-    ):
-        flags.append("disease_contradicts_anatomy")
-    mods, anats = set(facts.modalities), set(facts.anatomies)
-    if anats and (
-        (mods and mods <= EYE_MODALITIES and not anats & EYE_ANATOMY)
-        or (mods == {"DERMOSCOPY"} and "skin" not in anats)
-        or (
-            anats <= {"retina"}
-            and mods
-            and not mods & (EYE_MODALITIES | {"PHOTOGRAPHY", "INFRARED", "OTHER"})
-        )
-    ):
-        flags.append("modality_contradicts_anatomy")
-    section_modalities = {SECTION_MODALITY.get(s.lower()) for s in sections} - {None}
-    if mods and not inferred and section_modalities and not section_modalities & mods:
-        flags.append("section_contradicts_modality")
-    dims = set(facts.dims)
-    if any(s.lower().startswith("3d") for s in sections) and dims == {"2D"}:
-        flags.append("section_contradicts_dim")
-    if any(s.lower().startswith("video") for s in sections) and dims and "video" not in dims:
-        flags.append("section_contradicts_dim")
-    return list(dict.fromkeys(flags))
+def _union_ci(lists: Any) -> list[str]:
+    """Union that treats 'Lung cancer' and 'Lung Cancer' as one, keeping the first spelling."""
+    seen: dict[str, str] = {}
+    for values in lists:
+        for item in values:
+            seen.setdefault(item.lower(), item)
+    return list(seen.values())
 
 
 def _completeness(values: dict[str, Any]) -> float:
@@ -216,75 +167,261 @@ def search_document(values: dict[str, Any], sections: list[str]) -> str:
     return " ".join(dict.fromkeys(w for w in words if w))
 
 
+@dataclass
+class _Part:
+    """The rows one published slug stood for (or, for rows new to the catalog, one set of equal facts)."""
+
+    slug: str
+    rows: list[int]
+
+
+def _parts(
+    cluster: Cluster, rows: list[dict[str, Any]], facts: list[Normalised], keys: list[str]
+) -> list[_Part]:
+    legacy = legacy_slugs()
+    parts: dict[str, _Part] = {}
+    for index in cluster.rows:
+        slug = (
+            legacy.get(keys[index])
+            or f"{slugify(rows[index]['name'])}-{fact_hash(_fact_key(rows[index], facts[index]))}"
+        )
+        parts.setdefault(slug, _Part(slug, [])).rows.append(index)
+    return list(parts.values())
+
+
+def _primary_url(rows: list[dict[str, Any]], members: list[int]) -> str | None:
+    """The landing page most rows give; a tie goes to a current page over an old wiki page, then file order."""
+    urls = [clean_url(rows[i].get("url")) for i in members if clean_url(rows[i].get("url"))]
+    if not urls:
+        return None
+    counts = Counter(landing_page(u) for u in urls)
+    return min(
+        urls,
+        key=lambda u: (-counts[landing_page(u)], "viewpage.action" in u or "/display/" in u, urls.index(u)),
+    )
+
+
+def _contradictions(
+    parts: list[_Part], rows: list[dict[str, Any]], facts: list[Normalised]
+) -> list[dict[str, Any]]:
+    """Facts the parts state differently: year, count, labelled, access; each value with the parts saying it."""
+    found = []
+    readers: dict[str, Callable[[int], Any]] = {
+        "year": lambda i: facts[i].year,
+        "images": lambda i: facts[i].images or None,  # a zero count is no count, flagged on its own
+        "labeled": lambda i: bool(rows[i].get("label")),
+        "access": lambda i: facts[i].access if facts[i].access != "unknown" else None,
+    }
+    for name, read in readers.items():
+        by_value: dict[Any, list[str]] = defaultdict(list)
+        for part in parts:
+            for value in dict.fromkeys(read(i) for i in part.rows):
+                if value is not None and part.slug not in by_value[value]:
+                    by_value[value].append(part.slug)
+        if len(by_value) > 1:
+            found.append({"field": name, "values": [{"value": v, "parts": p} for v, p in by_value.items()]})
+    return found
+
+
 def plan_import(rows: list[dict[str, Any]]) -> ImportPlan:
-    groups: dict[tuple[Any, ...], list[tuple[dict[str, Any], Normalised]]] = {}
+    facts = [normalise_row(row) for row in rows]
+    keys = keys_by_row(rows)
     unmatched: dict[str, Counter[str]] = defaultdict(Counter)
-    for row in rows:
-        facts = normalise_row(row)
-        for column, parts in facts.unmatched.items():
-            unmatched[column].update(parts)
-        groups.setdefault(_merge_key(row, facts), []).append((row, facts))
-
-    names = Counter(key[0] for key in groups)
-    names_by_url: dict[str, set[str]] = defaultdict(set)
-    for key in groups:
-        if key[1]:
-            names_by_url[key[1]].add(key[0])
-
+    for fact in facts:
+        for column, values in fact.unmatched.items():
+            unmatched[column].update(values)
+    clusters = cluster_rows(rows, facts)
     plan = ImportPlan(
         records=[],
         rows=len(rows),
         text_distinct=len({tuple(str(r.get(k)) for k in FACT_KEYS) for r in rows}),
         unmatched=dict(unmatched),
     )
-    for key, members in groups.items():
-        row, facts = members[0]
-        sections = list(dict.fromkeys(clean_text(r["section"]) for r, _ in members))
-        modalities = list(facts.modalities)
-        inferred = False
-        if not modalities:
-            modalities = [m for s in sections if (m := SECTION_MODALITY.get(s.lower()))]
-            inferred = bool(modalities)
-            plan.inferred_modality += inferred
-        # 'NA' anatomy, but the name says where ('COVID-19 Chest X-ray DB'): take it from the name, flagged
-        anatomies = list(facts.anatomies) or anatomy_terms_in(row["name"])
-        if anatomies and not facts.anatomies:
-            plan.inferred_anatomy += 1
-        base_slug = slugify(row["name"])
-        slug = base_slug if names[key[0]] == 1 else f"{base_slug}-{fact_hash(key)}"
-        values: dict[str, Any] = {
-            "slug": slug,
-            "name": clean_text(row["name"]),
-            "aliases": aliases_of(clean_text(row["name"])),
-            "url": clean_url(row.get("url")) or None,
-            "host": facts.host,
-            "section": "; ".join(sections),
-            "year": facts.year,
-            "dims": facts.dims,
-            "modalities": modalities,
-            "anatomies": anatomies,
-            "anatomy_closure": _closure(anatomies),
-            "tasks": facts.tasks,
-            "diseases": facts.diseases,
-            "labeled": bool(row.get("label")),
-            "access": facts.access,
-            "licence": None,
-            "organisation": None,
-            "images": facts.images,
-            "size_bucket": size_bucket(facts.images),
-            "formats": [],
-            "variant_group": base_slug if names[key[0]] > 1 else None,
-            "raw_records": [r for r, _ in members],
-        }
-        values["quality_flags"] = _quality_flags(
-            row, facts, anatomies, sections, inferred, url_shared=len(names_by_url.get(key[1], ())) > 1
-        )
-        values["completeness"] = _completeness(values)
-        values["search_document"] = search_document(values, sections)
-        plan.flags.update(values["quality_flags"])
-        plan.records.append(DatasetRecord(slug, values))
+    all_parts = [_parts(c, rows, facts, keys) for c in clusters]
+    plan.parts = sum(len(p) for p in all_parts)
+    taken = {part.slug for parts in all_parts for part in parts}
+    pages: Counter[str] = Counter()
+    for cluster in clusters:
+        pages.update({landing_page(rows[i].get("url")) for i in cluster.rows} - {""})
+    for cluster, parts in zip(clusters, all_parts, strict=True):
+        record = _record(cluster, parts, rows, facts, taken, plan)
+        page = landing_page(record.values["url"])
+        shared = bool(page) and pages[page] > 1
+        _finish(record, cluster, parts, rows, facts, shared, plan)
+        plan.records.append(record)
     _check_unique_slugs(plan.records)
     return plan
+
+
+def _slug_for(name: str, parts: list[_Part], taken: set[str], used: set[str]) -> str:
+    """A one-part record keeps its slug; a merged one takes its name's, unless another record had it."""
+    if len(parts) == 1:
+        return parts[0].slug
+    own = {p.slug for p in parts}
+    slug = slugify(name)
+    if (slug in taken and slug not in own) or slug in used:
+        slug = f"{slug}-{fact_hash(tuple(sorted(own)))}"
+    return slug
+
+
+def _record(
+    cluster: Cluster,
+    parts: list[_Part],
+    rows: list[dict[str, Any]],
+    facts: list[Normalised],
+    taken: set[str],
+    plan: ImportPlan,
+) -> DatasetRecord:
+    members = cluster.rows
+    name = cluster_name(rows, cluster)
+    slug = _slug_for(name, parts, taken, {r.slug for r in plan.records})
+    names = list(dict.fromkeys(clean_text(rows[i]["name"]) for i in members))
+    aliases = _union([aliases_of(name), *[[n, *aliases_of(n)] for n in names if n != name]])
+    url = _primary_url(rows, members)
+    primary = next((i for i in members if clean_url(rows[i].get("url")) == url), members[0])
+    member_facts = [facts[i] for i in members]
+    modalities, modality_note = decide_modalities(
+        _union(f.modalities for f in member_facts if not f.modality_multi),
+        any(f.modality_multi for f in member_facts),
+        [name, *names],
+    )
+    diseases = _union_ci(f.diseases for f in member_facts)
+    abbreviations = _union(f.task_abbreviations for f in member_facts)
+    decided, task_notes, undecided = decide_abbreviations(
+        abbreviations, [name, *names], diseases, [str(rows[i].get("task") or "") for i in members]
+    )
+    anatomies = _union(f.anatomies for f in member_facts)
+    from_name = not anatomies and bool(anatomy_terms_in(name))
+    if from_name:  # 'NA' anatomy, but the name says where ('COVID-19 Chest X-ray DB'): flagged
+        anatomies = anatomy_terms_in(name)
+        plan.inferred_anatomy += 1
+    known_counts = [f.images for f in member_facts if f.images is not None]
+    images = max(known_counts) if known_counts else None
+    statuses = [f.count_status for f in member_facts if f.images == images and images is not None]
+    count_status = (
+        "ok"
+        if "ok" in statuses
+        else min((f.count_status for f in member_facts), key=_COUNT_STATUS_ORDER.index)
+    )
+    if images == 0:
+        count_status = "zero"
+    years = [f.year for f in member_facts if f.year is not None]
+    notes = [n for n in (modality_note, *task_notes) if n is not None]
+    sections = list(dict.fromkeys(clean_text(rows[i]["section"]) for i in members))
+    values: dict[str, Any] = {
+        "slug": slug,
+        "name": name,
+        "aliases": [a for a in aliases if a != name],
+        "url": url,
+        "host": facts[primary].host,
+        "section": "; ".join(sections),
+        "year": min(years) if years else None,
+        "dims": _union(f.dims for f in member_facts),
+        "modalities": modalities,
+        "anatomies": anatomies,
+        "anatomy_closure": _closure(anatomies),
+        "tasks": _union([*(f.tasks for f in member_facts), decided]),
+        "diseases": diseases,
+        "labeled": any(bool(rows[i].get("label")) for i in members),
+        "access": facts[primary].access,
+        "licence": None,
+        "organisation": None,
+        "images": images,
+        "size_bucket": size_bucket(images),
+        "formats": [],
+        "variant_group": None,
+        "raw_records": [rows[i] for i in members],
+        "notes": [n.as_dict() for n in notes],
+        "_count_status": count_status,
+        "_sections": sections,
+        "_modality_unknown": modality_note is not None and not modalities,
+        "_anatomy_from_name": from_name,
+        "_task_ambiguous": undecided,
+    }
+    for note in notes:
+        (plan.modality_notes if note.field == "modality" else plan.task_notes)[_note_kind(note)] += 1
+    return DatasetRecord(slug, values)
+
+
+def _note_kind(note: Note) -> str:
+    """A note's kind for the import report: what was decided and by which kind of evidence."""
+    evidence = note.reason.split(":")[0].split(" (")[0]
+    if evidence.startswith("the record says") or evidence.startswith("named in the dataset's name"):
+        evidence = "a word of the name or disease"
+    if note.field == "modality":
+        return f"'{note.raw}' modality {'resolved' if note.value else 'left unknown'}: {evidence}"
+    return f"'{note.raw}' task read as {' and '.join(note.value)}: {evidence}"
+
+
+def _finish(
+    record: DatasetRecord,
+    cluster: Cluster,
+    parts: list[_Part],
+    rows: list[dict[str, Any]],
+    facts: list[Normalised],
+    url_shared: bool,
+    plan: ImportPlan,
+) -> None:
+    """Parts, contradictions, flags, completeness and the search document; redirects and the merge report."""
+    values = record.values
+    contradictions = _contradictions(parts, rows, facts) if len(parts) > 1 else []
+    values["parts"] = [_part_summary(p, rows, facts) for p in parts] if len(parts) > 1 else []
+    values["contradictions"] = contradictions
+    values["merge_reasons"] = [j.as_dict() for j in cluster.joins] if len(parts) > 1 else []
+    sections = values.pop("_sections")
+    values["quality_flags"] = quality_flags(
+        FlagInput(
+            url=values["url"],
+            url_shared=url_shared,
+            count_status=values.pop("_count_status"),
+            year=values["year"],
+            modalities=values["modalities"],
+            modality_unknown=values.pop("_modality_unknown"),
+            anatomies=values["anatomies"],
+            anatomy_from_name=values.pop("_anatomy_from_name"),
+            tasks=values["tasks"],
+            task_ambiguous=values.pop("_task_ambiguous"),
+            labeled=values["labeled"],
+            diseases=values["diseases"],
+            dims=values["dims"],
+            sections=sections,
+            parts_disagree=bool(contradictions),
+        )
+    )
+    values["completeness"] = _completeness(values)
+    values["search_document"] = search_document(values, sections)
+    plan.flags.update(values["quality_flags"])
+    if len(parts) > 1:
+        part_of = {i: p.slug for p in parts for i in p.rows}
+        rules = sorted({j.rule for j in cluster.joins if part_of[j.rows[0]] != part_of[j.rows[1]]})
+        for rule in rules:
+            plan.merges_by_rule[rule] += 1
+        plan.merge_lines.append(
+            f"{record.slug}: {len(parts)} records merged ({', '.join(rules)}): "
+            + ", ".join(dict.fromkeys(clean_text(rows[p.rows[0]]["name"]) for p in parts))
+        )
+        for part in parts:
+            if part.slug != record.slug:
+                plan.redirects.append(
+                    Redirect(part.slug, record.slug, f"merged into {record.slug}: {', '.join(rules)}")
+                )
+
+
+def _part_summary(part: _Part, rows: list[dict[str, Any]], facts: list[Normalised]) -> dict[str, Any]:
+    first = rows[part.rows[0]]
+    return {
+        "slug": part.slug,
+        "name": clean_text(first["name"]),
+        "sections": list(dict.fromkeys(clean_text(rows[i]["section"]) for i in part.rows)),
+        "url": clean_url(first.get("url")) or None,
+        "year": facts[part.rows[0]].year,
+        "images": facts[part.rows[0]].images,
+        "modalities": _union(facts[i].modalities for i in part.rows),
+        "tasks": _union(
+            [*(facts[i].tasks for i in part.rows), *(facts[i].task_abbreviations for i in part.rows)]
+        ),
+        "rows": len(part.rows),
+    }
 
 
 def _check_unique_slugs(records: list[DatasetRecord]) -> None:

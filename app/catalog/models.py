@@ -86,6 +86,14 @@ class Dataset(Base):
     quality_flags: Mapped[list[str]] = mapped_column(TextArray, default=list)
     completeness: Mapped[float] = mapped_column(Float, default=0.0)
     variant_group: Mapped[str | None] = mapped_column(String(160))
+    # the survey's records merged into this one (sub-tasks, editions, mirrors): name, slug it had, facts
+    parts: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default="[]")
+    # facts the merged rows disagree on: {field, values: [{value, parts}]}
+    contradictions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default="[]")
+    # why an ambiguous value was read as it was: {field, raw, value, reason}
+    notes: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default="[]")
+    # the rules (or curated decisions) that joined the parts: {rule, detail}
+    merge_reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default="[]")
     raw_records: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     # words a full-text search should find this dataset by (names, aliases, vocabulary labels and synonyms)
     search_document: Mapped[str] = mapped_column(Text, default="")
@@ -112,6 +120,17 @@ class Dataset(Base):
         ),
         Index("ix_dataset_variant_group", "variant_group"),
     )
+
+
+class DatasetRedirect(Base):
+    """A slug that no longer names a record (it was merged into another) and the slug that does now."""
+
+    __tablename__ = "dataset_redirect"
+    __table__: ClassVar[Table]
+
+    old_slug: Mapped[str] = mapped_column(String(160), primary_key=True)
+    slug: Mapped[str] = mapped_column(String(160), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class CatalogState(Base):

@@ -7,13 +7,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from app.common.vocabularies import ACCESS, ANATOMY, DIM, HOST, MODALITY, NON_IMAGE_DICOM, TASK
+from app.common.vocabularies import ACCESS, ANATOMY, DIM, MODALITY, NON_IMAGE_DICOM, TASK, host_in
 
 # The survey row keys that state facts about a dataset; rows equal on all of these are one dataset.
 FACT_KEYS = ("name", "url", "year", "dim", "modality", "structure", "samples", "label", "task", "diseases")
 
 _UNKNOWN = {"", "na", "n/a", "-", "none", "no", "unknown", "?"}
 _SPLIT = re.compile(r"\s*(?:[,/;+&|]|\band\b)\s*", re.IGNORECASE)
+# Diseases are phrases: 'head and neck cancer' and 'lung and colon cancer' are one each, so only list marks split
+_DISEASE_SPLIT = re.compile(r"\s*[,;|]\s*")
+# 'Acute/ subacute ischemic stroke': a modifier before a slash qualifies the phrase after it
+_MODIFIERS = {"acute", "subacute", "chronic", "benign", "malignant", "primary", "secondary", "early", "late"}
 
 
 @dataclass
@@ -31,7 +35,11 @@ class Normalised:
     access: str = "unknown"
     host: str = "none"
     unmatched: dict[str, list[str]] = field(default_factory=dict)
-    task_ambiguous: bool = False
+    # the row's modality says only 'Multi' (the survey's table section stood in for the dataset's own value)
+    modality_multi: bool = False
+    # abbreviations in the task column that stand for more than one task ('reg', 'qa'), decided per dataset
+    # from evidence (app/catalog/evidence.py), not per row
+    task_abbreviations: list[str] = field(default_factory=list)
 
 
 def clean_text(text: str | None) -> str:
@@ -92,14 +100,10 @@ def size_bucket(images: int | None) -> str:
 
 
 def host_of(url: str | None) -> str:
-    netloc = urlparse(clean_url(url)).netloc.lower().removeprefix("www.")
+    netloc = urlparse(clean_url(url)).netloc.lower()
     if not netloc:
         return "none"
-    for term in HOST.terms:
-        suffix = term.code
-        if suffix and (netloc == suffix or netloc.endswith("." + suffix.lstrip(".")) or suffix in netloc):
-            return term.id
-    return "other"
+    return host_in(netloc) or "other"
 
 
 def _unique(values: list[str]) -> list[str]:
@@ -146,23 +150,33 @@ def resolve_anatomies(text: str) -> tuple[list[str], list[str]]:
     return _unique(found), unmatched
 
 
-# Known registration datasets among the rows whose task is the ambiguous 'Reg'.
-_REGISTRATION_NAMES = re.compile(r"reg|learn2|anhir|acrobat|p2ilf|inspire \(stereo\)|empire|curious", re.I)
-
-
-def resolve_tasks(text: str, name: str) -> tuple[list[str], list[str], bool]:
-    """Task ids, unmatched parts, and whether an ambiguous 'Reg' had to be decided by the dataset name."""
+def resolve_tasks(text: str) -> tuple[list[str], list[str], list[str]]:
+    """Task ids, unmatched parts, and the ambiguous abbreviations ('reg', 'qa') left for the evidence to decide."""
     if is_unknown(text):
-        return [], [], False
-    found, unmatched, ambiguous = [], [], False
+        return [], [], []
+    found, unmatched, ambiguous = [], [], []
     for part in split_terms(text):
-        if part.lower() == "reg":
-            ambiguous = True
-            found.append("registration" if _REGISTRATION_NAMES.search(name) else "regression")
+        meanings = TASK.meanings(part)
+        if len(meanings) > 1:
+            ambiguous.append(part.lower())
             continue
-        term = TASK.resolve(part)
-        (found.append(term) if term else unmatched.append(part))
-    return _unique(found), unmatched, ambiguous
+        (found.append(meanings[0]) if meanings else unmatched.append(part))
+    return _unique(found), unmatched, _unique(ambiguous)
+
+
+def split_diseases(text: str) -> list[str]:
+    """Disease phrases as written: split on list marks and on slashes between alternatives, never on 'and'
+    ('Head and Neck Cancer' is one phrase); 'Acute/ subacute ischemic stroke' stays one phrase."""
+    cleaned = clean_text(text).replace("...", "").replace("\u2026", "")
+    if is_unknown(cleaned):
+        return []
+    phrases: list[str] = []
+    for item in _DISEASE_SPLIT.split(cleaned):
+        pieces = [p.strip() for p in item.split("/")]
+        if len(pieces) == 2 and pieces[0].lower() in _MODIFIERS and len(pieces[1].split()) > 1:
+            pieces = [f"{pieces[0]}/{pieces[1]}"]
+        phrases.extend(pieces)
+    return _unique([p.strip(" .'\"") for p in phrases if p.strip(" .'\"") and not is_unknown(p)])
 
 
 # Tissues found all over the body say nothing about where a dataset's images were taken.
@@ -201,10 +215,11 @@ def normalise_row(row: dict[str, Any]) -> Normalised:
     result = Normalised()
     result.dims, unmatched_dims = resolve_dims(row.get("dim") or "")
     result.modalities, unmatched_mod = resolve_modalities(row.get("modality") or "")
+    if clean_text(row.get("modality")).lower() == "multi":
+        result.modality_multi, unmatched_mod = True, []
     result.anatomies, unmatched_anat = resolve_anatomies(row.get("structure") or "")
-    result.tasks, unmatched_task, result.task_ambiguous = resolve_tasks(row.get("task") or "", row["name"])
-    diseases = clean_text(row.get("diseases"))
-    result.diseases = [] if is_unknown(diseases) else [d for d in split_terms(diseases) if not is_unknown(d)]
+    result.tasks, unmatched_task, result.task_abbreviations = resolve_tasks(row.get("task") or "")
+    result.diseases = split_diseases(row.get("diseases") or "")
     result.images, result.count_status = parse_count(str(row.get("samples") or ""))
     result.year = parse_year(str(row.get("year") or ""))
     result.access = ACCESS.resolve(row.get("access") or "") or "unknown"

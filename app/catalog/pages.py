@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import Markup, escape
 
 from app.api.deps import SessionDep
@@ -14,6 +14,7 @@ from app.catalog import service
 from app.catalog.schemas import DatasetDetail
 from app.common.vocabularies import ALL
 from app.core.templating import PageContext, TemplateHelpers, page_response
+from app.core.urls import urls
 
 router = APIRouter(include_in_schema=False)
 
@@ -65,7 +66,9 @@ TEMPLATE_HELPERS = TemplateHelpers(
 
 
 @router.get("/datasets/{slug}", response_class=HTMLResponse)
-def dataset_page(request: Request, session: SessionDep, slug: str) -> HTMLResponse:
+def dataset_page(request: Request, session: SessionDep, slug: str) -> HTMLResponse | RedirectResponse:
+    if (target := service.moved_to(session, slug)) is not None:  # merged into another dataset
+        return RedirectResponse(urls.page_dataset(target), status_code=301)
     return page_response(
         request,
         "catalog/dataset.html",

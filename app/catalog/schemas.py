@@ -41,6 +41,45 @@ class RelatedDataset(BaseModel):
     name: str
 
 
+class DatasetPart(BaseModel):
+    """One record the survey's rows made before the records of one real dataset were merged."""
+
+    slug: str = Field(description="The slug it was published under; it redirects to this dataset")
+    name: str
+    sections: list[str] = Field(description="The survey tables its rows came from")
+    url: str | None
+    year: int | None
+    images: int | None
+    modalities: list[str]
+    tasks: list[str]
+    rows: int = Field(description="How many survey rows it holds")
+
+
+class ContradictionValue(BaseModel):
+    value: Any
+    parts: list[str] = Field(description="Slugs of the parts that state this value")
+
+
+class Contradiction(BaseModel):
+    field: str
+    values: list[ContradictionValue]
+
+
+class NormalisationNote(BaseModel):
+    """Why an ambiguous survey value ('Multi', 'Reg', 'QA') was read as it was."""
+
+    field: str
+    raw: str
+    value: list[str]
+    reason: str
+
+
+class MergeReason(BaseModel):
+    rule: str = Field(description="same_name, same_page_and_facts, alias or curated")
+    names: list[str]
+    detail: str
+
+
 class DatasetDetail(DatasetSummary, Ok):
     aliases: list[str]
     section: str | None
@@ -61,6 +100,12 @@ class DatasetDetail(DatasetSummary, Ok):
     description: str
     variants: list[RelatedDataset] = Field(description="Other entries of the survey with the same name")
     same_url: list[RelatedDataset] = Field(description="Other datasets listed at the same landing page")
+    parts: list[DatasetPart] = Field(
+        description="The survey's records merged into this one (sub-tasks, editions, mirrors); empty if none"
+    )
+    contradictions: list[Contradiction] = Field(description="Facts the merged parts state differently")
+    notes: list[NormalisationNote] = Field(description="How ambiguous survey values were decided, and why")
+    merge_reasons: list[MergeReason] = Field(description="The rules that joined the parts")
     raw_records: list[dict[str, Any]] = Field(
         description="The survey rows this dataset was built from, verbatim"
     )

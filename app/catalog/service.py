@@ -12,8 +12,17 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.catalog.importer import SEED_FILE, ImportPlan, load_rows, plan_import
-from app.catalog.models import CatalogState, Dataset, Vocabulary
-from app.catalog.schemas import DatasetDetail, DatasetSummary, QualityFlag, RelatedDataset
+from app.catalog.models import CatalogState, Dataset, DatasetRedirect, Vocabulary
+from app.catalog.schemas import (
+    Contradiction,
+    DatasetDetail,
+    DatasetPart,
+    DatasetSummary,
+    MergeReason,
+    NormalisationNote,
+    QualityFlag,
+    RelatedDataset,
+)
 from app.common.descriptors import SourceError, parse_source
 from app.common.errors import InvalidInput, NotFound
 from app.common.vocabularies import ALL, HOST
@@ -26,7 +35,7 @@ from app.sources.service import dataset_source, resolve_sources, set_operator_so
 IMPORTED_COLUMNS = (
     "name", "aliases", "url", "host", "section", "year", "dims", "modalities", "anatomies", "anatomy_closure",
     "tasks", "diseases", "labeled", "access", "images", "size_bucket", "quality_flags", "completeness",
-    "variant_group", "raw_records", "search_document",
+    "variant_group", "raw_records", "search_document", "parts", "contradictions", "notes", "merge_reasons",
 )  # fmt: skip
 
 
@@ -40,21 +49,31 @@ class ImportSummary:
     unchanged: int
     removed: int
     catalog_version: int
+    parts: int = 0
+    redirects: int = 0
     flags: dict[str, int] = field(default_factory=dict)
     unmatched: dict[str, dict[str, int]] = field(default_factory=dict)
-    inferred_modality: int = 0
+    merges_by_rule: dict[str, int] = field(default_factory=dict)
+    merge_lines: list[str] = field(default_factory=list)
+    decisions: dict[str, int] = field(default_factory=dict)
     inferred_anatomy: int = 0
 
     def as_lines(self) -> list[str]:
+        merged = len(self.merge_lines)
         lines = [
-            f"{self.rows} rows read; {self.text_distinct} distinct as written; {self.datasets} datasets once "
-            f"each fact is normalised (the rest are the same dataset listed again, kept as raw records)",
+            f"{self.rows} rows read; {self.text_distinct} distinct as written; {self.parts} records once each "
+            f"fact is normalised; {self.datasets} datasets once the records of one real dataset are merged",
+            f"{merged} datasets merged from {self.parts - self.datasets + merged} records; by rule (a dataset "
+            "may be merged by several): "
+            + (", ".join(f"{rule} {n}" for rule, n in sorted(self.merges_by_rule.items())) or "none"),
+            f"{self.redirects} old slugs redirect to the dataset they were merged into",
             f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged, "
             f"{self.removed} removed (no longer in the file); "
             f"catalog version {self.catalog_version}",
-            f"{self.inferred_modality} datasets whose modality says only 'Multi' took their survey table's",
             f"{self.inferred_anatomy} datasets without an anatomy took the body part their name states",
         ]
+        lines += [f"{n} x {kind}" for kind, n in sorted(self.decisions.items(), key=lambda i: (-i[1], i[0]))]
+        lines += [f"merged {line}" for line in self.merge_lines]
         lines += [f"flag {name}: {count}" for name, count in sorted(self.flags.items(), key=lambda i: -i[1])]
         for key, parts in self.unmatched.items():
             shown = ", ".join(f"{part!r} x{n}" for part, n in parts.items())
@@ -120,10 +139,11 @@ def import_catalog(session: Session, path: Path | None = None) -> ImportSummary:
     stale = set(existing) - {record.slug for record in plan.records}
     if stale:
         session.execute(Dataset.__table__.delete().where(Dataset.slug.in_(stale)))
+    redirects_changed = _write_redirects(session, plan)
     session.flush()
 
     state = _state(session)
-    if created or updated or stale:
+    if created or updated or stale or redirects_changed:
         state.version += 1
         refresh_search_words(session)
     state.source_sha256 = sha256
@@ -136,9 +156,13 @@ def import_catalog(session: Session, path: Path | None = None) -> ImportSummary:
         unchanged=unchanged,
         removed=len(stale),
         catalog_version=state.version,
+        parts=plan.parts,
+        redirects=len(plan.redirects),
         flags=dict(plan.flags),
         unmatched={k: dict(v) for k, v in plan.unmatched.items()},
-        inferred_modality=plan.inferred_modality,
+        merges_by_rule=dict(plan.merges_by_rule),
+        merge_lines=plan.merge_lines,
+        decisions={**plan.modality_notes, **plan.task_notes},
         inferred_anatomy=plan.inferred_anatomy,
     )
     state.summary = {k: v for k, v in summary.__dict__.items()}
@@ -146,6 +170,27 @@ def import_catalog(session: Session, path: Path | None = None) -> ImportSummary:
     # new and changed datasets get their sources now (the rules read names and URLs the import may change)
     resolve_sources(session)
     return summary
+
+
+def _write_redirects(session: Session, plan: ImportPlan) -> bool:
+    """Make the redirect table say what the plan says (old slug -> merged record); True if it changed. A slug
+    that names a record again (the file changed back) stops redirecting."""
+    wanted = {r.old_slug: (r.slug, r.reason) for r in plan.redirects}
+    current = {
+        row.old_slug: (row.slug, row.reason)
+        for row in session.execute(
+            select(DatasetRedirect.old_slug, DatasetRedirect.slug, DatasetRedirect.reason)
+        )
+    }
+    if wanted == current:
+        return False
+    session.execute(DatasetRedirect.__table__.delete())
+    if wanted:
+        session.execute(
+            insert(DatasetRedirect),
+            [{"old_slug": old, "slug": slug, "reason": reason} for old, (slug, reason) in wanted.items()],
+        )
+    return True
 
 
 def _state(session: Session) -> CatalogState:
@@ -217,6 +262,24 @@ def get_dataset(session: Session, slug: str) -> Dataset:
     if dataset is None:
         raise NotFound(f"dataset {slug!r}")
     return dataset
+
+
+def canonical_slug(session: Session, slug: str) -> str | None:
+    """The slug that names this dataset now: the slug itself for a record, the merged record's for a slug
+    that was merged into another (see `dataset_redirect`), None for a slug that never named a dataset."""
+    if session.execute(select(Dataset.id).where(Dataset.slug == slug)).first() is not None:
+        return slug
+    target: str | None = session.execute(
+        select(DatasetRedirect.slug).where(DatasetRedirect.old_slug == slug)
+    ).scalar_one_or_none()
+    return target
+
+
+def moved_to(session: Session, slug: str) -> str | None:
+    """The slug a request for `slug` should be redirected to, or None when it should be answered as asked
+    (a record, or an unknown slug, which gets its 404)."""
+    target = canonical_slug(session, slug)
+    return target if target is not None and target != slug else None
 
 
 def related_datasets(session: Session, dataset: Dataset) -> dict[str, list[tuple[str, str]]]:
@@ -363,6 +426,10 @@ def dataset_detail(session: Session, slug: str) -> DatasetDetail:
         automated_source=(dataset.source or {}).get("kind"),
         description=describe(dataset),
         variants=[RelatedDataset(slug=s, name=n) for s, n in related["variants"]],
+        parts=[DatasetPart.model_validate(p) for p in dataset.parts],
+        contradictions=[Contradiction.model_validate(c) for c in dataset.contradictions],
+        notes=[NormalisationNote.model_validate(n) for n in dataset.notes],
+        merge_reasons=[MergeReason.model_validate(m) for m in dataset.merge_reasons],
         same_url=[RelatedDataset(slug=s, name=n) for s, n in related["same_url"]],
         raw_records=dataset.raw_records,
         json_ld=dataset_json_ld(dataset, f"/datasets/{dataset.slug}"),

@@ -10,6 +10,7 @@ for anatomy, SPDX ids for licences; a host's code is the hostname suffix that id
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -30,6 +31,9 @@ class Vocabulary:
     kind: str
     label: str
     terms: list[Term]
+    # abbreviations that stand for more than one term ('reg': registration or regression); resolve() answers
+    # None for them, meanings() answers every term they may stand for
+    ambiguous: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _by_key: dict[str, str] = field(default_factory=dict, repr=False)
     _by_id: dict[str, Term] = field(default_factory=dict, repr=False)
     _ancestors: dict[str, list[str]] = field(default_factory=dict, repr=False)
@@ -51,6 +55,14 @@ class Vocabulary:
     def resolve(self, text: str) -> str | None:
         """The term id for any spelling (id, label or synonym, any case and spacing), or None."""
         return self._by_key.get(normalise_key(text))
+
+    def meanings(self, text: str) -> list[str]:
+        """Every term id a spelling may stand for: one for a known spelling, several for an ambiguous
+        abbreviation, none for an unknown word."""
+        resolved = self.resolve(text)
+        if resolved is not None:
+            return [resolved]
+        return list(self.ambiguous.get(normalise_key(text), ()))
 
     def term(self, term_id: str) -> Term:
         return self._by_id[term_id]
@@ -102,6 +114,7 @@ class _VocabularyRecord(BaseModel):
     kind: str
     label: str
     terms: list[_TermRecord]
+    ambiguous: dict[str, list[str]] = {}
 
 
 def load_vocabulary(kind: str, directory: Path = VOCABULARY_DIR) -> Vocabulary:
@@ -132,7 +145,21 @@ def load_vocabulary(kind: str, directory: Path = VOCABULARY_DIR) -> Vocabulary:
                 raise VocabularyFileError(f"{path}: parent cycle through term {term.id!r}")
             seen.add(current)
             current = parents[current]
-    return Vocabulary(record.kind, record.label, [Term(**term.model_dump()) for term in record.terms])
+    ambiguous: dict[str, tuple[str, ...]] = {}
+    for abbreviation, meanings in record.ambiguous.items():
+        unknown = [m for m in meanings if m not in ids]
+        if unknown or len(meanings) < 2:
+            raise VocabularyFileError(
+                f"{path}: ambiguous {abbreviation!r} must name two or more terms (unknown: {unknown})"
+            )
+        ambiguous[normalise_key(abbreviation)] = tuple(meanings)
+    vocabulary = Vocabulary(
+        record.kind, record.label, [Term(**term.model_dump()) for term in record.terms], ambiguous
+    )
+    clashes = [a for a in ambiguous if a in vocabulary._by_key]
+    if clashes:
+        raise VocabularyFileError(f"{path}: {clashes} are both ambiguous and a term's spelling")
+    return vocabulary
 
 
 MODALITY = load_vocabulary("modality")
@@ -150,6 +177,24 @@ QUALITY = load_vocabulary("quality")
 # DICOM objects that hold annotations or plans, not images: they say what a collection contains, not a modality.
 # A rule of the modality parser rather than a vocabulary, so it stays here.
 NON_IMAGE_DICOM = {"seg", "sr", "rtstruct", "rtdose", "rtplan", "pr", "ko", "reg"}
+
+
+def host_in(text: str) -> str | None:
+    """The host term of a URL or hostname as people type it ('https://zenodo.org/records/1', 'www.kaggle.com',
+    'zenodo.org'), matched on the hostname suffix each host term's code holds; None when it names no host."""
+    cleaned = text.strip().lower()
+    if not cleaned or " " in cleaned:
+        return None
+    netloc = urlparse(cleaned if "://" in cleaned else f"//{cleaned}").netloc.removeprefix("www.")
+    netloc = netloc.rsplit("@", 1)[-1].split(":", 1)[0]
+    if "." not in netloc:
+        return None
+    for term in HOST.terms:
+        suffix = term.code
+        if suffix and (netloc == suffix or netloc.endswith("." + suffix.lstrip(".")) or suffix in netloc):
+            return term.id
+    return None
+
 
 ALL: dict[str, Vocabulary] = {
     v.kind: v for v in (MODALITY, ANATOMY, TASK, DIM, ACCESS, LABELED, SIZE, HOST, LICENCE, FETCH, QUALITY)

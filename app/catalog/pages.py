@@ -65,7 +65,7 @@ TEMPLATE_HELPERS = TemplateHelpers(
 )
 
 
-@router.get("/datasets/{slug}", response_class=HTMLResponse)
+@router.get("/datasets/{slug}", response_class=HTMLResponse, response_model=None)
 def dataset_page(request: Request, session: SessionDep, slug: str) -> HTMLResponse | RedirectResponse:
     if (target := service.moved_to(session, slug)) is not None:  # merged into another dataset
         return RedirectResponse(urls.page_dataset(target), status_code=301)

@@ -1,16 +1,17 @@
 """What the parts of a filter select: its facet values and ranges as constraints (index bitmaps that a strict
-match must all satisfy), and the datasets its text query matches, each query word widened to the catalog
-words it may mean (those it begins, else its misspellings), with a relevance score."""
+match must all satisfy), and the datasets its text query matches with a relevance score (the query read as
+concepts and words, each word widened to the catalog words it may mean: app/search/text_query.py)."""
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app.catalog.service import catalog_version
 from app.search.index import CatalogIndex
 from app.search.schemas import SearchFilter
+from app.search.text_index import current_text_index
+from app.search.text_query import TextMatch, evaluate
 
 
 @dataclass
@@ -36,44 +37,8 @@ def filter_constraints(index: CatalogIndex, search: SearchFilter) -> list[Constr
     return constraints
 
 
-_WORD = re.compile(r"[\w'-]+", re.UNICODE)
-
-# Catalog words a query word may mean: the words it begins (cheap, an index range scan) or, when there are
-# none, misspellings of it: trigram-similar words or words within two edits.
-_PREFIX_WORDS = text("SELECT word FROM search_word WHERE word LIKE :prefix ORDER BY ndoc DESC LIMIT 50")
-_CLOSE_WORDS = text(
-    "SELECT word FROM (SELECT word FROM search_word WHERE word % :word "
-    "UNION SELECT word FROM search_word WHERE length(:word) >= 5 AND word LIKE :start "
-    "AND levenshtein_less_equal(word, :word, 2) <= 2) AS close "
-    "ORDER BY similarity(word, :word) DESC LIMIT 20"
-)
-
-
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def text_matches(session: Session, q: str) -> dict[int, float]:
-    """Datasets matching every word of `q`, each word also matching catalog words close to it, with a score."""
-    words = [w.lower() for w in _WORD.findall(q)][:8]
-    alternatives: list[list[str]] = []
-    for word in words:
-        params = {"word": word, "prefix": _escape_like(word) + "%", "start": _escape_like(word[:2]) + "%"}
-        close = [row.word for row in session.execute(_PREFIX_WORDS, params)]
-        close = close or [row.word for row in session.execute(_CLOSE_WORDS, params)]
-        if not close:
-            return {}
-        alternatives.append(close)
-    if not alternatives:
-        return {}
-    # to_tsquery syntax built from catalog words only, each quoted as a literal
-    query = " & ".join("(" + " | ".join(_quote_lexeme(w) for w in alts) + ")" for alts in alternatives)
-    sql = text(
-        "SELECT id, ts_rank(search_vector, query) AS score "
-        "FROM dataset, to_tsquery('simple', :query) AS query WHERE search_vector @@ query"
-    )
-    return {row.id: float(row.score) for row in session.execute(sql, {"query": query})}
-
-
-def _quote_lexeme(word: str) -> str:
-    return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
+def text_matches(session: Session, q: str) -> TextMatch:
+    """Datasets matching the text query `q` with their scores and how the query was read (app/search/
+    text_query.py), over this catalog version's in-memory text index."""
+    version = catalog_version(session)
+    return evaluate(current_text_index(session, version), q)

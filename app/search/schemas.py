@@ -101,6 +101,41 @@ class NearMatch(BaseModel):
     missed: list[str] = Field(description="Why it is not a strict match, one reason per missed constraint")
 
 
+class TextInterpretation(BaseModel):
+    """How the text query was read: what it matched besides its own words, so the user can see it."""
+
+    concepts: list[str] = Field(
+        default_factory=list, description="Diseases or findings recognised in the query, e.g. 'Brain tumor'"
+    )
+    also_matching: list[str] = Field(
+        default_factory=list,
+        description="Narrower concepts the query was widened to that found datasets, e.g. 'Glioma'",
+    )
+    spelling: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Query words matched through close spellings, with the catalog words they matched",
+    )
+    optional: list[str] = Field(
+        default_factory=list,
+        description="Words such as 'dataset' or 'challenge' that rank results but are not required",
+    )
+
+
+class Suggestion(BaseModel):
+    """One way out of an empty result: a corrected word, a word to drop or a filter to relax."""
+
+    kind: str = Field(description="spelling | drop_word | relax")
+    label: str = Field(description="What changes, in words: 'kidney' for 'kidny', 'without \"foo\"'")
+    count: int = Field(description="How many datasets the changed search finds")
+    url: str = Field(description="The changed search")
+
+
+class ZeroResultHelp(BaseModel):
+    did_you_mean: list[Suggestion] = Field(default_factory=list)
+    drop_words: list[Suggestion] = Field(default_factory=list)
+    relax: list[Suggestion] = Field(default_factory=list)
+
+
 class SearchResponse(Ok):
     count: int
     results: list[DatasetSummary]
@@ -110,6 +145,12 @@ class SearchResponse(Ok):
     filter: SearchFilter
     catalog_version: int
     timing_ms: float
+    interpretation: TextInterpretation | None = Field(
+        default=None, description="How the text query was read (only with a text query)"
+    )
+    zero_results: ZeroResultHelp | None = Field(
+        default=None, description="Suggestions with their counts when nothing matched"
+    )
 
 
 class ErrorItem(BaseModel):

@@ -11,7 +11,6 @@ which times each step by wrapping it here, reach every call.
 """
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +40,8 @@ from app.search.matching import Constraint, filter_constraints, text_matches
 from app.search.near import closest, missed_reasons
 from app.search.schemas import FACETS, Facet, NearMatch, Order, SearchFilter, SearchResponse, Sort
 from app.search.statistics import catalog_statistics
+from app.search.text_query import TextMatch
+from app.search.zero_results import zero_result_help
 
 # What pages and routes call as `service.X`: this module's operations and, from the modules beside it, the
 # filter helpers, value labels and statistics they use alongside them.
@@ -62,7 +63,7 @@ __all__ = [
 
 # -- the search itself ------------------------------------------------------------------------------------------
 # The same words come back with other facets: their matches are kept per catalog version (read-only dicts).
-_text_matches: VersionedCache[dict[int, float]] = VersionedCache(maxsize=2000)
+_text_matches: VersionedCache[TextMatch] = VersionedCache(maxsize=2000)
 
 
 @dataclass
@@ -72,25 +73,25 @@ class Match:
     base: np.ndarray
     constraints: list[Constraint]
     strict: np.ndarray
-    scores: dict[int, float]
+    text: TextMatch | None
 
     def ordered_positions(self, index: CatalogIndex, search: SearchFilter) -> np.ndarray:
-        return _ordered_positions(index, self.strict, search, self.scores)
+        return _ordered_positions(index, self.strict, search, self.text)
 
 
 def _match(session: Session, index: CatalogIndex, search: SearchFilter) -> Match:
     base = index.all
-    scores: dict[int, float] = {}
+    matched: TextMatch | None = None
     if q := search.q:
-        scores = _text_matches.get_or_compute(
+        matched = _text_matches.get_or_compute(
             (session.get_bind().engine.url, index.version, q), lambda: text_matches(session, q)
         )
-        base = index.pack_positions(index.positions_of_ids(np.fromiter(scores, np.int64, len(scores))))
+        base = index.pack_positions(matched.positions)
     constraints = filter_constraints(index, search)
     strict = base.copy()
     for constraint in constraints:
         strict &= constraint.bitmap
-    return Match(base, constraints, strict, scores)
+    return Match(base, constraints, strict, matched)
 
 
 def ordered_dataset_ids(session: Session, search: SearchFilter) -> np.ndarray:
@@ -130,6 +131,9 @@ def search_datasets(
 # The same searches come back (the landing page, a popular facet, the next page). Their JSON is kept as bytes,
 # which the garbage collector never scans: keeping the response objects themselves (a few thousand tracked
 # objects each) made full collections pause a web process for most of a second.
+PRIOR_SHARE = 0.4
+OPEN_SHARE = 100.0
+
 _json_answers: VersionedCache[bytes] = VersionedCache(maxsize=5000, max_bytes=64 * 2**20)
 
 
@@ -208,6 +212,9 @@ def _search(
     next_url = f"{base_path}{query_string(next_pairs)}" if next_offset < ordered.size else None
 
     facets = facet_counts(index, search, base, constraints, facet_size, base_path) if with_facets else []
+    help_ = None
+    if ordered.size == 0 and offset == 0 and (search.q or constraints):
+        help_ = zero_result_help(session, index, search, base, constraints, base_path)
     return SearchResponse(
         count=int(ordered.size),
         results=results,
@@ -217,20 +224,24 @@ def _search(
         filter=search,
         catalog_version=version,
         timing_ms=0.0,
+        interpretation=match.text.interpretation if match.text is not None else None,
+        zero_results=help_,
     )
 
 
 def _ordered_positions(
-    index: CatalogIndex, bitmap: np.ndarray, search: SearchFilter, scores: Mapping[int, float]
+    index: CatalogIndex, bitmap: np.ndarray, search: SearchFilter, text: TextMatch | None
 ) -> np.ndarray:
     flags = index.unpack(bitmap)
-    if search.sort == Sort.relevance and scores:
+    if search.sort == Sort.relevance and text is not None:
         positions = np.flatnonzero(flags)
-        text_score = np.array([scores.get(int(i), 0.0) for i in index.ids[positions]])
-        text_score = text_score / text_score.max() if text_score.size and text_score.max() > 0 else text_score
-        prior = (index.open_score if search.prefer_open else index.base_score)[positions]
-        # text relevance leads; the prior (labeled, larger, newer, open if asked) orders near-equal matches
-        return positions[np.lexsort((positions, -(3 * text_score + prior)))]
+        text_score = text.dense(index.size)[positions].astype(np.float64)
+        prior = PRIOR_SHARE * index.base_score[positions]
+        if search.prefer_open:  # open access first when asked, then text relevance
+            prior = prior + OPEN_SHARE * (index.open_score - index.base_score)[positions]
+        # text relevance leads (a field weight step is 1 or more); the prior (labeled, larger, newer: 0 to
+        # about 2, times PRIOR_SHARE) orders matches of near-equal text score
+        return positions[np.lexsort((positions, -(text_score + prior)))]
     key = "relevance_open" if search.sort == Sort.relevance and search.prefer_open else search.sort.value
     ordering = index.orderings[key]
     ordered: np.ndarray = ordering[flags[ordering]]

@@ -1,0 +1,245 @@
+"""The in-memory text index: for every search token, which datasets have it and in which field (a weight).
+
+Why in memory: a query word is widened to the catalog words it may mean (exact, prefix, close misspellings,
+a concept's narrower terms), each with its own field weights; doing that as PostgreSQL full text took a
+round trip per word and ranked every field alike. Here a token's datasets are a dense weight vector over the
+same positions as the bitmap index (app/search/index.py), built once per catalog version from the database.
+
+Fields and weights: a dataset's name and its aliases (the catalog's and the curated ones of
+app/data/search/aliases.json) outweigh its diseases, which outweigh its modality, anatomy and task, which
+outweigh the rest (dimensionality, host, survey section, organisation, year). Tokens of the controlled
+vocabularies (modality, anatomy, task, dim, host labels and synonyms) are not stored per dataset: their
+datasets are the facet bitmaps of the values they name.
+"""
+
+import bisect
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from app.common.errors import DomainError
+from app.common.vocabularies import ALL
+from app.search.concepts import ALIASES
+from app.search.index import CatalogIndex, current_index
+from app.search.schemas import FACETS
+from app.search.tokens import deletions, document_tokens, edit_budget, edit_distance, joined, split_runs
+
+NAME, ALIAS, DISEASE, FACET, REST = 10.0, 8.0, 5.0, 4.0, 1.0
+FACET_FIELD_WEIGHTS = {"modality": FACET, "anatomy": FACET, "task": FACET, "dim": REST, "host": REST}
+
+TEXT_FIELDS = ("id", "slug", "name", "aliases", "diseases", "section", "organisation", "year")
+_LOAD_SQL = text(f"SELECT {', '.join(TEXT_FIELDS)} FROM dataset ORDER BY id")
+
+# dense vectors kept per term: about this many float32 values in all (4 MB), whatever the catalog size
+_VECTOR_BUDGET = 1_000_000
+
+
+class TextIndex:
+    """Token -> weighted datasets, the vocabulary for prefix and misspelling lookups, exact names."""
+
+    def __init__(
+        self, catalog: CatalogIndex, rows: Sequence[Any], canonical: Callable[[str], str] = lambda s: s
+    ) -> None:
+        self.catalog = catalog
+        self.size = catalog.size
+        ids = np.fromiter((row.id for row in rows), np.int64, len(rows))
+        if not np.array_equal(ids, catalog.ids):
+            raise ValueError("text rows and the bitmap index disagree: rebuild both from one catalog version")
+        position = {row.slug: i for i, row in enumerate(rows)}
+        curated: dict[int, list[str]] = {}
+        for entry in ALIASES:
+            for slug in entry.slugs:
+                target = position.get(canonical(slug), position.get(slug))
+                if target is not None:
+                    curated.setdefault(target, []).extend(entry.aliases)
+        postings: dict[str, dict[int, float]] = {}
+        surface: dict[str, Counter[str]] = {}
+        self.exact_names: dict[str, list[int]] = {}
+        self.name_length = np.ones(self.size, dtype=np.float32)
+        for i, row in enumerate(rows):
+            names = [row.name, *(row.aliases or []), *curated.get(i, [])]
+            for n, name in enumerate(names):
+                self.exact_names.setdefault(joined(name), []).append(i)
+                self._add(postings, surface, i, name, NAME if n == 0 else ALIAS)
+            self.name_length[i] = max(1, len(split_runs(row.name)))
+            for disease in row.diseases or []:
+                self._add(postings, surface, i, disease, DISEASE)
+            for rest in (row.section, row.organisation, str(row.year) if row.year else None):
+                if rest:
+                    self._add(postings, surface, i, rest, REST)
+        self.postings = {
+            term: (
+                np.fromiter(docs.keys(), np.int64, len(docs)),
+                np.fromiter(docs.values(), np.float32, len(docs)),
+            )
+            for term, docs in postings.items()
+        }
+        self.facet_terms = self._facet_terms(surface)
+        self.df: dict[str, int] = {term: len(docs) for term, docs in postings.items()}
+        for term, values in self.facet_terms.items():
+            self.df[term] = self.df.get(term, 0) + sum(
+                int(catalog.count(self._facet_bitmap(f, v))) for f, v, _ in values
+            )
+        self.surface = {term: forms.most_common(1)[0][0] for term, forms in surface.items()}
+        self.vocabulary = sorted(self.df)
+        self._deletion_index: dict[str, list[str]] | None = None
+        self._by_length: dict[int, list[str]] = {}
+        self._vectors: dict[str, np.ndarray] = {}
+        self._max_vectors = max(64, _VECTOR_BUDGET // max(1, self.size))
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _add(
+        postings: dict[str, dict[int, float]],
+        surface: dict[str, Counter[str]],
+        i: int,
+        text: str,
+        weight: float,
+    ) -> None:
+        for token, form in document_tokens(text):
+            docs = postings.setdefault(token, {})
+            if docs.get(i, 0.0) < weight:
+                docs[i] = weight
+            surface.setdefault(token, Counter())[form] += 1
+
+    def _facet_terms(self, surface: dict[str, Counter[str]]) -> dict[str, list[tuple[str, str, float]]]:
+        """Vocabulary tokens -> the (facet, value, weight) whose datasets they find."""
+        out: dict[str, list[tuple[str, str, float]]] = {}
+        for facet, weight in FACET_FIELD_WEIGHTS.items():
+            vocabulary = ALL[FACETS[facet].vocabulary or facet]
+            for value in self.catalog.facets[facet].values:
+                words = [value]
+                if value in vocabulary:
+                    term = vocabulary.term(value)
+                    words += [term.label, *term.synonyms]
+                for token, form in {t for w in words for t in document_tokens(w)}:
+                    out.setdefault(token, []).append((facet, value, weight))
+                    surface.setdefault(token, Counter())[form] += 1
+        return out
+
+    def _facet_bitmap(self, facet: str, value: str) -> np.ndarray:
+        bitmaps = self.catalog.facets[facet]
+        row: np.ndarray = bitmaps.matrix[bitmaps.position[value]]
+        return row
+
+    # -- lookups ------------------------------------------------------------------------------------------------
+    def __contains__(self, term: str) -> bool:
+        return term in self.df
+
+    def vector(self, term: str) -> np.ndarray:
+        """The weight of `term` in each dataset (0 where it does not occur), read-only."""
+        kept = self._vectors.get(term)
+        if kept is not None:
+            return kept
+        vector = np.zeros(self.size, dtype=np.float32)
+        if term in self.postings:
+            positions, weights = self.postings[term]
+            vector[positions] = weights
+        for facet, value, weight in self.facet_terms.get(term, ()):
+            flags = self.catalog.unpack(self._facet_bitmap(facet, value))
+            np.maximum(vector, np.where(flags, np.float32(weight), np.float32(0)), out=vector)
+        vector.setflags(write=False)
+        with self._lock:
+            if len(self._vectors) >= self._max_vectors:
+                self._vectors.pop(next(iter(self._vectors)))
+            self._vectors[term] = vector
+        return vector
+
+    def prefixed(self, prefix: str, limit: int) -> list[str]:
+        """Vocabulary terms that begin with `prefix` (not itself), the most frequent first."""
+        start = bisect.bisect_left(self.vocabulary, prefix)
+        found = []
+        for term in self.vocabulary[start:]:
+            if not term.startswith(prefix):
+                break
+            if term != prefix:
+                found.append(term)
+        return sorted(found, key=lambda t: (-self.df[t], t))[:limit]
+
+    def close(self, word: str, budget: int | None = None) -> list[tuple[int, str]]:
+        """Vocabulary terms within `budget` edits of `word` (default: its length's budget), as (distance,
+        term), nearest and most frequent first; the word itself is not included.
+
+        Candidates come from a one-deletion index (every single-edit typo and many two-edit ones share a key
+        with their word); a long word that finds none there is compared with the terms of about its length
+        that share its first or second letter."""
+        budget = edit_budget(word) if budget is None else budget
+        if budget <= 0:
+            return []
+        index = self._deletions()
+        candidates = {term for key in deletions(word, budget) for term in index.get(key, ())} - {word}
+        found = self._within(word, candidates, budget)
+        if not found and budget > 1:
+            similar = (
+                t for length in range(len(word) - budget, len(word) + budget + 1)
+                for t in self._by_length.get(length, ())
+                if t[0] == word[0] or t[1:2] == word[1:2]
+            )  # fmt: skip
+            found = self._within(word, set(similar) - {word}, budget)
+        return sorted(found, key=lambda dt: (dt[0], -self.df[dt[1]], dt[1]))
+
+    @staticmethod
+    def _within(word: str, candidates: set[str], budget: int) -> list[tuple[int, str]]:
+        distances = ((edit_distance(word, term, budget), term) for term in candidates)
+        return [(d, term) for d, term in distances if d <= budget]
+
+    def _deletions(self) -> dict[str, list[str]]:
+        """One-deletion keys of every vocabulary term longer than 3 letters (built on first use)."""
+        if self._deletion_index is None:
+            index: dict[str, list[str]] = {}
+            by_length: dict[int, list[str]] = {}
+            for term in self.vocabulary:
+                if not term.isdigit() and len(term) > 3:
+                    by_length.setdefault(len(term), []).append(term)
+                    for key in deletions(term, 1):
+                        index.setdefault(key, []).append(term)
+            self._by_length = by_length
+            self._deletion_index = index
+        return self._deletion_index
+
+
+_lock = threading.Lock()
+_current: TextIndex | None = None
+_current_key: tuple[str, int] | None = None
+
+
+def current_text_index(session: Session, version: int) -> TextIndex:
+    """The text index of this database's catalog `version`, built on first use after a change."""
+    global _current, _current_key
+    key = (session.get_bind().engine.url.render_as_string(hide_password=True), version)
+    if _current is not None and _current_key == key:
+        return _current
+    catalog = current_index(session, version)
+    with _lock:
+        if _current is None or _current_key != key:
+            rows = session.execute(_LOAD_SQL).all()
+            _current, _current_key = TextIndex(catalog, rows, _canonical_slugs(session)), key
+        return _current
+
+
+def _canonical_slugs(session: Session) -> Callable[[str], str]:
+    """The merged record's slug for an old one, once the catalog service offers it; else the slug itself."""
+    from app.catalog import service as catalog_service
+
+    canonical = getattr(catalog_service, "canonical_slug", None)
+    if canonical is None:
+        return lambda slug: slug
+
+    def resolve(slug: str) -> str:
+        try:
+            return str(canonical(session, slug))
+        except DomainError:  # an unknown slug: the curated entry names a record that is gone
+            return slug
+
+    return resolve
+
+
+def reset_text_index() -> None:
+    global _current, _current_key
+    with _lock:
+        _current, _current_key = None, None

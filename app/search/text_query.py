@@ -1,0 +1,189 @@
+"""Reading a text query and scoring datasets against it.
+
+A query becomes slots, every one of which a dataset must match (soft words such as 'dataset' only add to the
+score). A slot is either a concept the query names ('brain tumor'), matched by any of the concept's phrases
+or, a little lower, by any phrase of a narrower concept ('glioma', 'meningioma'), or a single word, matched by
+the catalog word itself, else by the words it begins, and, only when those find fewer than FUZZY_BELOW
+datasets, by words within its edit budget (none up to 3 letters, 1 up to 7, 2 beyond).
+
+A dataset's score is the sum over slots of the best (field weight x match quality) of the slot's
+alternatives, plus a bonus for a query that covers a short name and a large one for a query that is a
+dataset's exact name or alias ('kits 19' = 'KiTS19'), so an exact name ranks first.
+"""
+
+from dataclasses import dataclass, field
+from functools import cache
+
+import numpy as np
+
+from app.search.concepts import CONCEPTS
+from app.search.schemas import TextInterpretation
+from app.search.text_index import ALIAS, TextIndex
+from app.search.tokens import SOFT_WORDS, joined, query_words, split_runs
+
+EXACT, PREFIX, NARROWER, FUZZY = 1.0, 0.7, 0.85, 0.45
+FUZZY_BELOW = 3  # a word whose exact and prefix matches find fewer datasets is also matched by misspellings
+PREFIX_LIMIT = 30
+EXACT_NAME_BONUS = 100.0
+NAME_COVERAGE = 4.0
+SOFT_SHARE = 0.3
+MAX_WORDS = 12
+
+
+@dataclass(frozen=True)
+class Alternative:
+    terms: tuple[str, ...]
+    quality: float
+    concept: str | None = None  # the narrower concept this alternative stands for
+
+
+@dataclass
+class Slot:
+    words: list[str]
+    alternatives: list[Alternative]
+    soft: bool = False
+    concept: str | None = None
+    fuzzy_of: str | None = None  # the word whose misspellings may be added
+
+
+@dataclass
+class TextMatch:
+    """The datasets a text query matches (index positions, ascending) with their scores."""
+
+    positions: np.ndarray
+    scores: np.ndarray
+    interpretation: TextInterpretation = field(default_factory=TextInterpretation)
+
+    def dense(self, size: int) -> np.ndarray:
+        out = np.zeros(size, dtype=np.float32)
+        out[self.positions] = self.scores
+        return out
+
+
+@cache
+def _phrases() -> dict[tuple[str, ...], str]:
+    """Every concept phrase as query words -> its concept (a phrase naming two concepts keeps the first)."""
+    table: dict[tuple[str, ...], str] = {}
+    for concept in CONCEPTS.entries:
+        for phrase in (*concept.phrases, concept.label):
+            table.setdefault(tuple(query_words(phrase)), concept.id)
+    return table
+
+
+def plan(index: TextIndex, q: str) -> list[Slot]:
+    """The slots of a query (see the module's docstring)."""
+    words = query_words(q)[:MAX_WORDS]
+    phrases = _phrases()
+    longest = max(map(len, phrases))
+    # a misspelt word is read as its nearest catalog word when that completes a concept ('brain tumr')
+    known = [w if w in index or _in_phrases(w) else _nearest(index, w) or w for w in words]
+    slots: list[Slot] = []
+    i = 0
+    while i < len(words):
+        for n in range(min(longest, len(words) - i), 0, -1):
+            concept = phrases.get(tuple(known[i : i + n]))
+            if concept is not None and not (n == 1 and words[i] in SOFT_WORDS):
+                slots.append(_concept_slot(index, concept, words[i : i + n]))
+                i += n
+                break
+        else:
+            slots.append(_word_slot(index, words[i]))
+            i += 1
+    if slots and all(slot.soft for slot in slots):
+        for slot in slots:
+            slot.soft = False
+    return slots
+
+
+@cache
+def _phrase_words() -> frozenset[str]:
+    return frozenset(word for phrase in _phrases() for word in phrase)
+
+
+def _in_phrases(word: str) -> bool:
+    return word in _phrase_words()
+
+
+def _nearest(index: TextIndex, word: str) -> str | None:
+    close = index.close(word)
+    return close[0][1] if close else None
+
+
+def _concept_slot(index: TextIndex, concept_id: str, words: list[str]) -> Slot:
+    concept = CONCEPTS.by_id[concept_id]
+    alternatives = [Alternative(tuple(words), EXACT)] if all(w in index for w in words) else []
+    for phrase in (*concept.phrases, concept.label):
+        terms = tuple(query_words(phrase))
+        if terms and all(t in index for t in terms):
+            alternatives.append(Alternative(terms, EXACT))
+    for narrower in CONCEPTS.descendants(concept_id):
+        entry = CONCEPTS.by_id[narrower]
+        for phrase in (*entry.phrases, entry.label):
+            terms = tuple(query_words(phrase))
+            if terms and all(t in index for t in terms):
+                alternatives.append(Alternative(terms, NARROWER, narrower))
+    return Slot(words, list(dict.fromkeys(alternatives)), concept=concept_id)
+
+
+def _word_slot(index: TextIndex, word: str) -> Slot:
+    alternatives = [Alternative((word,), EXACT)] if word in index else []
+    if len(word) >= 3 and not word.isdigit():
+        alternatives += [Alternative((t,), PREFIX) for t in index.prefixed(word, PREFIX_LIMIT)]
+    return Slot([word], alternatives, soft=word in SOFT_WORDS, fuzzy_of=word)
+
+
+def _alternative_scores(index: TextIndex, alternative: Alternative) -> np.ndarray:
+    vectors = [index.vector(t) for t in alternative.terms]
+    if len(vectors) == 1:
+        return vectors[0] * np.float32(alternative.quality)
+    stacked = np.stack(vectors)
+    every = stacked.min(axis=0) > 0
+    return np.where(every, stacked.mean(axis=0) * np.float32(alternative.quality), np.float32(0))
+
+
+def slot_scores(index: TextIndex, slot: Slot, interpretation: TextInterpretation | None = None) -> np.ndarray:
+    """Each dataset's best score for one slot; misspellings are tried only when the rest finds little."""
+    best = np.zeros(index.size, dtype=np.float32)
+    matched_concepts: list[str] = []
+    for alternative in slot.alternatives:
+        scores = _alternative_scores(index, alternative)
+        if alternative.concept is not None and alternative.concept not in matched_concepts and scores.any():
+            matched_concepts.append(alternative.concept)
+        np.maximum(best, scores, out=best)
+    if slot.fuzzy_of is not None and int(np.count_nonzero(best)) < FUZZY_BELOW:
+        close = [term for _, term in index.close(slot.fuzzy_of)]
+        for term in close:
+            np.maximum(best, index.vector(term) * np.float32(FUZZY), out=best)
+        if close and interpretation is not None:
+            interpretation.spelling[slot.fuzzy_of] = [index.surface.get(t, t) for t in close[:5]]
+    if interpretation is not None and matched_concepts:
+        interpretation.also_matching.extend(CONCEPTS.by_id[c].label for c in matched_concepts)
+    return best
+
+
+def evaluate(index: TextIndex, q: str, slots: list[Slot] | None = None) -> TextMatch:
+    """The datasets matching every hard slot of `q`, scored (see the module's docstring)."""
+    slots = plan(index, q) if slots is None else slots
+    interpretation = TextInterpretation()
+    if not slots:
+        return TextMatch(np.zeros(0, np.int64), np.zeros(0, np.float32), interpretation)
+    total = np.zeros(index.size, dtype=np.float32)
+    required = np.ones(index.size, dtype=bool)
+    name_hits = np.zeros(index.size, dtype=np.float32)
+    for slot in slots:
+        scores = slot_scores(index, slot, None if slot.soft else interpretation)
+        if slot.soft:
+            total += np.float32(SOFT_SHARE) * scores
+            interpretation.optional.extend(slot.words)
+            continue
+        required &= scores > 0
+        total += scores
+        name_hits += scores >= ALIAS * PREFIX
+        if slot.concept is not None:
+            interpretation.concepts.append(CONCEPTS.by_id[slot.concept].label)
+    total += np.float32(NAME_COVERAGE) * np.minimum(name_hits / index.name_length, 1)
+    exact = index.exact_names.get(joined(q), []) if split_runs(q) else []
+    total[exact] += np.float32(EXACT_NAME_BONUS)
+    positions = np.flatnonzero(required)
+    interpretation.also_matching = list(dict.fromkeys(interpretation.also_matching))[:12]
+    return TextMatch(positions, total[positions], interpretation)

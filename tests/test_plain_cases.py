@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from app.common.labels import unify_labels
 from workers.imaging.cases import Case
 from workers.imaging.dedup import content_hash
-from workers.imaging.errors import UnreadableItemError
+from workers.imaging.errors import LabelGridMismatchError, UnreadableItemError
 from workers.imaging.nifti import plain_nifti
 from workers.imaging.passthrough import copy_checked, stored_volume
 from workers.imaging.readers import read_volume
@@ -171,10 +171,30 @@ def test_anything_not_in_the_bundles_form_is_decoded_instead(
     ):  # a source sorting first takes ids 1, 2 the other way round: src's need rewriting
         sources["another"] = {1: "spleen", 2: "liver"}
     unification = unify_labels(sources)
+    if spoil == "qform_disagrees":
+        # ITK reads the image's qform, 5 mm off its label: refused unless the request allows resampling
+        with pytest.raises(LabelGridMismatchError, match="origin"):
+            harmonise_unit.harmonise_to_file(
+                _case(image, label, table), "src", unification, "MR", out, image.parent
+            )
+        calls.clear()
     result = harmonise_unit.harmonise_to_file(
-        _case(image, label, table), "src", unification, "MR", out, image.parent
+        _case(image, label, table),
+        "src",
+        unification,
+        "MR",
+        out,
+        image.parent,
+        resample_mismatched_labels=spoil == "qform_disagrees",
     )
     assert calls == [False]
+    kinds = [alteration["kind"] for alteration in result["alterations"]]
+    expected = {
+        "qform_disagrees": ["resampled"],
+        "float_label": ["cast"],
+        "renumbered": ["relabelled"],
+    }.get(spoil, [])
+    assert kinds == expected
     # what the decoding way wrote, and nothing the copy attempt left behind
     names = {p.name for p in out.parent.iterdir()}
     assert names == {result["volumes"]["image"][0], result["volumes"]["label"][0]}

@@ -60,6 +60,9 @@ class Case:
     extra_labels: tuple[Path, ...] = ()
     # what layout detection decided about this case and why (e.g. a label object left out), for people
     notes: tuple[str, ...] = ()
+    # how `subject_id` was found, for people: "descriptor rule", "file name pattern patient<id>", "BIDS
+    # sub-<label> folder"...; empty when each case is its own subject for want of any rule
+    subject_from: str = ""
 
 
 @dataclass(frozen=True)

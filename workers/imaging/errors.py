@@ -25,3 +25,11 @@ class SeriesRejectedError(UnreadableItemError):
 
 class LayoutNotRecognisedError(Exception):
     """`auto` found no known layout: the source needs an explicit layout (globs, pairing, label table)."""
+
+
+class LabelGridMismatchError(UnreadableItemError):
+    """A label on another grid (size, spacing, origin, direction) than its image: read, but refused while
+    harmonising unless the request allows resampling it (BuildOptions.resample_mismatched_labels)."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(path, "label_grid_mismatch", reason)

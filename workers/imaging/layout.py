@@ -30,12 +30,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from workers.imaging.cases import Case, Layout, LayoutKind, Split
+from workers.imaging.classes import with_canonical_classes
 from workers.imaging.dicom_objects import dicom_image_cases, dicom_object_cases
 from workers.imaging.errors import LayoutNotRecognisedError
 from workers.imaging.layout_beside import dicom_series_cases, suffix_pair_cases
 from workers.imaging.layout_classes import class_folder_cases
 from workers.imaging.layout_described import bids_cases, msd_cases, name_classes, npz_cases
 from workers.imaging.layout_ids import id_pair_cases
+from workers.imaging.subjects import with_subjects
 
 # ExplicitLayout's pairing when a descriptor names none: the case is the file name less a label suffix
 DEFAULT_PAIRING = (
@@ -71,12 +73,22 @@ def detect_layout(
     wrote a table did so to correct it. For array sets (MedMNIST) it names the classes instead. What
     detection noticed but would not guess is in the layout's `warnings`.
     """
-    layout = _find_layout(Path(folder), explicit)
+    found = _find_layout(Path(folder), explicit)
+    # subjects: said for every layout, found in 2D pictures' file names where the layout gave none
+    layout = Layout(
+        found.kind,
+        found.root,
+        with_subjects(
+            found.kind, found.cases, descriptor_rule=explicit is not None and bool(explicit.subject)
+        ),
+        found.warnings,
+    )
     if layout.kind == LayoutKind.NPZ_ARRAYS:
         # there the table names classes: it is no segmentation label table, and no case gets it as one
         if label_table:
             table = {int(k): v for k, v in label_table.items()}
-            layout = Layout(layout.kind, layout.root, name_classes(layout.cases, table), layout.warnings)
+            named = with_canonical_classes(name_classes(layout.cases, table))
+            layout = Layout(layout.kind, layout.root, named, layout.warnings)
         return layout
     if label_table:
         table = {int(k): v for k, v in label_table.items()}

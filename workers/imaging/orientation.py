@@ -106,14 +106,45 @@ def grids_match(one: Grid, other: Grid) -> bool:
 
 
 def reorient_like(label: sitk.Image, image: sitk.Image) -> sitk.Image:
-    """A label volume on its image's grid. Both are reoriented the same way, so they normally match voxel for
-    voxel; when a source's label sits on a slightly different grid (header rounding), it is resampled onto the
-    image with nearest neighbour only, since any other interpolator invents label values between classes."""
+    """A label volume on its image's grid, resampled (nearest neighbour) if it is on another one. Callers that
+    must not resample silently check `grid_difference` first (workers/imaging/harmonise.py does)."""
     label, _ = reorient_to_ras(label)
     if grids_match(grid_of(label), grid_of(image)):
         label.CopyInformation(image)
         return label
+    return resample_label(label, image)
+
+
+def resample_label(label: sitk.Image, image: sitk.Image) -> sitk.Image:
+    """`label` on `image`'s grid by nearest neighbour only: any other interpolator invents label values
+    between classes. Voxels of the image outside the label's extent become background."""
     return sitk.Resample(label, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
+
+
+def grid_difference(label: Grid, image: Grid) -> str | None:
+    """How a label's grid differs from its image's, for people ("size 64x64x19, the image's 64x64x20"); None
+    when they match within header rounding (`grids_match`)."""
+    if grids_match(label, image):
+        return None
+
+    def numbers(values: tuple[float, ...] | tuple[int, ...]) -> str:
+        return "x".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+    parts = []
+    for name, index, close in (
+        ("size", 0, None),
+        ("spacing", 1, 1e-3),
+        ("origin", 2, 1e-2),
+        ("direction", 3, 1e-4),
+    ):
+        one, other = label[index], image[index]
+        same = tuple(one) == tuple(other) if close is None else np.allclose(one, other, atol=close)
+        if not same:
+            if name == "direction":
+                parts.append("direction differs")
+            else:
+                parts.append(f"{name} {numbers(tuple(one))}, the image's {numbers(tuple(other))}")
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -41,14 +41,49 @@ class NotStorableAsPng(ValueError):
 
 @dataclass(frozen=True)
 class PngFile:
-    relative_path: str  # from the bundle root
+    relative_path: (
+        str  # from the bundle root; `.tiff` instead of `.png` for float intensities (see write_png)
+    )
     sha256: str
     intensity_offset: int
 
 
+# float voxels with whole values in this range go into a 16-bit PNG (with SIGNED_OFFSET below zero)
+_WHOLE_RANGE = (-32768, 65535)
+
+
+def whole_valued(array: np.ndarray) -> bool:
+    """Whether float voxels all hold whole numbers (as MSD ships CT in float32) that 16 bits keep exactly."""
+    if array.size == 0:
+        return True
+    if not np.isfinite(array).all():
+        return False
+    low, high = float(array.min()), float(array.max())
+    return _WHOLE_RANGE[0] <= low and high <= _WHOLE_RANGE[1] and bool(np.array_equal(array, np.round(array)))
+
+
+def float_slice_storage(volume: np.ndarray) -> str | None:
+    """How 2D slices of a float volume are stored, when that is a cast: whole values go into 16-bit PNGs
+    (lossless); None for other floats, which go into 32-bit float TIFFs as they are."""
+    if not np.issubdtype(volume.dtype, np.floating) or not whole_valued(volume):
+        return None
+    low, high = (float(volume.min()), float(volume.max())) if volume.size else (0.0, 0.0)
+    return (
+        f"2D slices: {volume.dtype} voxels all hold whole values ({low:g} to {high:g}), stored as 16-bit "
+        "integers in PNG (lossless)"
+    )
+
+
 def png_bytes(array: np.ndarray) -> tuple[bytes, int]:
-    """Lossless PNG bytes for a 2D array (or RGB uint8) and the offset to add to stored values."""
+    """Lossless PNG bytes for a 2D array (or RGB uint8) and the offset to add to stored values. Float voxels
+    with whole values are stored as integers (`whole_valued`); other floats raise NotStorableAsPng."""
     offset = 0
+    if np.issubdtype(array.dtype, np.floating) and array.ndim == 2:
+        if not whole_valued(array):
+            raise NotStorableAsPng(
+                f"{array.dtype} intensities with fractions cannot be stored losslessly as PNG"
+            )
+        array = np.round(array).astype(np.int32)
     if array.ndim == 3:
         if array.dtype != np.uint8 or array.shape[2] != 3:
             raise NotStorableAsPng(f"colour images must be uint8 RGB, got {array.dtype} {array.shape}")
@@ -72,8 +107,29 @@ def png_bytes(array: np.ndarray) -> tuple[bytes, int]:
     return buffer.getvalue(), offset
 
 
+def float_tiff_bytes(array: np.ndarray) -> bytes:
+    """A 2D float image as a 32-bit float TIFF (PIL's mode "F", which Hugging Face `datasets` and every TIFF
+    reader open): float64 voxels are kept only where float32 holds them exactly, else NotStorableAsPng."""
+    as32 = array.astype(np.float32)
+    if array.dtype != np.float32 and not np.array_equal(as32.astype(array.dtype), array, equal_nan=True):
+        raise NotStorableAsPng(f"{array.dtype} intensities do not fit 32-bit float TIFF exactly")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(as32), mode="F").save(
+        buffer, format="TIFF", compression="tiff_adobe_deflate"
+    )
+    return buffer.getvalue()
+
+
 def write_png(root: Path, relative_path: str, array: np.ndarray) -> PngFile:
-    data, offset = png_bytes(array)
+    """The 2D image at `relative_path` (a `.png`), losslessly: PNG for integers and whole-valued floats, a
+    32-bit float TIFF beside it (the same name, `.tiff`) for float voxels with fractions, which no PNG keeps."""
+    try:
+        data, offset = png_bytes(array)
+    except NotStorableAsPng:
+        if not (np.issubdtype(array.dtype, np.floating) and array.ndim == 2):
+            raise
+        data, offset = float_tiff_bytes(array), 0
+        relative_path = str(Path(relative_path).with_suffix(".tiff").as_posix())
     target = root / relative_path
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)

@@ -58,6 +58,7 @@ def case_to_json(case: Case, job_dir: Path) -> dict[str, Any]:
         "series_uid": case.series_uid,
         "extra_labels": [rel(p) for p in case.extra_labels],
         "notes": list(case.notes),
+        "subject_from": case.subject_from,
     }
 
 
@@ -77,6 +78,7 @@ def case_from_json(data: dict[str, Any], job_dir: Path) -> Case:
         series_uid=data.get("series_uid"),
         extra_labels=tuple(job_dir / p for p in data.get("extra_labels") or ()),
         notes=tuple(data.get("notes") or ()),
+        subject_from=data.get("subject_from") or "",
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ from sqlalchemy import select
 from app.bundles import service
 from app.bundles.models import BundleItem, BundleJob
 from app.catalog.models import Dataset
-from app.common.jobs import ItemStage, ItemState, JobState
+from app.common.jobs import BuildOptions, ItemStage, ItemState, JobState
 from app.core.config import Settings
 from app.core.db import new_session
 from workers.imaging.cases import Case
-from workers.imaging.errors import UnreadableItemError
+from workers.imaging.errors import LabelGridMismatchError, UnreadableItemError
+from workers.pipeline import harmonise_account as account
 from workers.pipeline import plain
 from workers.pipeline.common import (
     Messages,
@@ -61,22 +63,45 @@ def _save_arrays(path: Path, **arrays: np.ndarray) -> None:
 
 
 def harmonise_to_file(
-    case: Case, slug: str, unification: Any, modality: str, out: Path, source_root: Path
+    case: Case,
+    slug: str,
+    unification: Any,
+    modality: str,
+    out: Path,
+    source_root: Path,
+    *,
+    catalog_modalities: Sequence[str] | None = None,
+    resample_mismatched_labels: bool = False,
+    slices_2d: bool = False,
 ) -> dict[str, Any]:
     """The work of one item, free of the database (bench/fusion runs it too): read, RAS, relabel and hash
     `case`; write a 3D case's volumes compressed next to `out` (a 2D case's arrays to `out`, uncompressed
-    .npz), by rename; and return what packaging needs."""
+    .npz), by rename; and return what packaging needs, with the item's account: its `alterations`, where its
+    modality came from (`modality_from`, `modality_disagreement`), the label names no vocabulary knew
+    (`unknown_labels`) and how its subject was found (`subject_from`).
+
+    `modality` is the catalog's (the last resort when the data says nothing), `catalog_modalities` all the
+    catalog lists for the dataset (default: `modality` alone). A label on another grid than its image raises
+    LabelGridMismatchError unless `resample_mismatched_labels`. `slices_2d`: the bundle also cuts 2D slices,
+    so how float voxels will be stored in them is recorded."""
     import SimpleITK as sitk
 
     from workers.imaging.harmonise import harmonise_case
+    from workers.imaging.modality import case_modality
     from workers.packaging.volumes import prewrite_volumes
 
+    found = case_modality(case, list(catalog_modalities) if catalog_modalities is not None else [modality])
     # plain NIfTI cases first: copied when already in the bundle's form, else decoded without ITK images
     for fast_way in (plain.copy_stored_case, plain.decode_plain_case):
-        result = fast_way(case, slug, unification, modality, out, source_root)
+        result = fast_way(case, slug, unification, found.modality, out, source_root)
         if result is not None:
-            return result
-    harmonised = harmonise_case(case, slug, unification)
+            alterations = account.plain_alterations(case, slug, unification, result["direction"])
+            if slices_2d:
+                alterations += account.prewritten_slice_alterations(case, out, result)
+            return account.with_account(result, case, found, alterations)
+    harmonised = harmonise_case(
+        case, slug, unification, resample_mismatched_labels=resample_mismatched_labels
+    )
     if len(harmonised.channels) > 1 and harmonised.channels[0].GetDimension() != 3:
         raise UnreadableItemError(
             case.images[0], "multi_channel", "several channels are packaged for 3D only"
@@ -85,8 +110,11 @@ def harmonise_to_file(
     # views, not copies: the images live until the arrays are on disk
     image_array = sitk.GetArrayViewFromImage(image)
     label_array = sitk.GetArrayViewFromImage(harmonised.label) if harmonised.label is not None else None
+    alterations = [a.as_json() for a in harmonised.alterations]
     written = None
     if image.GetDimension() == 3:
+        if slices_2d:
+            alterations += account.slice_alterations(image_array.dtype, lambda: image_array)
         # compressed here, on whichever worker runs this item, so packaging only links files
         written = prewrite_volumes(
             out.parent,
@@ -103,7 +131,7 @@ def harmonise_to_file(
         if label_array is not None:
             arrays["label"] = label_array
         _save_arrays(out, **arrays)
-    return item_result(
+    result = item_result(
         case,
         source_root,
         volumes=written,
@@ -112,14 +140,20 @@ def harmonise_to_file(
         dims=image.GetDimension(),
         content_hash=harmonised.content_hash,
         annotations=harmonised.annotations,
-        modality=modality,
+        modality=found.modality,
         source_checksum=source_checksum(case.images[0]) if case.images else "",
         original_orientation=harmonised.original.orientation if harmonised.original is not None else None,
     )
+    return account.with_account(result, case, found, alterations)
 
 
 def _harmonise(
-    job_id: str, item: BundleItem, labels: dict[str, Any], modality: str, settings: Settings
+    job_id: str,
+    item: BundleItem,
+    labels: dict[str, Any],
+    modalities: list[str],
+    options: BuildOptions,
+    settings: Settings,
 ) -> dict[str, Any]:
     job_dir = service.work_dir(settings, job_id)
     case = case_from_json(item.case, job_dir)
@@ -127,10 +161,13 @@ def _harmonise(
         case,
         item.slug,
         _labels_unification(labels),
-        # what the DICOM header says beats the catalog's first modality (a CT, MR dataset has MR series)
-        case.modality or modality,
+        # the catalog's first modality is the last resort: the data's own statement comes first
+        modalities[0] if modalities else "image",
         case_path(settings, job_id, item.item_id),
         source_dir(settings, job_id, item.slug),
+        catalog_modalities=modalities,
+        resample_mismatched_labels=options.resample_mismatched_labels,
+        slices_2d=options.slices_2d is not None,
     )
 
 
@@ -146,12 +183,19 @@ def harmonise_item(job_id: str, item_id: str, settings: Settings) -> Messages:
             return service.advance(session, job_id, settings)
         dataset_modalities = session.scalar(select(Dataset.modalities).where(Dataset.slug == item.slug)) or []
         labels = job.labels or {}
+        options = BuildOptions.model_validate((job.request or {}).get("options", {}))
         session.expunge(item)
-    modality = dataset_modalities[0] if dataset_modalities else "image"
     try:
         outcome: dict[str, Any] = {
             "state": ItemState.done,
-            "harmonised": _harmonise(job_id, item, labels, modality, settings),
+            "harmonised": _harmonise(job_id, item, labels, list(dataset_modalities), options, settings),
+        }
+    except LabelGridMismatchError as error:
+        # read, but refused while harmonising: the request did not allow resampling the label
+        outcome = {
+            "state": ItemState.skipped,
+            "stage": ItemStage.harmonise,
+            "reason": reason_for(error, source_dir(settings, job_id, item.slug)),
         }
     except UnreadableItemError as error:
         outcome = {
@@ -165,7 +209,11 @@ def harmonise_item(job_id: str, item_id: str, settings: Settings) -> Messages:
         if not isinstance(error, OSError | RuntimeError | ValueError | MemoryError):
             log.exception("bundle %s: item %s failed unexpectedly", job_id, item_id)
         reason = reason_for(error, source_dir(settings, job_id, item.slug))
-        outcome = {"state": ItemState.skipped, "stage": ItemStage.read, "reason": f"could not be read: {reason}"}
+        outcome = {
+            "state": ItemState.skipped,
+            "stage": ItemStage.read,
+            "reason": f"could not be read: {reason}",
+        }
     with new_session() as session:
         row = session.get(BundleItem, (job_id, item_id), with_for_update=True)
         if row is not None and row.state == ItemState.pending:

@@ -12,6 +12,7 @@ from app.catalog.normalise import (
     resolve_modalities,
     resolve_tasks,
     size_bucket,
+    split_diseases,
 )
 from app.common.vocabularies import ANATOMY, MODALITY
 
@@ -85,12 +86,31 @@ def test_dimension_spellings(text: str, expected: list[str]) -> None:
     assert resolve_dims(text)[0] == expected
 
 
-def test_task_spellings_and_the_ambiguous_reg() -> None:
-    assert resolve_tasks("Seg/ Cls", "x")[0] == ["segmentation", "classification"]
-    assert resolve_tasks("Seg, Det, Cls", "x")[0] == ["segmentation", "detection", "classification"]
-    assert resolve_tasks("Reg", "Learn2Reg Lung CT") == (["registration"], [], True)
-    assert resolve_tasks("Reg", "OSIC Pulmonary Fibrosis Progression") == (["regression"], [], True)
-    assert resolve_tasks("NA", "x") == ([], [], False)
+def test_task_spellings_and_the_ambiguous_abbreviations_left_to_the_evidence() -> None:
+    assert resolve_tasks("Seg/ Cls")[0] == ["segmentation", "classification"]
+    assert resolve_tasks("Seg, Det, Cls")[0] == ["segmentation", "detection", "classification"]
+    # 'Reg' and 'QA' have two meanings each: a row does not decide them, its dataset's evidence does
+    assert resolve_tasks("Seg/ Reg") == (["segmentation"], [], ["reg"])
+    assert resolve_tasks("QA") == ([], [], ["qa"])
+    assert resolve_tasks("VQA") == (["vqa"], [], [])
+    assert resolve_tasks("NA") == ([], [], [])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Head and Neck Cancer", ["Head and Neck Cancer"]),
+        ("Lung and Colon Cancer", ["Lung and Colon Cancer"]),
+        ("Brain and Cervical Cancers", ["Brain and Cervical Cancers"]),
+        ("Melanoma, Cerebral microbleed", ["Melanoma", "Cerebral microbleed"]),
+        ("Respiratory motion/COPD", ["Respiratory motion", "COPD"]),
+        ("Acute/ subacute ischemic stroke", ["Acute/subacute ischemic stroke"]),
+        ("NA", []),
+        ("Glaucoma; NA", ["Glaucoma"]),
+    ],
+)
+def test_diseases_are_phrases(text: str, expected: list[str]) -> None:
+    assert split_diseases(text) == expected
 
 
 def test_anatomy_is_a_hierarchy() -> None:

@@ -142,8 +142,8 @@ def cluster_rows(rows: list[dict[str, Any]], facts: list[Normalised]) -> list[Cl
     curated_names: dict[int, str] = {}
     for entry in data.get("merge", []):
         members = [first_of[compact_name(n)] for n in entry["names"] if compact_name(n) in first_of]
-        if len(members) < 2:
-            raise MergeFileError(f"{MERGES_FILE}: merge {entry['names']} names fewer than two catalog rows")
+        if len(members) < 2:  # another catalog file (or a shorter one) need not hold every curated name
+            continue
         for other in members[1:]:
             link(members[0], other, "curated", entry["reason"])
         if entry.get("name"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -92,6 +93,13 @@ def build_archives(root: Path, salt: str = "") -> dict[str, tuple[str, bytes, di
     (msd / "labelsTr" / "abdomen_099.nii.gz").write_bytes(
         (msd / "labelsTr" / "abdomen_001.nii.gz").read_bytes()
     )
+    # (issue 10, the bundle's account) a label without an image, which no case uses, and the licence MSD's
+    # dataset.json states, which the bundle carries with its source
+    (msd / "labelsTr" / "abdomen_077.nii.gz").write_bytes(
+        (msd / "labelsTr" / "abdomen_002.nii.gz").read_bytes()
+    )
+    meta = json.loads((msd / "dataset.json").read_text())
+    (msd / "dataset.json").write_text(json.dumps({**meta, "licence": "CC-BY-SA 4.0"}, indent=2))
     partial = build_partial_source(root / "ctorg")
     dicom = build_dicom_source(root / "dicom")
     classes = build_class_folder_source(root / "classes")

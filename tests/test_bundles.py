@@ -10,8 +10,10 @@ import csv
 import hashlib
 import io
 import json
+import re
 import tarfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,23 +135,31 @@ def test_sha256sums_cover_every_file(built: Built) -> None:
 
 
 def test_nnunet_layout_rules(built: Built) -> None:
-    (dataset,) = (built.root / "nnunet").iterdir()
-    meta = json.loads((dataset / "dataset.json").read_text())
-    for key in ("channel_names", "labels", "numTraining", "file_ending"):
-        assert key in meta
-    assert meta["channel_names"] == {"0": "CT"}
-    values = sorted(meta["labels"].values())
-    assert values == list(range(len(values))) and meta["labels"]["background"] == 0
-    training = sorted((dataset / "imagesTr").glob("*_0000.nii.gz"))
-    assert len(training) == meta["numTraining"]
-    for image_path in training:
-        case = image_path.name.removesuffix("_0000.nii.gz")
-        label = nib.load(dataset / "labelsTr" / f"{case}.nii.gz")
-        image = nib.load(image_path)
-        assert image.shape == label.shape, case
-        assert set(np.unique(np.asarray(label.dataobj))) <= set(values)
-    splits = json.loads((dataset / "splits_final.json").read_text())
-    assert splits and all(set(fold) == {"train", "val"} for fold in splits)
+    datasets = sorted((built.root / "nnunet").iterdir())
+    # one dataset per modality (the MSD fixture's dataset.json says MRI, the others are CT), numbered from the
+    # job's first id with distinct ids
+    ids = [int(d.name[len("Dataset") : len("Dataset") + 3]) for d in datasets]
+    assert ids == sorted(built.status["result"]["nnunet_ids"]) and len(set(ids)) == len(ids)
+    assert ids[0] == built.status["request"]["options"]["nnunet_dataset_id"]
+    channels = []
+    for dataset in datasets:
+        meta = json.loads((dataset / "dataset.json").read_text())
+        for key in ("channel_names", "labels", "numTraining", "file_ending"):
+            assert key in meta
+        channels.append(meta["channel_names"]["0"])
+        values = sorted(meta["labels"].values())
+        assert values == list(range(len(values))) and meta["labels"]["background"] == 0
+        training = sorted((dataset / "imagesTr").glob("*_0000.nii.gz"))
+        assert len(training) == meta["numTraining"]
+        for image_path in training:
+            case = image_path.name.removesuffix("_0000.nii.gz")
+            label = nib.load(dataset / "labelsTr" / f"{case}.nii.gz")
+            image = nib.load(image_path)
+            assert image.shape == label.shape, case
+            assert set(np.unique(np.asarray(label.dataobj))) <= set(values)
+        splits = json.loads((dataset / "splits_final.json").read_text())
+        assert splits and all(set(fold) == {"train", "val"} for fold in splits)
+    assert "CT" in channels and len(set(channels)) == len(channels)
 
 
 def test_duplicate_appears_once_and_labels_unify_by_name(built: Built) -> None:
@@ -290,3 +300,91 @@ def test_dataset_pages_say_which_datasets_a_bundle_can_fetch(served: ServedSourc
     assert "Workers fetch it automatically" in page
     manual = client.get("/datasets/lits", headers={"accept": "text/html"}).text
     assert "A fused bundle lists it with the step above" in manual
+
+
+# -- the bundle's complete account (issue 10) ------------------------------------------------------------------
+def _report(built: Built) -> dict[str, Any]:
+    return json.loads((built.root / "report.json").read_text())
+
+
+def test_every_skip_at_every_stage_is_in_the_report_with_stage_and_file(built: Built) -> None:
+    report = _report(built)
+    skipped = {(s["source"], s["item"]): s for s in report["skipped"]}
+    # read: the truncated volume, named by its file within the source
+    truncated = skipped[("msd03-liver", "Task98_Abdomen/imagesTr/abdomen_099.nii.gz")]
+    assert truncated["stage"] == "read" and truncated["item_id"] == "msd03-liver_abdomen_099"
+    # unpack: a label file no case uses (layout detection left it aside)
+    orphan = skipped[("msd03-liver", "Task98_Abdomen/labelsTr/abdomen_077.nii.gz")]
+    assert orphan["stage"] == "unpack" and "no case" in orphan["reason"]
+    # deduplicate: the same voxels as a case already kept
+    duplicate = next(s for s in report["skipped"] if s["item_id"] == "ct-org_scan_17")
+    assert duplicate["stage"] == "deduplicate" and "same voxels" in duplicate["reason"]
+    # read: a DICOM series with a gap
+    assert next(s for s in report["skipped"] if s["item_id"] == "chaos-ct_patient02-CT")["stage"] == "read"
+    # whole sources: the malicious archive stops at unpacking, the dataset without a source at fetching
+    assert skipped[("isic16", "(whole source)")]["stage"] == "unpack"
+    assert skipped[("lits", "(whole source)")]["stage"] == "fetch"
+    page = (built.root / "report.html").read_text()
+    for entry in report["skipped"]:
+        assert entry["item"] in page
+    with (built.root / "account.csv").open(newline="") as handle:
+        account = list(csv.DictReader(handle))
+    assert {(r["source"], r["file"], r["stage"]) for r in account if r["outcome"] == "skipped"} == {
+        (s["source"], s["item"], s["stage"]) for s in report["skipped"]
+    }
+
+
+def test_counts_agree_across_the_api_the_report_and_the_datacard(built: Built) -> None:
+    report = _report(built)
+    counts = report["counts"]
+    result = built.status["result"]
+    api_skipped = built.status["skipped"]
+    # the API lists the same items (whole sources are its sources' states) with the same stage and file
+    assert len(api_skipped) == result["skipped"] == counts["skipped"]
+    assert {(s["source"], s["file"], s["stage"]) for s in api_skipped} == {
+        (s["source"], s["item"], s["stage"]) for s in report["skipped"] if s["item"] != "(whole source)"
+    }
+    assert result["skipped_by_stage"] == counts["skipped_by_stage"]
+    assert result["sources_not_fetched"] == counts["sources_not_fetched"] == 2
+    assert sum(s["items_skipped"] for s in built.status["sources"]) == counts["skipped"]
+    assert result["items"] == counts["items"] == len(manifest(built))
+    # the sources table never says "partial" beside zero skipped
+    for row in report["sources"]:
+        api_row = next((s for s in built.status["sources"] if s["slug"] == row["slug"]), None)
+        assert (row["status"] == "partial") == (row["skipped"] > 0), row
+        if api_row is not None and row["status"] != "not fetched":
+            assert api_row["items_skipped"] == row["skipped"], row["slug"]
+    # the datacard states the same numbers
+    card = (built.root / "README.md").read_text()
+    assert f"{counts['items']} items:" in card
+    assert f"- {counts['skipped']} item(s) skipped" in card
+    per_source = Counter(r["source_dataset"] for r in manifest(built))
+    for slug, items in per_source.items():
+        assert re.search(rf"^\| {re.escape(slug)} \| [^|]+ \| {items} \|", card, re.MULTILINE), slug
+
+
+def test_datacard_is_covered_by_the_checksums_and_documents_axis_orders(built: Built) -> None:
+    card = (built.root / "README.md").read_text()
+    sums = (built.root / "SHA256SUMS").read_text()
+    assert "  README.md\n" in sums and "  account.csv\n" in sums
+    assert "(z, y, x)" in card and "x, y[, z]" in card
+    for section in ("## How it was made", "## Labels", "## Loading it", "## Licences", "## How to cite"):
+        assert section in card
+    assert "nnUNetv2_plan_and_preprocess -d" in card and 'load_dataset("imagefolder"' in card
+    labels = json.loads((built.root / "labels.json").read_text())["labels"]
+    for entry in labels:
+        assert f"| {entry['value']} | {entry['name']} |" in card
+
+
+def test_source_licences_dois_and_the_portal_url_are_carried(built: Built) -> None:
+    licences = (built.root / "LICENSES.md").read_text()
+    assert "CC-BY-SA 4.0 (Task98_Abdomen/dataset.json)" in licences  # what MSD's own dataset.json states
+    report = _report(built)
+    msd = next(s for s in report["sources"] if s["slug"] == "msd03-liver")
+    assert "CC-BY-SA 4.0 (Task98_Abdomen/dataset.json)" in msd["stated_licences"]
+    bib = (built.root / "CITATION.bib").read_text()
+    assert "@article{imagingx_survey" in bib
+    croissant = json.loads((built.root / "croissant.json").read_text())
+    assert croissant["url"].endswith(f"/bundles/{built.status['id']}") and croissant["url"].startswith("http")
+    assert croissant["datePublished"] == built.status["created_at"][:10]
+    assert ".invalid" not in json.dumps(croissant)

@@ -180,24 +180,46 @@ def test_sources_fetched_in_parallel_share_the_size_cap_as_they_reserve(configur
 
 def test_packaging_skips_are_read_back_from_the_published_report(tmp_path: Path) -> None:
     """A packaging rerun that finds the bundle already published records the same skips as the run that
-    built it: both read them from report.json (a rerun used to record none)."""
+    built it: both read them from report.json (a rerun used to record none). Items earlier stages skipped and
+    sources never fetched are in the report too, but their own rows already say so: not listed twice."""
     import importlib
     import json
-
-    from workers.imaging.cases import Split
 
     package = importlib.import_module("workers.pipeline.package")
     (tmp_path / "report.json").write_text(
         json.dumps(
             {
                 "skipped": [
-                    {"source": "msd", "item": "imagesTr/a.nii.gz", "reason": "label and image sizes differ"},
-                    {"source": "gone", "item": package.WHOLE_SOURCE, "reason": "manual download"},
+                    {
+                        "source": "msd",
+                        "item": "imagesTr/a.nii.gz",
+                        "item_id": "msd_a",
+                        "stage": "package",
+                        "reason": "label and image sizes differ",
+                    },
+                    {
+                        "source": "msd",
+                        "item": "imagesTr/b.nii.gz",
+                        "item_id": "msd_b",
+                        "stage": "read",
+                        "reason": "truncated",
+                    },
+                    {
+                        "source": "gone",
+                        "item": package.WHOLE_SOURCE,
+                        "stage": "fetch",
+                        "reason": "manual download",
+                    },
                 ]
             }
         )
     )
-    items = [("msd_a", "msd", {}, {"source_file": "imagesTr/a.nii.gz"}, Split.TRAIN)]
-    assert package._packaging_skipped(tmp_path, items) == [
-        {"item_id": "msd_a", "source": "msd", "reason": "label and image sizes differ"}
+    assert package._packaging_skipped(tmp_path, {"msd_b"}) == [
+        {
+            "item_id": "msd_a",
+            "source": "msd",
+            "stage": "package",
+            "file": "imagesTr/a.nii.gz",
+            "reason": "label and image sizes differ",
+        }
     ]

@@ -69,7 +69,7 @@ def create_bundle(
     header or `imagingx_bundles` cookie), else a new one, returned in the X-Owner-Key header and as that
     cookie. Requests with the same key list their bundles at `GET /bundles`."""
     owner = request_owner(request) or secrets.token_urlsafe(24)
-    job, messages = service.create_job(session, body, owner=owner)
+    job, messages = service.create_job(session, body, owner=owner, base_url=str(request.base_url))
     tasks.send(messages)
     response.headers["Location"] = urls.bundle(job.id)
     response.headers[OWNER_HEADER] = owner

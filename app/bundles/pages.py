@@ -235,7 +235,9 @@ def build_bundle(request: Request, session: SessionDep, pairs: FormPairs) -> Res
         return _form_page(request, session, form, form_errors(error), 422)
     owner = request_owner(request) or secrets.token_urlsafe(24)
     try:
-        job, messages = service.create_job(session, bundle_request, owner=owner)
+        job, messages = service.create_job(
+            session, bundle_request, owner=owner, base_url=str(request.base_url)
+        )
     except (
         DomainError
     ) as error:  # an unknown plan or dataset, an empty plan, a store that cannot hold bundles

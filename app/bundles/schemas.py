@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.common.jobs import BuildOptions, ItemState, JobState, SourceState
+from app.common.jobs import BuildOptions, ItemStage, ItemState, JobState, SourceState
 from app.core.envelope import Ok
 
 MAX_DATASETS = 1000  # as many as a selection holds
@@ -52,12 +52,19 @@ class SourceProgress(BaseModel):
     layout: str | None
     items_total: int
     items_done: int
-    items_skipped: int
+    items_skipped: int = Field(description="Skipped at any stage (once the job is done, packaging's too)")
 
 
 class SkippedItemOut(BaseModel):
-    item_id: str
+    item_id: str = Field(
+        description="The item's id in the bundle; for a file no case used, `<source>/unused/<file>`"
+    )
     source: str
+    stage: ItemStage | None = Field(
+        default=None,
+        description="Where it was left out: fetch, unpack, read, harmonise, deduplicate, package",
+    )
+    file: str = Field(default="", description="The file relative to its source")
     reason: str
 
 
@@ -70,8 +77,28 @@ class Progress(BaseModel):
 
 
 class BundleResult(BaseModel):
+    """What a finished bundle holds: its counts are the bundle's own (report.json `counts`, the datacard).
+
+    The bundle's manifest (manifest.parquet / .csv) has one row per item. Axis orders differ by column, as
+    in the files: `spacing` is in index order fastest axis first, (x, y, z) for 3D and (x, y) for 2D, in mm,
+    as NIfTI's pixdim and ITK's GetSpacing give it; `shape` is in array order slowest axis first, (z, y, x)
+    for 3D and (y, x) or (y, x, 3) for 2D, as numpy and SimpleITK's GetArrayFromImage give it (nibabel's
+    `img.shape` is (x, y, z)). 3D images are reoriented to RAS: x runs towards the patient's Right, y
+    Anterior, z Superior. The bundle's README.md describes every column."""
+
     items: int = Field(description="Items in the bundle (cases, images and 2D slices)")
-    skipped: int
+    skipped: int = Field(
+        description="Items left out at any stage (sources that could not be fetched are counted apart)"
+    )
+    skipped_by_stage: dict[str, int] = Field(default_factory=dict, description="`skipped` per stage")
+    sources_not_fetched: int = Field(default=0, description="Sources left out whole")
+    altered: int = Field(
+        default=0,
+        description="Items packaged after a change beyond the reorientation to RAS (see report.json)",
+    )
+    nnunet_ids: list[int] = Field(
+        default_factory=list, description="The nnU-Net dataset ids of the bundle's nnU-Net datasets"
+    )
     files: int
     archive_bytes: int
     archive_sha256: str
@@ -115,6 +142,7 @@ class BundleItemOut(BaseModel):
     item_id: str
     source: str
     state: ItemState
+    stage: ItemStage | None = Field(default=None, description="For a skipped item, where it was left out")
     reason: str | None
 
 

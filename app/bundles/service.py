@@ -14,6 +14,7 @@ import functools
 import re
 import secrets
 import shutil
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 from sqlalchemy import exists, func, select, text, update
 from sqlalchemy.orm import Session, defer
 
+from app.bundles import nnunet_ids
 from app.bundles.models import BundleItem, BundleJob, BundleSource
 from app.bundles.schemas import (
     MAX_DATASETS,
@@ -43,7 +45,7 @@ from app.catalog.service import access_next_step
 from app.common import tasks
 from app.common.archive import BundleArchive
 from app.common.errors import Conflict, Gone, InvalidInput, NotAllowed, NotFound, NotOffered
-from app.common.jobs import FINISHED, BuildOptions, ItemState, JobState, SourceState
+from app.common.jobs import FINISHED, BuildOptions, ItemStage, ItemState, JobState, SourceState
 from app.common.labels import unify_labels
 from app.common.tasks import TaskMessage
 from app.core.config import Settings, get_settings
@@ -112,10 +114,16 @@ def _resolved(request: BundleRequest, settings: Settings) -> BundleRequest:
 
 
 def create_job(
-    session: Session, request: BundleRequest, owner: str | None = None, settings: Settings | None = None
+    session: Session,
+    request: BundleRequest,
+    owner: str | None = None,
+    settings: Settings | None = None,
+    base_url: str | None = None,
 ) -> tuple[BundleJob, list[TaskMessage]]:
     """Record a job (its sources fixed now: later catalog edits do not change a running job) and say which
-    task starts it. 422 for unknown datasets, 404 for an unknown plan."""
+    task starts it. 422 for unknown datasets, 404 for an unknown plan. `base_url`: the portal's address the
+    request came to (the bundle names its own page with it). Without a chosen nnU-Net id the job gets the
+    first one its owner's other bundles do not use."""
     settings = settings or get_settings()
     store_root(settings)  # a misconfigured store fails the request, not the job an hour later
     if request.plan_id is not None:
@@ -134,14 +142,22 @@ def create_job(
     else:
         slugs = checked_slugs(session, request.datasets or [], ["body", "datasets"])
     datasets = {d.slug: d for d in datasets_by_slug(session, slugs)}
+    resolved = _resolved(request, settings)
+    if resolved.options.nnunet_dataset_id is None:
+        # chosen now and recorded in the request, so the job says which id it got (app/bundles/nnunet_ids.py)
+        first_id = nnunet_ids.default_first_id(session, owner)
+        resolved = resolved.model_copy(
+            update={"options": resolved.options.model_copy(update={"nnunet_dataset_id": first_id})}
+        )
     job = BundleJob(
         id=secrets.token_urlsafe(24),
         state=JobState.queued,
         name=_default_name(request, slugs),
         # defaults resolved now, so the job says what it used even if the server's settings change later
-        request=_resolved(request, settings).model_dump(mode="json"),
+        request=resolved.model_dump(mode="json"),
         plan_id=request.plan_id,
         owner=owner,
+        base_url=base_url,
         warnings=[],
     )
     session.add(job)
@@ -238,17 +254,22 @@ def job_status(session: Session, job: BundleJob) -> BundleJobOut:
     sources = job_sources(session, job.id, for_status=True)
     counts = item_counts(session, [job.id])
     skipped_rows = session.execute(
-        select(BundleItem.item_id, BundleItem.slug, BundleItem.reason)
+        select(BundleItem.item_id, BundleItem.slug, BundleItem.stage, BundleItem.reason, BundleItem.case)
         .where(BundleItem.job_id == job.id, BundleItem.state == ItemState.skipped)
         .order_by(BundleItem.item_id)
         .limit(SKIPPED_SHOWN)
     )
-    skipped = [SkippedItemOut(item_id=i, source=s, reason=r or "") for i, s, r in skipped_rows]
+    skipped = [
+        SkippedItemOut(item_id=i, source=s, stage=stage, file=case_source_file(s, case), reason=r or "")
+        for i, s, stage, r, case in skipped_rows
+    ]
     packaging_skips = (job.result or {}).get("packaging_skipped", [])
     skipped += [SkippedItemOut(**row) for row in packaging_skips][: max(0, SKIPPED_SHOWN - len(skipped))]
+    # once packaged, a source's skipped items include those packaging left out: the bundle's own count
+    packaging_per_source = Counter(row["source"] for row in packaging_skips)
     result = None
     if job.state == JobState.done and job.result:
-        result = BundleResult(**{k: job.result[k] for k in BundleResult.model_fields})
+        result = BundleResult(**{k: job.result[k] for k in BundleResult.model_fields if k in job.result})
     return BundleJobOut(
         id=job.id,
         name=job.name,
@@ -270,7 +291,8 @@ def job_status(session: Session, job: BundleJob) -> BundleJobOut:
                 layout=s.layout,
                 items_total=s.items_total,
                 items_done=counts.get((job.id, s.slug, ItemState.done), 0),
-                items_skipped=counts.get((job.id, s.slug, ItemState.skipped), 0),
+                items_skipped=counts.get((job.id, s.slug, ItemState.skipped), 0)
+                + packaging_per_source[s.slug],
             )
             for s in sources
         ],
@@ -281,6 +303,15 @@ def job_status(session: Session, job: BundleJob) -> BundleJobOut:
         download_url=urls.bundle_download(job.id) if job.state == JobState.done else None,
         **_urls(job.id),
     )
+
+
+def case_source_file(slug: str, case: dict[str, Any] | None) -> str:
+    """A recorded case's first file relative to its source (the case holds paths relative to the job)."""
+    images = (case or {}).get("images") or []
+    if not images:
+        return ""
+    relative = str(images[0]).removeprefix(f"sources/{slug}/")
+    return f"{relative}#{case['member']}" if case and case.get("member") else relative
 
 
 def list_jobs(session: Session, owner: str | None, limit: int = 100) -> list[BundleJobSummary]:
@@ -324,7 +355,13 @@ def list_items(
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(query.order_by(BundleItem.item_id).offset(offset).limit(limit))
     items = [
-        BundleItemOut(item_id=r.item_id, source=r.slug, state=ItemState(r.state), reason=r.reason)
+        BundleItemOut(
+            item_id=r.item_id,
+            source=r.slug,
+            state=ItemState(r.state),
+            stage=ItemStage(r.stage) if r.stage else None,
+            reason=r.reason,
+        )
         for r in rows
     ]
     next_url = None

@@ -101,6 +101,16 @@ class BuildOptions(BaseModel):
         "nearest neighbour and the item records a `resampled` alteration",
     )
 
+    nnunet_dataset_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=999,
+        description="The bundle's nnU-Net dataset id (nnU-Net's rule: three digits, 1..999; its authors keep "
+        "500 and above for people's own datasets). A bundle with several modalities numbers its other datasets "
+        "with the next ids its owner's other bundles do not use. Default: the smallest id from 500 up that none "
+        "of the same owner's bundles uses, so their datasets can share one nnUNet_raw folder",
+    )
+
     @model_validator(mode="after")
     def _fractions(self) -> "BuildOptions":
         if (self.test_fraction or 0) + self.val_fraction > 0.9:

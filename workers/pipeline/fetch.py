@@ -3,11 +3,12 @@ its items (one row each) for the harmonise units."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,14 @@ from app.bundles.models import BundleItem, BundleJob, BundleSource
 from app.catalog.models import Dataset
 from app.common.descriptors import ExplicitLayout as DescriptorLayout
 from app.common.descriptors import PairByRegex, PairBySuffix, parse_source
-from app.common.jobs import FINISHED, BuildOptions, ItemState, JobState, SourceState
+from app.common.jobs import FINISHED, BuildOptions, ItemStage, ItemState, JobState, SourceState
 from app.core.config import Settings
 from app.core.db import new_session
 from workers.imaging.cases import Case
 from workers.imaging.errors import LayoutNotRecognisedError
 from workers.imaging.layout import DEFAULT_PAIRING, ExplicitLayout, detect_layout
-from workers.imaging.layout_files import IMAGE_SUFFIXES
+from workers.imaging.layout_files import IMAGE_SUFFIXES, is_dicom_file, is_image_file
+from workers.packaging.source_terms import stated_licences
 from workers.pipeline.common import (
     Messages,
     case_to_json,
@@ -117,6 +119,59 @@ class FetchedSource:
     cases: list[Case]
     label_table: dict[int, str]
     warnings: list[str]
+    unused: list[Path] = field(default_factory=list)  # image files no case of the layout uses
+    licences: list[dict[str, str]] = field(default_factory=list)  # what the source's files state
+
+
+# files that are never images, so never sniffed for DICOM when looking for files no case uses
+_NOT_IMAGES = {
+    ".json",
+    ".csv",
+    ".tsv",
+    ".txt",
+    ".md",
+    ".rst",
+    ".html",
+    ".pdf",
+    ".xml",
+    ".py",
+    ".yaml",
+    ".yml",
+}
+
+
+def unused_files(root: Path, cases: list[Case]) -> list[Path]:
+    """Image files under `root` (by suffix, or DICOM by content) that no case uses as an image, a label or a
+    label object: what layout detection left aside (a label without an image, a picture outside the class
+    folders, a series no rule matched). A file inside a folder a case uses (a DICOM series) is used."""
+    used_files: set[Path] = set()
+    used_folders: set[Path] = set()
+    for case in cases:
+        for path in (*case.images, *((case.label,) if case.label else ()), *case.extra_labels):
+            (used_folders if path.is_dir() else used_files).add(path.resolve())
+    unused = []
+    for path in sorted(root.rglob("*")):
+        if any(part.startswith((".", "__MACOSX")) for part in path.relative_to(root).parts):
+            continue
+        if not path.is_file() or path.suffix.lower() in _NOT_IMAGES:
+            continue
+        if not (is_image_file(path) or is_dicom_file(path)):
+            continue
+        resolved = path.resolve()
+        if resolved in used_files or any(parent in used_folders for parent in resolved.parents):
+            continue
+        unused.append(path)
+    return unused
+
+
+def account_id(slug: str, why: str, relative: str) -> str:
+    """The id of a skipped row for a file that is no case: it holds a `/`, which no item id does, so it never
+    collides with one; long paths keep their end and a hash."""
+    text = f"{slug}/{why}/{relative}"
+    if len(text) <= 200:
+        return text
+    digest = hashlib.sha256(relative.encode()).hexdigest()[:16]
+    return f"{slug}/{why}/{digest}/{relative[-(200 - len(slug) - len(why) - 20) :]}"
 
 
 def fetch_options(request: dict[str, Any]) -> FetchOptions:
@@ -165,7 +220,16 @@ def _fetch(
                 warnings.append(
                     f"{slug}: label {local} is {table[local]!r} in some cases, {name!r} in others"
                 )
-    return FetchedSource(len(downloaded), size, layout.kind.value, layout.cases, table, sorted(set(warnings)))
+    return FetchedSource(
+        len(downloaded),
+        size,
+        layout.kind.value,
+        layout.cases,
+        table,
+        sorted(set(warnings)),
+        unused=unused_files(target, layout.cases),
+        licences=stated_licences(target),
+    )
 
 
 def reserve_bytes(job_id: str, slug: str, size: int, settings: Settings) -> None:
@@ -233,6 +297,9 @@ def _fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
             session.commit()
         return messages
     except Exception as error:  # one source's failure, expected (bad archive, HTTP error) or not, is reported
+        # the stage for the account: an archive or folder that could not be opened safely, or in which no
+        # layout was recognised, is "unpack"; the download or the host failing is "fetch"
+        unpacking = isinstance(error, UnsafeSourceError | UnsafeArchiveError | LayoutNotRecognisedError)
         if isinstance(
             error, SourceError | UnsafeSourceError | UnsafeArchiveError | LayoutNotRecognisedError | OSError
         ):
@@ -247,6 +314,7 @@ def _fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
                 slug,
                 SourceState.failed,
                 reason_for(error, source_dir(settings, job_id, slug)),
+                stage=ItemStage.unpack if unpacking else ItemStage.fetch,
             )
             session.commit()
             return service.advance(session, job_id, settings)
@@ -258,22 +326,55 @@ def _fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
         # replace, not add: a rerun after a crash between the insert and this commit finds no half list
         session.execute(delete(BundleItem).where(BundleItem.job_id == job_id, BundleItem.slug == slug))
         seen: set[str] = set()
+        rows = 0
+        root = source_dir(settings, job_id, slug)
         for case in fetched.cases:
             item_id = item_id_for(slug, case.case_id)
+            state, reason = ItemState.pending, None
             if item_id in seen:
+                # in the account as well as the warnings: the second case of one id is left out
+                relative = case.images[0].relative_to(root).as_posix() if case.images else case.case_id
+                state, reason = (
+                    ItemState.skipped,
+                    f"case id {case.case_id} appears twice in the layout; kept the first",
+                )
+                item_id = account_id(slug, "repeated-id", relative)
                 job.warnings = [
                     *job.warnings,
                     f"{slug}: case id {case.case_id} appears twice; kept the first",
                 ]
+            if item_id in seen:
                 continue
             seen.add(item_id)
+            rows += 1
             session.add(
                 BundleItem(
                     job_id=job_id,
                     item_id=item_id,
                     slug=slug,
-                    state=ItemState.pending,
+                    state=state,
+                    reason=reason,
+                    stage=ItemStage.unpack if reason else None,
                     case=case_to_json(case, job_dir),
+                )
+            )
+        for path in fetched.unused:
+            relative = path.relative_to(root).as_posix()
+            item_id = account_id(slug, "unused", relative)
+            if item_id in seen:
+                continue
+            seen.add(item_id)
+            rows += 1
+            session.add(
+                BundleItem(
+                    job_id=job_id,
+                    item_id=item_id,
+                    slug=slug,
+                    state=ItemState.skipped,
+                    stage=ItemStage.unpack,
+                    reason=f"no case of the {fetched.layout} layout uses this file (no image or label to pair it "
+                    "with, or outside the folders the layout reads)",
+                    case=case_to_json(Case(case_id=relative, subject_id="", images=(path,)), job_dir),
                 )
             )
         modalities = session.scalar(select(Dataset.modalities).where(Dataset.slug == slug)) or []
@@ -291,12 +392,16 @@ def _fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
         source.detail = None
         source.files, source.bytes, source.layout = fetched.files, fetched.bytes, fetched.layout
         source.label_table = {str(k): v for k, v in sorted(fetched.label_table.items())}
-        source.items_total = len(seen)
+        source.items_total = rows
+        source.stated = {"licences": fetched.licences} if fetched.licences else None
         session.commit()
         return service.advance(session, job_id, settings)
 
 
-def _set_source(session: Any, job_id: str, slug: str, state: SourceState, detail: str) -> None:
+def _set_source(
+    session: Any, job_id: str, slug: str, state: SourceState, detail: str, stage: str = ItemStage.fetch
+) -> None:
     source = session.get(BundleSource, (job_id, slug))
     if source is not None and source.state in (SourceState.pending, SourceState.fetching):
         source.state, source.detail = state, detail
+        source.stated = {**(source.stated or {}), "stage": stage}

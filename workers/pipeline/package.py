@@ -8,26 +8,32 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from app.bundles import service
-from app.bundles.models import BundleItem, BundleJob
+from app.bundles import nnunet_ids, service
+from app.bundles.models import BundleItem, BundleJob, BundleSource
 from app.catalog.models import Dataset
+from app.catalog.service import catalog_version
 from app.common.checksums import sha256_file
-from app.common.jobs import FINISHED, SLICE_AXES, BuildOptions, ItemState, JobState, SourceState
+from app.common.errors import Conflict
+from app.common.jobs import FINISHED, SLICE_AXES, BuildOptions, ItemStage, ItemState, JobState, SourceState
 from app.core.config import Settings
 from app.core.db import new_session
+from app.core.urls import urls
 from app.sources.citations import bibtex_entry, citation_fields
 from workers.imaging.cases import Split
+from workers.packaging.account import WHOLE_SOURCE
 from workers.packaging.manifest import MANIFEST_CSV
 from workers.packaging.report import REPORT_JSON
 from workers.pipeline.common import (
     Messages,
     case_path,
+    case_source_file,
     claimed,
     log,
     reason_for,
@@ -47,7 +53,7 @@ def source_citation(slug: str, dataset: Dataset | None) -> str:
 def _bundle_inputs(session: Any, job: BundleJob, settings: Settings) -> dict[str, Any]:
     from app.common.labels import snomed_code
     from workers.imaging.splits import assign_splits
-    from workers.packaging import LabelConcept, LabelTable, SourceDataset
+    from workers.packaging import LabelConcept, LabelTable, SkippedItem
 
     sources = service.job_sources(session, job.id)
     datasets = {
@@ -61,7 +67,6 @@ def _bundle_inputs(session: Any, job: BundleJob, settings: Settings) -> dict[str
     # the order of the request decides which copy of a duplicate is kept: the first source listed wins
     position = {s.slug: s.position for s in sources}
     items.sort(key=lambda i: (position.get(i.slug, len(position)), i.item_id))
-    counts = service.item_counts(session, [job.id])
     options = BuildOptions.model_validate(job.request.get("options", {}))
     test_fraction = (
         options.test_fraction if options.test_fraction is not None else settings.bundle_test_fraction
@@ -80,21 +85,7 @@ def _bundle_inputs(session: Any, job: BundleJob, settings: Settings) -> dict[str
         official=official,
     )
     fetched = [s for s in sources if s.state == SourceState.fetched]
-    source_datasets = []
-    for source in fetched:
-        dataset = datasets.get(source.slug)
-        skipped = counts.get((job.id, source.slug, ItemState.skipped), 0)
-        source_datasets.append(
-            SourceDataset(
-                slug=source.slug,
-                title=source.name,
-                licence=(dataset.licence if dataset and dataset.licence else "unknown"),
-                url=(dataset.url if dataset and dataset.url else ""),
-                citation_bibtex=source_citation(source.slug, dataset),
-                status="partial" if skipped else "ok",
-                status_detail=f"{skipped} item(s) skipped" if skipped else "",
-            )
-        )
+    source_datasets = [source_dataset(source, datasets.get(source.slug)) for source in fetched]
     table = (job.labels or {}).get("table", {"background": 0})
     concepts = []
     for name, value in sorted(table.items(), key=lambda kv: kv[1]):
@@ -138,7 +129,70 @@ def _bundle_inputs(session: Any, job: BundleJob, settings: Settings) -> dict[str
             for s in sources
             if s.state != SourceState.fetched
         ],
+        # what earlier stages left out, for the account: sources not fetched, then skipped items
+        "skipped": [
+            SkippedItem(
+                source=s.slug,
+                item=WHOLE_SOURCE,
+                reason=f"{s.state}: {s.detail or ''}".strip(),
+                stage=(s.stated or {}).get("stage") or ItemStage.fetch,
+            )
+            for s in sources
+            if s.state != SourceState.fetched
+        ]
+        + skipped_items(session, job.id),
     }
+
+
+def skipped_items(session: Any, job_id: str) -> list[Any]:
+    """Every item an earlier stage skipped (fetch, unpack, read, harmonise), with its stage and its file
+    relative to its source, for the bundle's account."""
+    from workers.packaging import SkippedItem
+
+    rows = session.execute(
+        select(
+            BundleItem.item_id, BundleItem.slug, BundleItem.stage, BundleItem.reason, BundleItem.case
+        ).where(BundleItem.job_id == job_id, BundleItem.state == ItemState.skipped)
+    )
+    return [
+        SkippedItem(
+            source=slug,
+            item=case_source_file(slug, case) or item_id,
+            reason=reason or "",
+            # rows from before migration 0008 have no stage: reading was then the only stage that skipped
+            stage=stage or ItemStage.read,
+            item_id=item_id,
+        )
+        for item_id, slug, stage, reason, case in rows
+    ]
+
+
+def source_dataset(source: BundleSource, dataset: Dataset | None) -> Any:
+    """A fetched source as packaging describes it: the catalog's licence, and what the source and its host
+    state themselves (licences with where each was read, DOI, year, authors)."""
+    from workers.packaging import SourceDataset
+
+    facts = (dataset.source_facts if dataset else None) or {}
+    stated: list[tuple[str, str]] = []
+    if dataset is not None and dataset.licence and dataset.licence_source:
+        stated.append((dataset.licence, dataset.licence_source))
+    for licence, series in sorted((facts.get("licences") or {}).items()):
+        stated.append((str(licence), f"IDC: {series} series"))
+    stated += [
+        (str(entry["licence"]), str(entry["from"])) for entry in (source.stated or {}).get("licences", [])
+    ]
+    descriptor_doi = (source.descriptor or {}).get("doi")
+    return SourceDataset(
+        slug=source.slug,
+        title=source.name,
+        licence=(dataset.licence if dataset and dataset.licence else "unknown"),
+        url=(dataset.url if dataset and dataset.url else ""),
+        citation_bibtex=source_citation(source.slug, dataset),
+        stated_licences=tuple(dict.fromkeys(stated)),
+        doi=str(descriptor_doi or facts.get("doi") or ""),
+        year=str(dataset.year) if dataset is not None and dataset.year else "",
+        authors=citation_fields(facts).get("author", ""),
+    )
 
 
 def _volume_file(folder: Path, entry: list[Any]) -> Any:
@@ -148,7 +202,6 @@ def _volume_file(folder: Path, entry: list[Any]) -> Any:
     return VolumeFile(path=folder / name, size=int(size), sha256=sha256)
 
 
-WHOLE_SOURCE = "(whole source)"  # the item named in the report for a source that could not be fetched
 HarmonisedItem = tuple[str, str, dict[str, Any], dict[str, Any], Split]  # item id, slug, case, result, split
 
 
@@ -191,6 +244,15 @@ def load_harmonised(items: list[HarmonisedItem], path_of: Callable[[str], Path])
             class_labels=tuple(case["class_names"]) if case.get("class_names") is not None else None,
             prewritten=prewritten,
             channel_names=tuple(meta.get("channels") or ()),
+            # what harmonising says about the item (workers/imaging fills these; all optional)
+            alterations=tuple(
+                (str(entry["kind"]), str(entry.get("detail") or ""))
+                for entry in meta.get("alterations") or ()
+            ),
+            modality_from=str(meta.get("modality_from") or ""),
+            modality_disagreement=str(meta.get("modality_disagreement") or ""),
+            unknown_labels=tuple(str(name) for name in meta.get("unknown_labels") or ()),
+            subject_from=str(meta.get("subject_from") or case.get("subject_from") or ""),
         )
 
 
@@ -205,17 +267,32 @@ def package(job_id: str, settings: Settings) -> Messages:
 
 def _package(job_id: str, settings: Settings) -> Messages:
     from app.common.archive import BundleArchive
-    from workers.packaging import BundleSpec, SkippedItem, build_bundle
+    from workers.packaging import BundleSpec, build_bundle
     from workers.packaging.publish import remove_stale_partials
 
     with new_session() as session:
-        job = session.get(BundleJob, job_id)
+        job = session.get(BundleJob, job_id, with_for_update=True)
         if job is None or job.state != JobState.packaging:
             return []
         dest = service.bundle_dir(settings, job)
         inputs = _bundle_inputs(session, job, settings)
         name = job.name
         plan_id = job.plan_id
+        try:
+            dataset_ids = nnunet_ids.packaging_ids(session, job, len(inputs["modalities"]))
+        except Conflict as error:
+            messages = service.fail_job(session, job_id, f"packaging failed: {error.error}")
+            session.commit()
+            return messages
+        url = job.base_url.rstrip("/") + urls.page_bundle(job.id) if job.base_url else ""
+        created = job.created_at.astimezone(UTC).date().isoformat()
+        provenance = {
+            "catalog_version": catalog_version(session),
+            "plan_id": plan_id or "",
+            "options": job.request.get("options", {}),
+            "software": software_versions(),
+        }
+        session.commit()
     options: BuildOptions = inputs["options"]
     if not (dest / "SHA256SUMS").is_file():
         remove_stale_partials(dest)
@@ -225,6 +302,10 @@ def _package(job_id: str, settings: Settings) -> Messages:
             + (f" of MDFP plan {plan_id}" if plan_id else "")
             + ".",
             modalities=inputs["modalities"],
+            dataset_ids=tuple(dataset_ids),
+            url=url,
+            date_published=created,
+            provenance=provenance,
             slice_axis=SLICE_AXES[options.slices_2d] if options.slices_2d else None,
             skip_empty_slices=options.skip_empty_slices,
             workers=max(1, min(os.cpu_count() or 1, 4)),
@@ -240,7 +321,7 @@ def _package(job_id: str, settings: Settings) -> Messages:
                 labels=inputs["labels"],
                 dest=dest,
                 spec=spec,
-                skipped=[SkippedItem(source=s, item=WHOLE_SOURCE, reason=r) for s, r in inputs["unfetched"]],
+                skipped=inputs["skipped"],
             )
         except Exception as error:  # e.g. no case left, a full disk: the job fails with the reason
             log.exception("bundle %s: packaging failed", job_id)
@@ -248,7 +329,9 @@ def _package(job_id: str, settings: Settings) -> Messages:
                 messages = service.fail_job(session, job_id, f"packaging failed: {reason_for(error)}")
                 session.commit()
             return messages
-    packaging_skipped = _packaging_skipped(dest, inputs["items"])
+    earlier = {s.item_id for s in inputs["skipped"] if s.item_id}
+    packaging_skipped = _packaging_skipped(dest, earlier)
+    counts = json.loads((dest / REPORT_JSON).read_text())["counts"]
     archive = BundleArchive(dest)  # served from the bundle folder; only its size and checksum are recorded
     archive_sha256 = archive.sha256()
     sums_path = dest / "SHA256SUMS"
@@ -260,10 +343,12 @@ def _package(job_id: str, settings: Settings) -> Messages:
         manifest_rows = _manifest_rows(dest)
         job.result = {
             "items": manifest_rows,
-            "skipped": session.execute(
-                select(func.count()).where(BundleItem.job_id == job_id, BundleItem.state == ItemState.skipped)
-            ).scalar_one()
-            + len(packaging_skipped),
+            # the account's numbers, as report.json and the datacard state them
+            "skipped": counts["skipped"],
+            "skipped_by_stage": counts["skipped_by_stage"],
+            "sources_not_fetched": counts["sources_not_fetched"],
+            "altered": counts["altered"],
+            "nnunet_ids": list(job.nnunet_ids or []),
             "files": files,
             "archive_bytes": archive.size,
             "archive_sha256": archive_sha256,
@@ -275,20 +360,35 @@ def _package(job_id: str, settings: Settings) -> Messages:
     return messages
 
 
-def _packaging_skipped(dest: Path, items: list[HarmonisedItem]) -> list[dict[str, str]]:
-    """The items packaging itself left out, with reasons, read from the published report.json: the same list
-    whether this run built the bundle or found it built by a run that crashed before recording it."""
-    by_file = {(slug, meta["source_file"]): item_id for item_id, slug, _, meta, _ in items}
+def _packaging_skipped(dest: Path, earlier: set[str]) -> list[dict[str, str]]:
+    """The items packaging itself left out (refused or duplicates), read from the published report.json: the
+    same list whether this run built the bundle or found it built by a run that crashed before recording it.
+    `earlier`: the ids of items earlier stages skipped (their rows already say so)."""
     report = json.loads((dest / REPORT_JSON).read_text())
     return [
         {
-            "item_id": by_file.get((s["source"], s["item"]), s["item"]),
+            "item_id": s.get("item_id") or s["item"],
             "source": s["source"],
+            "stage": s.get("stage") or ItemStage.package,
+            "file": s["item"],
             "reason": s["reason"],
         }
         for s in report["skipped"]
-        if s["item"] != WHOLE_SOURCE
+        if s["item"] != WHOLE_SOURCE and s.get("item_id") not in earlier
     ]
+
+
+def software_versions() -> dict[str, str]:
+    """The versions of what wrote the bundle's bytes, for the datacard."""
+    from importlib import metadata
+
+    versions = {}
+    for name in ("imagingx", "numpy", "SimpleITK", "nibabel", "pydicom", "Pillow", "pyarrow"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
 
 
 def _manifest_rows(dest: Path) -> int:

@@ -6,6 +6,7 @@ class. Nothing else is merged."""
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import replace
@@ -18,7 +19,9 @@ def canonical_classes(names: Iterable[str]) -> dict[str, str]:
     """Each name -> its class: the vocabulary's concept id; for a name it does not know, the name as written,
     or its slug when the set spells it several ways ("No Finding", "no finding"); a plural beside its singular
     in the set is the singular's class."""
-    unique = set(names)
+    # class ids ("0", "1", or "pathmnist/0" before a table names them) are no names: they stay as they are
+    names = list(names)
+    unique = {name for name in names if not re.fullmatch(r"(?:[^/]+/)?\d+", name)}
     resolved = {name: resolve_concept(name) for name in unique}
     spellings: dict[str, set[str]] = defaultdict(set)
     for name, (concept, known) in resolved.items():
@@ -35,7 +38,7 @@ def canonical_classes(names: Iterable[str]) -> dict[str, str]:
             if not known and concept.endswith(ending) and singular in by_slug:
                 canonical[name] = by_slug[singular]
                 break
-    return canonical
+    return canonical | {name: name for name in names if name not in canonical}
 
 
 def with_canonical_classes(cases: list[Case]) -> list[Case]:

@@ -79,7 +79,9 @@ def detect_layout(
         found.kind,
         found.root,
         with_subjects(
-            found.kind, found.cases, descriptor_rule=explicit is not None and bool(explicit.subject)
+            found.kind,
+            with_canonical_classes(found.cases),
+            descriptor_rule=explicit is not None and bool(explicit.subject),
         ),
         found.warnings,
     )

@@ -10,7 +10,7 @@ from typing import TypeVar
 from urllib.parse import urlencode
 
 from app.common.errors import InvalidInput
-from app.common.vocabularies import ALL
+from app.common.vocabularies import ALL, host_in
 from app.search.schemas import FACETS, RANGE_FIELDS, Order, Range, SearchFilter, Sort
 
 # Query-string parameters that are not filter terms or ranges: the text query, ordering, paging
@@ -19,19 +19,41 @@ CONTROL_PARAMS = {"q", "sort", "order", "prefer_open", "page_size", "_next", "_f
 
 # -- reading a filter from a query string or a JSON body -------------------------------------------------------
 def resolve_value(facet: str, value: str) -> str:
-    """The canonical facet value for any accepted spelling, or a 422 that lists the allowed values."""
+    """The canonical facet value for any accepted spelling, or a 422 that lists the allowed values. An
+    ambiguous abbreviation is a 422 here too (it has no single value): `resolve_values` accepts it."""
+    values, _note = resolve_values(facet, value)
+    if len(values) != 1:
+        raise InvalidInput(["query", facet], _note or f"{facet} {value!r} has more than one meaning")
+    return values[0]
+
+
+def resolve_values(facet: str, value: str) -> tuple[list[str], str | None]:
+    """The facet values a typed value stands for, and a note when it was read as more than one.
+
+    Values are read as people type them: any spelling or synonym of a term, the survey's abbreviations
+    ('seg', 'cls'), and for `host` a hostname or URL ('zenodo.org', 'www.kaggle.com',
+    'https://zenodo.org/records/1'). An ambiguous abbreviation ('reg': registration or regression) answers
+    with every meaning and a note that says so. Anything else is a 422 that lists the allowed values."""
     spec = FACETS[facet]
     cleaned = value.strip()
     if facet == "year":
         if cleaned.isdigit() or cleaned.lower() == "unknown":
-            return cleaned.lower()
+            return [cleaned.lower()], None
         raise InvalidInput(["query", facet], f"year must be a number or 'unknown', not {value!r}")
     vocabulary = ALL[spec.vocabulary or facet]
-    resolved = vocabulary.resolve(cleaned)
-    if resolved is None:
+    meanings = vocabulary.meanings(cleaned)
+    if not meanings and vocabulary.kind == "host" and (host := host_in(cleaned)) is not None:
+        meanings = [host]
+    if not meanings:
         allowed = ", ".join(vocabulary.ids)
         raise InvalidInput(["query", facet], f"unknown {facet} {value!r}; allowed values: {allowed}")
-    return resolved
+    if len(meanings) == 1:
+        return meanings, None
+    labels = " or ".join(f"{vocabulary.term(m).label} ({m})" for m in meanings)
+    return (
+        meanings,
+        f"{facet} {cleaned.lower()!r} is ambiguous: it stands for {labels}; showing datasets of each",
+    )
 
 
 def _parse_int(name: str, value: str) -> int:
@@ -53,14 +75,16 @@ def _parse_bool(name: str, value: str) -> bool:
 def parse_filter(params: Iterable[tuple[str, str]]) -> SearchFilter:
     """Read `modality=CT&modality=MR&year__gte=2018&q=liver&sort=images` into a SearchFilter (or a 422)."""
     terms: dict[str, list[str]] = {}
+    notes: list[str] = []
     ranges: dict[str, dict[str, int]] = {}
     fields: dict[str, str] = {}
     for key, value in params:
         if key in FACETS:
             if value.strip():
-                resolved = resolve_value(key, value)
-                if resolved not in terms.setdefault(key, []):
-                    terms[key].append(resolved)
+                resolved, note = resolve_values(key, value)
+                terms.setdefault(key, []).extend(v for v in resolved if v not in terms[key])
+                if note and note not in notes:
+                    notes.append(note)
         elif "__" in key:
             name, _, op = key.partition("__")
             if name not in RANGE_FIELDS or op not in ("gte", "lte"):
@@ -87,6 +111,7 @@ def parse_filter(params: Iterable[tuple[str, str]]) -> SearchFilter:
         sort=_enum(Sort, "sort", fields.get("sort") or "relevance"),
         order=_enum(Order, "order", fields["order"]) if fields.get("order") else None,
         prefer_open=_parse_bool("prefer_open", fields.get("prefer_open", "false")),
+        notes=notes,
     )
 
 
@@ -104,18 +129,25 @@ def _enum(kind: type[_Choice], name: str, value: str) -> _Choice:
 def normalise_filter(search: SearchFilter) -> SearchFilter:
     """A filter that arrived as JSON gets the same synonym resolution and checks as a query string."""
     terms: dict[str, list[str]] = {}
+    notes: list[str] = []
     for facet, values in search.terms.items():
         if facet not in FACETS:
             raise InvalidInput(
                 ["body", "terms", facet], f"unknown facet {facet!r}; allowed: {', '.join(FACETS)}"
             )
-        terms[facet] = list(dict.fromkeys(resolve_value(facet, v) for v in values))
+        resolved: list[str] = []
+        for value in values:
+            meanings, note = resolve_values(facet, value)
+            resolved.extend(meanings)
+            if note and note not in notes:
+                notes.append(note)
+        terms[facet] = list(dict.fromkeys(resolved))
     for name, bounds in search.ranges.items():
         if name not in RANGE_FIELDS:
             raise InvalidInput(["body", "ranges", name], f"unknown range {name!r}; allowed: year, images")
         if bounds.gte is not None and bounds.lte is not None and bounds.gte > bounds.lte:
             raise InvalidInput(["body", "ranges", name], f"{name}: gte is larger than lte")
-    return search.model_copy(update={"terms": terms})
+    return search.model_copy(update={"terms": terms, "notes": notes})
 
 
 def filter_pairs(search: SearchFilter) -> list[tuple[str, str]]:

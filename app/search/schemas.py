@@ -78,6 +78,11 @@ class SearchFilter(BaseModel):
     sort: Sort = Sort.relevance
     order: Order | None = None
     prefer_open: bool = Field(default=False, description="Rank open-access datasets first")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="How typed facet values were read, e.g. an ambiguous abbreviation ('reg') searched under "
+        "each of its meanings; written by the server (anything sent here is replaced)",
+    )
 
 
 class FacetValue(BaseModel):

@@ -47,11 +47,99 @@
 
   // After a swap: clear old errors and tell screen readers how many results there are now.
   document.addEventListener("htmx:afterSettle", function () {
-    if (!document.getElementById("search-region")) return;
+    var region = document.getElementById("search-region");
+    if (!region) return;
     var box = flash();
     if (box) box.textContent = "";
     var status = document.getElementById("search-status");
     var heading = document.getElementById("results-heading");
     if (status && heading) status.textContent = heading.textContent.replace(/\s+/g, " ").trim();
+  });
+
+  // -- search page: what a partial reply must not take from the user ----------------------------------------
+  // A reply replaces #results and, out of band, the facet panels and the form's fields. Kept across it: which
+  // facets the user opened or closed, the focused facet value (keyboard users stay where they were), and text
+  // typed in the search box while the request ran.
+  var kept = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (!document.getElementById("search-region") || !event.detail.shouldSwap) return;
+    var open = {};
+    document.querySelectorAll("details.facet[id]").forEach(function (d) { open[d.id] = d.open; });
+    var active = document.activeElement;
+    var value = active && active.matches && active.matches("a.facet-value") ? active : null;
+    var q = document.getElementById("q");
+    kept = {
+      open: open,
+      focus: value ? [value.closest("details.facet").id, value.getAttribute("data-value")] : null,
+      typed: q && q === active && q.value !== q.defaultValue ? q.value : null,
+    };
+  });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var region = document.getElementById("search-region");
+    if (!region || !kept) return;
+    var was = kept;
+    kept = null;
+    Object.keys(was.open).forEach(function (id) {
+      var details = document.getElementById(id);
+      // a facet that gained a selection stays open even if the user had closed it
+      if (details && !details.querySelector(".selected")) details.open = was.open[id];
+    });
+    var q = document.getElementById("q");
+    if (q && was.typed !== null) { q.value = was.typed; q.focus(); }
+    if (was.focus) {
+      var link = document.querySelector("#" + CSS.escape(was.focus[0]) + ' a.facet-value[data-value="' + CSS.escape(was.focus[1]) + '"]');
+      if (link) link.focus({ preventScroll: true });
+    }
+    var results = document.getElementById("results");
+    if (!results) return;
+    region.setAttribute("data-count", results.getAttribute("data-count"));
+    // The results changed: their top must be in view (a short list would otherwise leave the user at the
+    // footer). Behind an open drawer this readies the page for "Show N results".
+    if (event.detail.target === results || event.detail.target.id === "results") {
+      var top = results.getBoundingClientRect().top;
+      if (top < 0 || top > window.innerHeight * 0.6) scrollToResults();
+    }
+  });
+
+  function scrollToResults() {
+    var results = document.getElementById("results");
+    if (results) window.scrollTo({ top: results.getBoundingClientRect().top + window.scrollY - 8, behavior: "instant" });
+  }
+
+  // -- the filters drawer on phones -----------------------------------------------------------------------
+  // "Filters" opens it, "Show N results" (or x, or Escape) closes it and shows the results from the top.
+  // Without this script the same links work through #filters / #results and CSS :target.
+  function setDrawer(open) {
+    var region = document.getElementById("search-region");
+    if (!region) return;
+    region.classList.toggle("filters-open", open);
+    document.documentElement.classList.toggle("drawer-lock", open);
+    document.querySelectorAll("[data-open-filters]").forEach(function (b) {
+      b.setAttribute("aria-expanded", open ? "true" : "false");
+    });
+    if (location.hash === "#filters") history.replaceState(history.state, "", location.pathname + location.search);
+    if (open) {
+      var drawer = document.getElementById("filters");
+      if (drawer) { drawer.scrollTop = 0; drawer.focus({ preventScroll: true }); }
+    } else {
+      scrollToResults();
+      var heading = document.getElementById("results-heading");
+      if (heading) heading.focus({ preventScroll: true });
+    }
+  }
+  document.addEventListener("click", function (event) {
+    var target = event.target instanceof Element ? event.target : null;
+    if (!target) return;
+    if (target.closest("[data-open-filters]")) {
+      event.preventDefault();
+      setDrawer(true);
+    } else if (target.closest("[data-close-filters]")) {
+      event.preventDefault();
+      setDrawer(false);
+    }
+  });
+  document.addEventListener("keydown", function (event) {
+    var region = document.getElementById("search-region");
+    if (event.key === "Escape" && region && region.classList.contains("filters-open")) setDrawer(false);
   });
 })();

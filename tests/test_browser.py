@@ -21,7 +21,7 @@ def result_slugs(page: Any) -> list[str]:
 
 
 def facet_link(page: Any, facet: str, value: str) -> Any:
-    return page.locator(f'a.facet-value[data-facet="{facet}"][data-value="{value}"]')
+    return page.locator(f'#facet-{facet} a.facet-value[data-value="{value}"]')
 
 
 def mark_document(page: Any) -> None:

@@ -24,6 +24,7 @@ class Page(HTMLParser):
         self.forms: list[dict[str, Any]] = []
         self.inputs: list[dict[str, str]] = []
         self.tags: list[str] = []
+        self._facet: str | None = None  # inside <details id="facet-...">: the facet's name
         self._script: dict[str, str] | None = None
         self._script_text: list[str] = []
         self._text: list[str] = []
@@ -32,7 +33,11 @@ class Page(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = {k: v or "" for k, v in attrs}
         self.tags.append(tag)
+        if tag == "details" and attributes.get("id", "").startswith("facet-"):
+            self._facet = attributes["id"].removeprefix("facet-")
         if tag == "a" and "href" in attributes:
+            if self._facet and "facet-value" in attributes.get("class", "").split():
+                attributes["facet"] = self._facet
             self.links.append(attributes)
         elif tag == "link" and attributes.get("rel") == "alternate":
             self.alternates.append(attributes)
@@ -44,6 +49,8 @@ class Page(HTMLParser):
             self.inputs.append(attributes)
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "details":
+            self._facet = None
         if tag == "script" and self._script is not None:
             self.scripts.append((self._script, "".join(self._script_text)))
             self._script = None
@@ -64,7 +71,8 @@ class Page(HTMLParser):
         return twins[0]
 
     def facet_links(self, facet: str) -> list[dict[str, str]]:
-        return [a for a in self.links if a.get("data-facet") == facet]
+        """The value links of one facet (an <a class="facet-value"> in <details id="facet-NAME">)."""
+        return [a for a in self.links if a.get("facet") == facet]
 
 
 def get_page(client: TestClient, url: str, headers: dict[str, str] | None = None) -> Page:
@@ -104,14 +112,17 @@ def test_search_page_links_its_json_twin_with_the_same_query(client: TestClient)
 
 
 def test_every_facet_is_a_list_of_plain_toggle_links_with_counts(client: TestClient) -> None:
-    page = get_page(client, "/datasets")
+    html = client.get("/datasets", headers=HTML).text
+    page = Page(html)
     for facet in ("modality", "anatomy", "task", "dim", "access", "labeled", "host", "year", "size"):
         links = page.facet_links(facet)
         assert links, f"facet {facet} is shown"
         for link in links:
-            # works without JavaScript (href) and with htmx (hx-get to the same place)
-            assert link["href"].startswith("/datasets?") and link["hx-get"] == link["href"]
+            # works without JavaScript (href); htmx takes the same href (hx-boost on the filters, not one
+            # hx-get per value)
+            assert link["href"].startswith("/datasets?") and "hx-get" not in link
             assert (facet, link["data-value"]) in query(link["href"])
+    assert re.search(r'<aside [^>]*id="filters"[^>]*hx-boost="true"', html)
 
 
 def test_toggle_link_count_is_the_count_after_toggling(client: TestClient) -> None:
@@ -120,7 +131,7 @@ def test_toggle_link_count_is_the_count_after_toggling(client: TestClient) -> No
     html = client.get("/datasets?dim=3D", headers=HTML).text
     shown = re.search(
         r'data-value="CT">.*?<span class="count">([\d,]+)</span>',
-        html[html.index('data-facet="modality"') :],
+        html[html.index('id="facet-modality"') :],
         re.S,
     )
     assert shown
@@ -138,20 +149,47 @@ def test_anatomy_facet_is_indented_as_a_hierarchy(client: TestClient) -> None:
     anatomy = html[html.index('id="facet-anatomy"') :]
     anatomy = anatomy[: anatomy.index("</details>")]
     depth = {
-        value: int(d)
-        for d, value in re.findall(r'<li class="depth-(\d+)".*?data-value="([^"]+)"', anatomy, re.S)
+        value: int(d or 0)
+        for d, value in re.findall(r'<li(?: style="--depth:(\d+)")?><a [^>]*data-value="([^"]+)"', anatomy)
     }
+    assert len(depth) == anatomy.count("<li"), "every value is read"
     assert depth["lung"] > depth["thorax"] and depth["liver"] > depth["abdomen"]
     assert anatomy.index('data-value="thorax"') < anatomy.index('data-value="lung"')
 
 
-def test_truncated_facets_offer_show_more(client: TestClient) -> None:
-    page = get_page(client, "/datasets")
-    more = [a for a in page.links if "_facet_size=max" in a["href"]]
-    assert more
-    expanded = get_page(client, more[0]["href"].split("#")[0])
-    assert len(expanded.facet_links("anatomy")) > len(page.facet_links("anatomy"))
-    assert any(a["href"].startswith("/datasets") and "_facet_size" not in a["href"] for a in expanded.links)
+def test_long_facets_are_folded_with_a_link_that_shows_all(client: TestClient) -> None:
+    page = get_page(client, "/datasets?modality=CT")
+    every = client.get("/api/v1/facets", params={"modality": "CT", "_facet_size": "max"}).json()
+    anatomy = next(f for f in every if f["name"] == "anatomy")["results"]
+    folded = page.facet_links("anatomy")
+    assert len(folded) < len(anatomy)
+    more = [a for a in page.links if a.get("class") == "facet-more" and "_more=anatomy" in a["href"]]
+    said = re.search(r"Show all anatomy(?: \((\d+) more\))?", page.text)
+    assert len(more) == 1 and said
+    assert said.group(1) is None or int(said.group(1)) == len(anatomy) - len(folded), "a count said is right"
+    assert ("modality", "CT") in query(more[0]["href"]), "unfolding keeps the filter"
+
+    expanded_html = client.get(more[0]["href"].split("#")[0], headers=HTML).text
+    expanded = Page(expanded_html)
+    shown = expanded.facet_links("anatomy")
+    assert sorted(a["data-value"] for a in shown) == sorted(v["value"] for v in anatomy)
+    # a value's link keeps the facet unfolded; "Show fewer" folds it again
+    assert all(("_more", "anatomy") in query(a["href"]) for a in shown)
+    fewer = re.findall(r'<a class="facet-more" href="([^"]+)"[^>]*>Show fewer</a>', expanded_html)
+    assert len(fewer) == 1 and "_more" not in fewer[0] and "modality=CT" in fewer[0]
+    # the form carries the unfolded facet into a new query; the JSON twin (API) does not take it
+    assert {"type": "hidden", "name": "_more", "value": "anatomy"}.items() <= next(
+        i for i in expanded.inputs if i.get("name") == "_more"
+    ).items()
+    assert "_more" not in expanded.json_twin()
+    assert client.get("/datasets?_more=nonsense", headers=HTML).status_code == 422
+
+
+def test_facet_size_max_still_unfolds_every_facet(client: TestClient) -> None:
+    folded = get_page(client, "/datasets")
+    everything = get_page(client, "/datasets?_facet_size=max")
+    assert len(everything.facet_links("anatomy")) > len(folded.facet_links("anatomy"))
+    assert len(everything.facet_links("host")) >= len(folded.facet_links("host"))
 
 
 def test_active_filters_are_chips_that_remove_one_filter(client: TestClient) -> None:

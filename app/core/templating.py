@@ -99,14 +99,15 @@ def render(
 # per catalog version. Rendering was a third of a page's time.
 # a search page is about 100 KB: 64 MB keeps several hundred of them per web process
 _anonymous_pages: VersionedCache[bytes] = VersionedCache(maxsize=3000, max_bytes=64 * 2**20)
-VARY = "HX-Request, HX-History-Restore-Request"
+VARY = "HX-Request, HX-Target, HX-History-Restore-Request"
 
 
 def page_response(
     request: Request, name: str, context: Callable[[], PageContext], catalog_key: Hashable
 ) -> HTMLResponse:
     """`name` rendered with the context `context()` builds, as `render` would, plus `Vary` (the same URL
-    answers with an htmx fragment or a full page). `catalog_key` (database, catalog version) is what the
+    answers with a full page or an htmx fragment, which depends on the element it replaces: HX-Target).
+    `catalog_key` (database, catalog version) is what the
     context is computed from: a cookie-less request is served from the cache under it, and then `context` is
     not even called."""
     headers = {"Vary": VARY}
@@ -117,6 +118,7 @@ def page_response(
         name,
         str(request.url),
         request.headers.get("hx-request"),
+        request.headers.get("hx-target"),
         request.headers.get("hx-history-restore-request"),
     )
     body = _anonymous_pages.get_or_compute(

@@ -1,23 +1,27 @@
 """HTML pages of search: the faceted search page and the statistics page.
 
 Routes stay thin: they call the same service functions as app/search/api.py and only arrange the answer for
-templates. An htmx request (header HX-Request) gets the swappable region alone; everything else, including
-htmx's history-restore request after a cache miss, gets the whole page.
+templates. A request without HX-Request, and htmx's history-restore request after a cache miss, get the whole
+page. An htmx request gets only what changes, chosen by its HX-Target: `results` (a facet click, a query, a
+chip, sort, paging) gets the results section plus, out of band, the facet panels, the form's fields, the
+title and the JSON twin's link; `facet-<name>` (a facet's "show all" link) gets that facet's panel alone; any
+other target (a page rendered by an older version) gets the whole swappable region.
 """
 
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from app.api.deps import FacetSizeDep, QueryStringFilterDep, SessionDep
+from app.api.deps import PAGING_PARAMS, FacetSizeDep, SessionDep
 from app.catalog.pages import vocabulary_label
+from app.common.errors import InvalidInput
 from app.common.vocabularies import ALL
-from app.core.config import get_settings
 from app.core.templating import PageContext, page_response
 from app.core.urls import urls
 from app.search import service
+from app.search.filters import parse_filter
 from app.search.schemas import FACETS, RANGE_FIELDS, Facet, FacetValue, Range, SearchFilter, SearchResponse
 
 router = APIRouter(include_in_schema=False)
@@ -25,6 +29,12 @@ router = APIRouter(include_in_schema=False)
 SEARCH_PATH = urls.page_search_path
 # Facets open in the sidebar even with nothing selected; the others open once they hold a selection.
 OPEN_FACETS = {"modality", "anatomy", "task", "dim", "access", "labeled"}
+# Values a facet shows before its "show all" link: the reply of a facet click stays small, and the long tails
+# (hosts, years, anatomy's leaves) are one click away. Selected values are always shown.
+FACET_VALUES_SHOWN = 8
+# `_more=<facet>`: the page's own parameter (never the API's) that unfolds one facet's every value.
+MORE_PARAM = "_more"
+MAX_FACET_SIZE = 10_000  # what `_facet_size=max` means
 RANGE_SIGNS = {"gte": "≥", "lte": "≤"}
 SORT_CHOICES = [
     ("relevance", "Relevance"),
@@ -52,6 +62,36 @@ class FacetRow:
 def wants_partial(request: Request) -> bool:
     headers = request.headers
     return headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true"
+
+
+def partial_template(request: Request) -> str:
+    """The template an htmx request gets, by the element it will swap (HX-Target)."""
+    target = request.headers.get("hx-target") or ""
+    if target == "results":
+        return "search/_results_partial.html"
+    if target.startswith("facet-"):
+        return "search/_facet_partial.html"
+    return "search/_region.html"
+
+
+def expanded_facets(request: Request) -> list[str]:
+    """The facets unfolded with `_more`, in order, each once (an unknown name is a 422)."""
+    names: list[str] = []
+    for name in request.query_params.getlist(MORE_PARAM):
+        if name not in FACETS:
+            raise InvalidInput(["query", MORE_PARAM], f"unknown facet {name!r}; one of {', '.join(FACETS)}")
+        if name not in names:
+            names.append(name)
+    return names
+
+
+async def page_search_filter(request: Request) -> SearchFilter:
+    """The filter of the query string, as the API reads it, less the page's own `_more`."""
+    skipped = PAGING_PARAMS | {MORE_PARAM}
+    return parse_filter((k, v) for k, v in request.query_params.multi_items() if k not in skipped)
+
+
+PageFilterDep = Annotated[SearchFilter, Depends(page_search_filter)]
 
 
 def facet_rows(facet: Facet) -> list[FacetRow]:
@@ -124,19 +164,23 @@ def home(request: Request) -> RedirectResponse:
 def search_page(
     request: Request,
     session: SessionDep,
-    search: QueryStringFilterDep,  # an HTML page: no OpenAPI parameters to document
+    search: PageFilterDep,  # an HTML page: no OpenAPI parameters to document
     facet_size: FacetSizeDep,
     page_size: Annotated[int | None, Query()] = None,
     _next: Annotated[str | None, Query()] = None,
 ) -> HTMLResponse:
+    more = expanded_facets(request)
+
     def context() -> SearchPage:
+        # an unfolded facet needs every value: ask for them all (counting them is the same work)
+        size = facet_size if facet_size is not None or not more else MAX_FACET_SIZE
         response = service.search_datasets(
-            session, search, page_size=page_size, cursor=_next, facet_size=facet_size, base_path=SEARCH_PATH
+            session, search, page_size=page_size, cursor=_next, facet_size=size, base_path=SEARCH_PATH
         )
-        return search_page_context(request, search, response, page_size, _next, partial)
+        return search_page_context(request, search, response, page_size, _next, more)
 
     partial = wants_partial(request)
-    template = "search/_region.html" if partial else "search/index.html"
+    template = partial_template(request) if partial else "search/index.html"
     html = page_response(request, template, context, service.catalog_key(session))
     if partial:
         # The address bar shows the canonical query string, not the raw form fields (empty inputs and all).
@@ -147,12 +191,13 @@ def search_page(
 def _paging(
     request: Request, page_size: int | None, _next: str | None
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """The page's own paging parameters, and the facet expansion (`_facet_size`) it asked for."""
+    """The page's own paging parameters, and the facet expansion (`_facet_size`, `_more`) it asked for."""
     facet_size_raw = request.query_params.get("_facet_size")
     paging = [("page_size", str(page_size))] if page_size is not None else []
     if _next:
         paging.append(("_next", _next))
     expanded = [("_facet_size", facet_size_raw)] if facet_size_raw else []
+    expanded += [(MORE_PARAM, name) for name in expanded_facets(request)]
     return paging, expanded
 
 
@@ -163,14 +208,61 @@ def _page_url(request: Request, search: SearchFilter, page_size: int | None, _ne
 
 @dataclass(frozen=True)
 class FacetPanel:
+    """One facet as the sidebar shows it: the rows shown, and the link that unfolds or folds the rest."""
+
     facet: Facet
     rows: list[FacetRow]
     open: bool  # unfolded: a main facet, or one with a value chosen
+    hidden: int | None  # values not shown; None when unknown (the service sent only the first facet_size)
+    more_url: str | None  # shows every value (None when all are shown)
+    fewer_url: str | None  # folds it back (None unless unfolded by `_more`)
+
+
+def facet_panel(
+    facet: Facet, search: SearchFilter, more: list[str], everything: bool, base: list[tuple[str, str]]
+) -> FacetPanel:
+    """`facet` folded to FACET_VALUES_SHOWN rows (plus its selected values) unless `_more` names it or
+    `_facet_size` asked for every facet's values. `base` is the page's query string as pairs."""
+    rows = facet_rows(facet)
+    unfolded = everything or facet.name in more
+    shown = (
+        rows if unfolded else [r for i, r in enumerate(rows) if i < FACET_VALUES_SHOWN or r.value.selected]
+    )
+    if more and not everything:
+        # a value's link keeps the unfolded facets unfolded
+        extra = "&".join(f"{MORE_PARAM}={name}" for name in more)
+        shown = [FacetRow(_with_query(r.value, extra), r.depth) for r in shown]
+    hidden = None if facet.truncated else len(rows) - len(shown)
+    more_url = None
+    if not unfolded and (len(rows) > len(shown) or facet.truncated):
+        more_url = _query_url([*base, (MORE_PARAM, facet.name)])
+    fewer_url = None
+    if facet.name in more and not everything:
+        fewer_url = _query_url([pair for pair in base if pair != (MORE_PARAM, facet.name)])
+    return FacetPanel(
+        facet=facet,
+        rows=shown,
+        open=facet.name in OPEN_FACETS or bool(search.terms.get(facet.name)),
+        hidden=hidden,
+        more_url=more_url,
+        fewer_url=fewer_url,
+    )
+
+
+def _with_query(value: FacetValue, extra: str) -> FacetValue:
+    url = value.toggle_url
+    joined = url + extra if url.endswith("?") else f"{url}{'&' if '?' in url else '?'}{extra}"
+    return value.model_copy(update={"toggle_url": joined})
+
+
+def _query_url(pairs: list[tuple[str, str]]) -> str:
+    return SEARCH_PATH + service.query_string(pairs)
 
 
 @dataclass(frozen=True)
 class SearchPage(PageContext):
-    """What search/index.html and its htmx region (search/_region.html) render."""
+    """What search/index.html and its htmx replies (search/_region.html, _results_partial.html,
+    _facet_partial.html) render."""
 
     response: SearchResponse
     search: SearchFilter
@@ -180,14 +272,12 @@ class SearchPage(PageContext):
     json_url: str
     clear_url: str
     first_page_url: str | None
-    more_url: str | None
-    fewer_url: str | None
     sort_choices: list[tuple[str, str]]
     ranges: dict[str, Range]
     range_labels: dict[str, str]
     page_size: int | None
     offset: int
-    facet_size_default: int
+    more: list[str]  # the facets unfolded with `_more` (hidden inputs keep them across a new query)
     partial: bool
 
 
@@ -197,35 +287,28 @@ def search_page_context(
     response: SearchResponse,
     page_size: int | None,
     _next: str | None,
-    partial: bool,
+    more: list[str],
 ) -> SearchPage:
     paging, expanded = _paging(request, page_size, _next)
-    facet_size_raw = request.query_params.get("_facet_size")
+    everything = request.query_params.get("_facet_size") is not None
+    base = [*service.filter_pairs(search), *expanded]
     return SearchPage(
         response=response,
         search=search,
-        facets=[
-            FacetPanel(
-                facet=facet,
-                rows=facet_rows(facet),
-                open=facet.name in OPEN_FACETS or bool(search.terms.get(facet.name)),
-            )
-            for facet in response.facets
-        ],
+        facets=[facet_panel(facet, search, more, everything, base) for facet in response.facets],
         chips=active_filters(search, response.facets),
         page_url=_url(search, paging + expanded),
-        json_url=_url(search, paging + expanded, path=urls.search_path),
+        # the API takes `_facet_size` but not the page's own `_more`
+        json_url=_url(search, paging + [p for p in expanded if p[0] != MORE_PARAM], path=urls.search_path),
         clear_url=_url(SearchFilter(sort=search.sort, order=search.order, prefer_open=search.prefer_open)),
         first_page_url=_url(search, expanded) if _next else None,
-        more_url=None if facet_size_raw == "max" else _url(search, [("_facet_size", "max")]),
-        fewer_url=_url(search) if facet_size_raw == "max" else None,
         sort_choices=SORT_CHOICES,
         ranges={name: search.ranges.get(name, Range()) for name in RANGE_FIELDS},
         range_labels=RANGE_FIELDS,
         page_size=page_size,
         offset=service.decode_cursor(_next),
-        facet_size_default=get_settings().facet_size,
-        partial=partial,
+        more=more,
+        partial=wants_partial(request),
     )
 
 

@@ -121,16 +121,22 @@ def _summary(status: dict[str, Any]) -> None:
         )
     console.print(table)
     for item in status["skipped"]:
-        console.print(f"  skipped {item['item_id']}: {item['reason']}", markup=False, highlight=False)
+        where = f"{item.get('stage') or '?'}, {item.get('file') or item['item_id']}"
+        console.print(
+            f"  skipped {item['item_id']} ({where}): {item['reason']}", markup=False, highlight=False
+        )
     for warning in status["warnings"]:
         console.print(f"  warning: {warning}", markup=False, highlight=False)
     if status["state"] == "done":
         result = status["result"]
         console.print(
-            f"done: {result['items']} items, {result['files']} files, archive {result['archive_bytes']:,} bytes, "
-            f"sha256 {result['archive_sha256']}",
+            f"done: {result['items']} items, {result['skipped']} skipped, {result.get('altered', 0)} altered, "
+            f"{result['files']} files, archive {result['archive_bytes']:,} bytes, sha256 {result['archive_sha256']}",
             markup=False,
         )
+        if result.get("nnunet_ids"):
+            ids = ", ".join(str(i) for i in result["nnunet_ids"])
+            console.print(f"nnU-Net dataset ids: {ids}", markup=False, highlight=False)
     elif status["error"]:
         console.print(f"{status['state']}: {status['error']}", markup=False, highlight=False)
 

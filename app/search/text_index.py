@@ -22,7 +22,6 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app.common.errors import DomainError
 from app.common.vocabularies import ALL
 from app.search.concepts import ALIASES
 from app.search.index import CatalogIndex, current_index
@@ -150,6 +149,11 @@ class TextIndex:
             self._vectors[term] = vector
         return vector
 
+    def text_positions(self, term: str) -> np.ndarray:
+        """The datasets whose own text (name, aliases, diseases, the rest) has `term`, not its facet values."""
+        entry = self.postings.get(term)
+        return entry[0] if entry is not None else np.zeros(0, dtype=np.int64)
+
     def prefixed(self, prefix: str, limit: int) -> list[str]:
         """Vocabulary terms that begin with `prefix` (not itself), the most frequent first."""
         start = bisect.bisect_left(self.vocabulary, prefix)
@@ -231,10 +235,8 @@ def _canonical_slugs(session: Session) -> Callable[[str], str]:
         return lambda slug: slug
 
     def resolve(slug: str) -> str:
-        try:
-            return str(canonical(session, slug))
-        except DomainError:  # an unknown slug: the curated entry names a record that is gone
-            return slug
+        target = canonical(session, slug)  # None: a slug that never named a record
+        return slug if target is None else str(target)
 
     return resolve
 

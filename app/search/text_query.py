@@ -7,7 +7,7 @@ the catalog word itself, else by the words it begins, and, only when those find 
 datasets, by words within its edit budget (none up to 3 letters, 1 up to 7, 2 beyond).
 
 A dataset's score is the sum over slots of the best (field weight x match quality) of the slot's
-alternatives, plus a bonus for a query that covers a short name and a large one for a query that is a
+alternatives, each slot weighted by its rarity (log(1 + datasets / datasets matching it)), plus a bonus for a query that covers a short name and a large one for a query that is a
 dataset's exact name or alias ('kits 19' = 'KiTS19'), so an exact name ranks first.
 """
 
@@ -21,7 +21,9 @@ from app.search.schemas import TextInterpretation
 from app.search.text_index import ALIAS, TextIndex
 from app.search.tokens import SOFT_WORDS, joined, query_words, split_runs
 
-EXACT, PREFIX, NARROWER, FUZZY = 1.0, 0.7, 0.85, 0.45
+EXACT, PREFIX, NARROWER, FUZZY = 1.0, 0.7, 0.5, 0.45
+# a concept (a disease or finding) named only by a facet value's synonym, not in the record's own text
+FACET_ONLY_CONCEPT = 0.5
 FUZZY_BELOW = 3  # a word whose exact and prefix matches find fewer datasets is also matched by misspellings
 PREFIX_LIMIT = 30
 EXACT_NAME_BONUS = 100.0
@@ -132,13 +134,20 @@ def _word_slot(index: TextIndex, word: str) -> Slot:
     return Slot([word], alternatives, soft=word in SOFT_WORDS, fuzzy_of=word)
 
 
-def _alternative_scores(index: TextIndex, alternative: Alternative) -> np.ndarray:
+def _alternative_scores(index: TextIndex, alternative: Alternative, concept: bool) -> np.ndarray:
     vectors = [index.vector(t) for t in alternative.terms]
     if len(vectors) == 1:
-        return vectors[0] * np.float32(alternative.quality)
-    stacked = np.stack(vectors)
-    every = stacked.min(axis=0) > 0
-    return np.where(every, stacked.mean(axis=0) * np.float32(alternative.quality), np.float32(0))
+        scores = vectors[0] * np.float32(alternative.quality)
+    else:
+        stacked = np.stack(vectors)
+        every = stacked.min(axis=0) > 0
+        scores = np.where(every, stacked.mean(axis=0) * np.float32(alternative.quality), np.float32(0))
+    if concept:  # "polyp" is also a synonym of the anatomy "colon": a colon dataset is not a polyp dataset
+        in_text = np.zeros(index.size, dtype=bool)
+        for term in alternative.terms:
+            in_text[index.text_positions(term)] = True
+        scores = np.where(in_text, scores, scores * np.float32(FACET_ONLY_CONCEPT))
+    return scores
 
 
 def slot_scores(index: TextIndex, slot: Slot, interpretation: TextInterpretation | None = None) -> np.ndarray:
@@ -146,7 +155,7 @@ def slot_scores(index: TextIndex, slot: Slot, interpretation: TextInterpretation
     best = np.zeros(index.size, dtype=np.float32)
     matched_concepts: list[str] = []
     for alternative in slot.alternatives:
-        scores = _alternative_scores(index, alternative)
+        scores = _alternative_scores(index, alternative, slot.concept is not None)
         if alternative.concept is not None and alternative.concept not in matched_concepts and scores.any():
             matched_concepts.append(alternative.concept)
         np.maximum(best, scores, out=best)
@@ -176,8 +185,10 @@ def evaluate(index: TextIndex, q: str, slots: list[Slot] | None = None) -> TextM
             total += np.float32(SOFT_SHARE) * scores
             interpretation.optional.extend(slot.words)
             continue
-        required &= scores > 0
-        total += scores
+        found = scores > 0
+        required &= found
+        # rarer slots weigh more: a match on "polyp" says more than one on "segmentation"
+        total += scores * np.float32(np.log1p(index.size / max(1, int(np.count_nonzero(found)))))
         name_hits += scores >= ALIAS * PREFIX
         if slot.concept is not None:
             interpretation.concepts.append(CONCEPTS.by_id[slot.concept].label)

@@ -19,38 +19,11 @@ _ALPHA_DIGIT = re.compile(r"[a-z]+|[0-9]+")
 
 # Words of search phrasing that say nothing about which dataset is meant: they add to a score when a record
 # has them but a record without them is not excluded ("brats challenge", "lung ct dataset").
-SOFT_WORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "the",
-        "of",
-        "for",
-        "in",
-        "on",
-        "with",
-        "by",
-        "to",
-        "from",
-        "dataset",
-        "datasets",
-        "data",
-        "database",
-        "databases",
-        "set",
-        "image",
-        "images",
-        "imaging",
-        "challenge",
-        "challenges",
-        "benchmark",
-        "collection",
-        "study",
-        "public",
-        "open",
-    ]
-)
+_ENGLISH_SOFT = "a an and the of for in on with by to from dataset data database set image imaging challenge"
+_ENGLISH_SOFT += " benchmark collection study public open"
+# the commonest function words of French, German, Spanish and Italian ("cancer du poumon")
+_OTHER_SOFT = "du de la le les des et en der die das und mit von el los las del y con il di e"
+SOFT_WORDS = frozenset(_ENGLISH_SOFT.split() + _OTHER_SOFT.split())
 
 
 def fold(text: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import imaging_fixtures as fx
 import nibabel as nib
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import SimpleITK as sitk
 from PIL import Image
@@ -296,7 +297,7 @@ def test_float_volumes_give_2d_slices_that_keep_every_value(tmp_path: Path, frac
     written = sorted((bundle / "images2d" / "train").glob(f"*{suffix}"))
     assert written, "the float volume's slices must be in the bundle"
     assert not list((bundle / "images2d" / "train").glob("*.tiff" if not fractions else "*.png"))
-    rows = list(__import__("csv").DictReader((bundle / "images2d" / "train" / "metadata.csv").open()))
+    rows = pq.read_table(bundle / "images2d" / "train" / "metadata.parquet").to_pylist()
     by_name = {row["file_name"]: row for row in rows}
     for path in written:
         index = int(path.stem.rsplit("s", 1)[1])

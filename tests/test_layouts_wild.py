@@ -551,28 +551,42 @@ def test_multi_label_npz_packages_a_list_column_hugging_face_datasets_loads(
     loaded = datasets.load_dataset(
         "imagefolder", data_dir=str(bundle / "images2d"), cache_dir=str(tmp_path / "hf-cache")
     )
+    classes = loaded["train"].features["class_label"]
+    assert isinstance(classes, datasets.ClassLabel)  # a real class-label feature, the same in every split
+    assert classes.names == ["effusion", "mass", "nodule", "normal", "pneumonia"]
+    assert all(loaded[split].features == loaded["train"].features for split in loaded)
+
+    def names(row: dict[str, Any]) -> tuple[str | None, list[str]]:
+        single = classes.int2str(row["class_label"]) if row["class_label"] >= 0 else None
+        return single, [classes.int2str(value) for value in row["class_labels"]]
+
     rows = {row["item_id"]: row for split in loaded for row in loaded[split]}
     assert {split: loaded[split].num_rows for split in loaded} == {"train": 6, "validation": 1, "test": 2}
-    assert rows["chest_train_0"]["class_labels"] == ["effusion", "mass"]
-    assert rows["chest_train_1"]["class_labels"] == []
-    assert rows["chest_train_3"]["class_labels"] == ["effusion", "nodule", "mass"]
-    assert rows["chest_test_0"]["class_labels"] == []  # a split with no finding at all still loads
-    assert rows["chest_train_0"]["class_label"] == ""
-    assert (rows["pneumonia_train_1"]["class_label"], rows["pneumonia_train_1"]["class_labels"]) == (
-        "pneumonia",
-        [],
-    )
+    assert names(rows["chest_train_0"]) == (None, ["effusion", "mass"])
+    assert names(rows["chest_train_1"]) == (None, [])
+    assert names(rows["chest_train_3"]) == (None, ["effusion", "nodule", "mass"])
+    assert names(rows["chest_test_0"]) == (None, [])  # a split with no finding at all still loads
+    assert names(rows["pneumonia_train_1"]) == ("pneumonia", [])
     np.testing.assert_array_equal(np.asarray(rows["chest_train_2"]["image"]), _medmnist_images(4, 0)[2])
     manifest = {r["item_id"]: r for r in pq.read_table(bundle / "manifest.parquet").to_pylist()}
     assert manifest["chest_val_0"]["class_labels"] == ["nodule", "mass"]
     assert manifest["chest_val_0"]["source_file"] == "chest.npz#val_images[0]"
 
 
-def test_single_label_npz_keeps_the_csv_imagefolder(tmp_path: Path) -> None:
+def test_single_label_npz_gets_a_class_label_feature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    datasets = pytest.importorskip("datasets")
     bundle = _package_npz_sources(tmp_path, {"pneumonia": (SINGLE, {0: "normal", 1: "pneumonia"})})
-    header, first = (bundle / "images2d" / "train" / "metadata.csv").read_text().splitlines()[:2]
-    assert "class_labels" not in header and not list((bundle / "images2d").rglob("metadata.parquet"))
-    assert first.startswith("pneumonia_train_0.png,pneumonia_train_0,train,normal,")
+    assert not list((bundle / "images2d").rglob("metadata.csv"))
+    loaded = datasets.load_dataset(
+        "imagefolder", data_dir=str(bundle / "images2d"), cache_dir=str(tmp_path / "hf-cache")
+    )
+    first = loaded["train"][0]
+    classes = loaded["train"].features["class_label"]
+    assert classes.names == ["2", "normal", "pneumonia"]  # id 2 is not in the source's table: kept as it is
+    assert first["item_id"] == "pneumonia_train_0"
+    assert classes.int2str(first["class_label"]) == "normal"
 
 
 def test_3d_classification_arrays_are_skipped_by_packaging_with_the_reason(tmp_path: Path) -> None:

@@ -403,7 +403,8 @@ def test_2d_part_loads_with_hugging_face_datasets(
     )
     assert {split: loaded[split].num_rows for split in loaded} == {"train": 2, "validation": 1, "test": 1}
     first = loaded["train"][0]
-    assert first["item_id"] == "xr_000" and first["class_label"] == "normal"
+    classes = loaded["train"].features["class_label"]  # a ClassLabel: integers with their names
+    assert first["item_id"] == "xr_000" and classes.int2str(first["class_label"]) == "normal"
     original = next(c for c in make_cases() if c.case_id == "xr_000")
     assert first["image"].size == original.image.shape[::-1]  # PIL sizes are (width, height)
     np.testing.assert_array_equal(np.asarray(first["image"]), original.image)

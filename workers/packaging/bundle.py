@@ -27,7 +27,7 @@ from workers.packaging.croissant import croissant_document, write_croissant
 from workers.packaging.datacard import datacard_markdown, write_datacard
 from workers.packaging.labels import write_labels
 from workers.packaging.licences import combined_terms, write_licences
-from workers.packaging.manifest import ItemRecord, records_table, write_csv, write_manifest, write_parquet
+from workers.packaging.manifest import ItemRecord, records_table, write_manifest, write_parquet
 from workers.packaging.nifti_gz import DEFAULT_LEVEL
 from workers.packaging.publish import staged_folder
 from workers.packaging.report import report_document, write_report
@@ -346,14 +346,13 @@ class _Packager:
                     MULTI_LABEL_COLUMN: list(record.class_labels),
                 }
             )
+        # one class list for every split: `datasets` joins splits only when their features are equal
+        class_names = images2d.class_names_of(row for rows in by_split.values() for row in rows)
         for split_folder, rows in sorted(by_split.items()):
             folder = self.root / images2d.IMAGES_DIR / split_folder
-            if self.multi_label:
-                images2d.write_metadata_parquet(
-                    rows, [*IMAGEFOLDER_COLUMNS, MULTI_LABEL_COLUMN], folder / images2d.METADATA_PARQUET
-                )
-            else:  # single-label and segmentation sets keep their CSV, without the list column
-                write_csv(rows, IMAGEFOLDER_COLUMNS, folder / "metadata.csv")
+            images2d.write_metadata_parquet(
+                rows, [*IMAGEFOLDER_COLUMNS, MULTI_LABEL_COLUMN], folder / images2d.METADATA_PARQUET, class_names
+            )
         write_parquet(records_table(rows_2d), self.root / images2d.PARQUET_NAME)
 
     # Bundle-level files ----------------------------------------------------------------------------------

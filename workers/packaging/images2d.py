@@ -1,21 +1,24 @@
-"""The 2D part: lossless PNGs laid out as a Hugging Face `imagefolder` (one folder per split with its own
-`metadata.csv`, whose `file_name` column names the image), so `datasets.load_dataset("imagefolder",
-data_dir=...)` loads it with splits and metadata and no code.
+"""The 2D part: lossless pictures laid out as a Hugging Face `imagefolder` (one folder per split with its own
+`metadata.parquet`, whose `file_name` column names the image), so `datasets.load_dataset("imagefolder",
+data_dir=...)` loads it with splits, metadata and a real ClassLabel feature, and no code.
 
-Masks live outside that folder: `imagefolder` takes every image under its root as a sample. The same rows, with
-bundle-relative paths, also go to a Parquet table beside it (one folder cannot hold both: `datasets` refuses
-metadata files of two formats).
+Pictures are PNG (8 or 16 bit; signed values shifted, float voxels with whole values stored as integers) or,
+for float voxels with fractions, which no PNG keeps, a 32-bit float TIFF of the same name: nothing is dropped
+and nothing is rounded. Masks live outside that folder: `imagefolder` takes every image under its root as a
+sample. The same rows, with bundle-relative paths, also go to a Parquet table beside it.
 
-A bundle holding multi-label items (MedMNIST's ChestMNIST: several findings per image) writes each split's
-metadata as `metadata.parquet` instead of `metadata.csv`, with a `class_labels` list per image (empty for
-single-label and unlabelled rows) that `datasets` loads as a list column: a CSV cell holds no list, and JSON
-lines leave a split whose lists are all empty untyped. Every other bundle keeps its CSV.
+The metadata is Parquet, not CSV, because only Parquet carries types: `class_label` is stored as integers with
+the class names in the file's `huggingface` schema metadata (which `datasets` reads as a ClassLabel; -1 for
+an image without a class, such as a slice of a volume), `class_labels` as a list of them for multi-label items
+(MedMNIST's ChestMNIST: several findings per image; empty otherwise).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,12 +147,63 @@ def mask_relative_path(split: str, item_id: str) -> str:
     return f"{MASKS_DIR}/{SPLIT_FOLDERS[split]}/{item_id}.png"
 
 
-def write_metadata_parquet(rows: list[dict[str, object]], columns: list[str], path: Path) -> None:
-    """The imagefolder metadata of a bundle with multi-label items, typed: every column text except
-    `intensity_offset` (an integer) and the list column (a list of text, even in a split where every list
-    is empty, which JSON lines would leave untyped and `datasets` then refuses to join with the others)."""
-    types = {"intensity_offset": pa.int32(), "class_labels": pa.list_(pa.string())}
-    schema = pa.schema([(column, types.get(column, pa.string())) for column in columns])
-    table = pa.Table.from_pylist([{c: row[c] for c in columns} for row in rows], schema=schema)
+def class_names_of(rows: Iterable[dict[str, object]]) -> list[str]:
+    """Every class a 2D row names (`class_label`, `class_labels`), sorted: the names of the ClassLabel."""
+    names: set[str] = set()
+    for row in rows:
+        if row.get("class_label"):
+            names.add(str(row["class_label"]))
+        names.update(str(name) for name in _listed(row.get("class_labels")))
+    return sorted(names)
+
+
+def _listed(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def hugging_face_features(columns: list[str], class_names: list[str]) -> dict[str, object]:
+    """The `datasets` features of the metadata columns, as `datasets.Features.to_dict()` writes them:
+    `class_label` a ClassLabel over `class_names` (-1: no class), `class_labels` a list of that ClassLabel,
+    `intensity_offset` an int32, every other column text. ("Sequence": the name `datasets` 3 and later read.)"""
+    class_label = {"names": list(class_names), "_type": "ClassLabel"}
+    features: dict[str, object] = {}
+    for column in columns:
+        if column == "class_label":
+            features[column] = class_label
+        elif column == "class_labels":
+            features[column] = {"feature": class_label, "_type": "Sequence"}
+        elif column == "intensity_offset":
+            features[column] = {"dtype": "int32", "_type": "Value"}
+        else:
+            features[column] = {"dtype": "string", "_type": "Value"}
+    return features
+
+
+def write_metadata_parquet(
+    rows: list[dict[str, object]], columns: list[str], path: Path, class_names: list[str] | None = None
+) -> None:
+    """A split's imagefolder metadata, typed for Hugging Face `datasets`: `class_label` is a real ClassLabel
+    (integers with the class names in the file's `huggingface` schema metadata, which `datasets` reads; -1
+    for an image without a class, e.g. a slice), `class_labels` a list of it (empty for single-label rows),
+    `intensity_offset` an integer and every other column text. `class_names` must be the bundle's, the same
+    for every split (default: the classes these rows name)."""
+    names = class_names if class_names is not None else class_names_of(rows)
+    index = {name: position for position, name in enumerate(names)}
+    types = {
+        "intensity_offset": pa.int32(),
+        "class_label": pa.int64(),
+        "class_labels": pa.list_(pa.int64()),
+    }
+    metadata = {"huggingface": json.dumps({"info": {"features": hugging_face_features(columns, names)}})}
+    schema = pa.schema([(column, types.get(column, pa.string())) for column in columns], metadata=metadata)
+
+    def cell(column: str, value: object) -> object:
+        if column == "class_label":
+            return index[str(value)] if value else -1
+        if column == "class_labels":
+            return [index[str(name)] for name in _listed(value)]
+        return value
+
+    table = pa.Table.from_pylist([{c: cell(c, row.get(c)) for c in columns} for row in rows], schema=schema)
     # zstd and no write time, as the manifest (workers/packaging/manifest.py): the same rows, the same bytes
     pq.write_table(table, path, compression="zstd", use_dictionary=True)

@@ -1,0 +1,48 @@
+"""Zero-result help: spellings the catalog knows, words to drop, filters to relax, each with its count."""
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+
+def search(client: TestClient, **params: Any) -> dict[str, Any]:
+    response = client.get("/api/v1/datasets", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_short_misspelling_gets_did_you_mean_with_counts(client: TestClient) -> None:
+    body = search(client, q="lng")
+    if body["count"]:  # 'lng' begins some catalog word: use a word that begins none
+        body = search(client, q="lgn")
+    assert body["count"] == 0
+    help_ = body["zero_results"]
+    assert help_["did_you_mean"], help_
+    for suggestion in help_["did_you_mean"]:
+        again = client.get(suggestion["url"]).json()
+        assert again["count"] == suggestion["count"] > 0
+    assert len(body["facets"]) == 12  # facets stay in the answer
+
+
+def test_words_to_drop_and_filters_to_relax_each_with_the_count_they_give(client: TestClient) -> None:
+    body = search(client, q="glioma kidney", modality="US")
+    assert body["count"] == 0
+    help_ = body["zero_results"]
+    dropped = {s["label"]: s for s in help_["drop_words"]}
+    assert 'without "kidney"' in dropped and 'without "glioma"' in dropped
+    relaxed = {s["label"]: s for s in help_["relax"]}
+    for suggestion in [*help_["drop_words"], *help_["relax"]]:
+        assert client.get(suggestion["url"]).json()["count"] == suggestion["count"] > 0
+    assert all(label.startswith("without modality") for label in relaxed) or not relaxed
+    assert [f["name"] for f in body["facets"]][:3] == ["modality", "anatomy", "task"]
+
+
+def test_a_search_with_results_has_no_zero_result_help(client: TestClient) -> None:
+    body = search(client, q="liver")
+    assert body["count"] > 0 and body["zero_results"] is None
+
+
+def test_nothing_close_gives_no_suggestions_but_an_answer(client: TestClient) -> None:
+    body = search(client, q="zzzzqqq")
+    assert body["count"] == 0
+    assert body["zero_results"]["did_you_mean"] == []

@@ -225,3 +225,30 @@ def test_files_no_case_uses_are_found_and_used_ones_are_not(tmp_path: Path) -> N
     used = {p.resolve() for c in layout.cases for p in (*c.images, *((c.label,) if c.label else ()))}
     images = {p.resolve() for p in root.rglob("*.nii.gz") if not p.name.startswith(".")}
     assert images == used | {(root / u).resolve() for u in unused}
+
+
+def test_axis_orders_are_what_the_files_say_and_documented_everywhere(built: Path) -> None:
+    """`spacing` is (x, y, z) and `shape` (z, y, x): checked on every 3D file with nibabel (whose shape and
+    zooms are both in (x, y, z) order), then the same statement found in the datacard, croissant.json, the
+    API schema and docs/bundles.md."""
+    import nibabel as nib
+
+    from app.bundles.schemas import BundleResult
+    from workers.packaging.manifest import COLUMN_DESCRIPTIONS
+
+    rows = [r for r in _manifest(built) if r["dims"] == "3"]
+    assert rows
+    for row in rows:
+        image = nib.load(built / row["image_path"])
+        assert list(image.shape[::-1]) == json.loads(row["shape"])
+        assert list(image.header.get_zooms()) == pytest.approx(json.loads(row["spacing"]))
+    card = (built / "README.md").read_text()
+    croissant = json.loads((built / "croissant.json").read_text())
+    fields = {f["name"]: f["description"] for f in croissant["recordSet"][0]["field"]}
+    for column, description in COLUMN_DESCRIPTIONS.items():
+        assert f"| `{column}` | {description} |" in card
+        assert fields[column] == description
+    schema = BundleResult.model_json_schema()["description"]
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "bundles.md").read_text()
+    for text in (schema, docs):
+        assert "(x, y, z)" in text and "(z, y, x)" in text

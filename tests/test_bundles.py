@@ -388,3 +388,15 @@ def test_source_licences_dois_and_the_portal_url_are_carried(built: Built) -> No
     assert croissant["url"].endswith(f"/bundles/{built.status['id']}") and croissant["url"].startswith("http")
     assert croissant["datePublished"] == built.status["created_at"][:10]
     assert ".invalid" not in json.dumps(croissant)
+
+
+def test_manifest_axis_orders_match_the_harmonised_files(built: Built) -> None:
+    """The harmonised bundle as nibabel reads it: `shape` reversed is nibabel's (x, y, z) shape, `spacing` its
+    zooms, and every volume is RAS (as the datacard and docs/bundles.md say)."""
+    rows = [r for r in manifest(built) if r["dims"] == "3"]
+    assert rows
+    for row in rows:
+        image = nib.load(built.root / row["image_path"])
+        assert list(image.shape[::-1]) == json.loads(row["shape"]), row["item_id"]
+        assert list(image.header.get_zooms()) == pytest.approx(json.loads(row["spacing"])), row["item_id"]
+        assert nib.aff2axcodes(image.affine) == ("R", "A", "S"), row["item_id"]

@@ -83,7 +83,7 @@ if tuple(_SCHEMA.names) != COLUMNS:
     raise RuntimeError("ItemRecord and the Parquet schema must list the same columns")
 
 # What each column holds, axis orders included: written into the datacard, croissant.json's field
-# descriptions and docs/bundles.md (tests/test_datacard.py checks the three agree with this table).
+# descriptions and docs/bundles.md (tests/test_bundle_account.py checks them against this table and the files).
 # The two orders differ on purpose, as the files do: `spacing` follows the image's index axes fastest first
 # (NIfTI/ITK i, j, k = x, y, z), `shape` follows the array as numpy, SimpleITK's GetArrayFromImage and
 # nibabel's `get_fdata().T` give it, slowest first (z, y, x).

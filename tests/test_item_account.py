@@ -299,6 +299,13 @@ def test_float_volumes_give_2d_slices_that_keep_every_value(tmp_path: Path, frac
     assert not list((bundle / "images2d" / "train").glob("*.tiff" if not fractions else "*.png"))
     rows = pq.read_table(bundle / "images2d" / "train" / "metadata.parquet").to_pylist()
     by_name = {row["file_name"]: row for row in rows}
+    # croissant names the pictures' file set, whichever format they took, and still validates
+    document = json.loads((bundle / "croissant.json").read_text())
+    includes = {node.get("includes") for node in document["distribution"] if node["@type"] == "cr:FileSet"}
+    assert f"images2d/*/*{suffix}" in includes
+    mlcroissant = pytest.importorskip("mlcroissant")
+    checked = mlcroissant.Dataset(jsonld=bundle / "croissant.json")
+    assert not checked.metadata.ctx.issues.errors, checked.metadata.ctx.issues.report()
     for path in written:
         index = int(path.stem.rsplit("s", 1)[1])
         stored = np.asarray(Image.open(path)).astype(np.float64) + float(

@@ -387,6 +387,8 @@ class _Packager:
         for top in (images2d.IMAGES_DIR, images2d.MASKS_DIR):
             if (self.root / top).is_dir():
                 sets.append((f"{top}-png", f"{top}/*/*.png", "image/png"))
+                if any((self.root / top).glob("*/*.tiff")):  # float slices with fractions (images2d.write_png)
+                    sets.append((f"{top}-tiff", f"{top}/*/*.tiff", "image/tiff"))
         return sets
 
 

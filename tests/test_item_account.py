@@ -157,6 +157,14 @@ def test_cases_of_different_modality_never_share_an_nnunet_dataset(tmp_path: Pat
         document = json.loads((folder / "dataset.json").read_text())
         cases_in = sorted(p.name for p in (folder / "imagesTr").glob("*.nii.gz"))
         channels[document["channel_names"]["0"]] = cases_in
+        # nnU-Net's rules, per dataset: its counts, a label per image on the image's grid, ids from its table
+        assert document["numTraining"] == len(cases_in) and document["labels"]["background"] == 0
+        for name in cases_in:
+            image = nib.load(folder / "imagesTr" / name)
+            label = nib.load(folder / "labelsTr" / name.replace("_0000", ""))
+            assert image.shape == label.shape
+            np.testing.assert_allclose(image.affine, label.affine)
+            assert set(np.unique(np.asarray(label.dataobj))) <= set(document["labels"].values())
     assert channels == {
         "CT": ["case0_0000.nii.gz"],
         "MR": ["case1_0000.nii.gz", "case2_0000.nii.gz"],

@@ -165,6 +165,12 @@ def test_cases_of_different_modality_never_share_an_nnunet_dataset(tmp_path: Pat
             assert image.shape == label.shape
             np.testing.assert_allclose(image.affine, label.affine)
             assert set(np.unique(np.asarray(label.dataobj))) <= set(document["labels"].values())
+    report = json.loads((bundle / "report.json").read_text())
+    (source,) = report["sources"]
+    # the report states per source where modalities and subjects were found and the disagreement per item
+    assert source["modality_from"] == {"dicom": 1, "dataset.json": 2}
+    assert sum(source["subject_from"].values()) == 3
+    assert "catalog says CT, the source's dataset.json says MR" in (bundle / "report.json").read_text()
     assert channels == {
         "CT": ["case0_0000.nii.gz"],
         "MR": ["case1_0000.nii.gz", "case2_0000.nii.gz"],

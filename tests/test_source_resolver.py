@@ -61,7 +61,9 @@ def test_no_dataset_of_the_shipped_catalog_matches_two_idc_entries(idc: IdcIndex
             assert "several" not in why, (row.slug, why)
         entry, why = match_idc(keys, idc)
         matched += entry is not None
-    assert matched >= 140  # 147 on idc-index-data 25.0.5
+    # 131 on idc-index-data 25.0.5: 147 before the records of one real dataset were merged (issue 11), which
+    # are 131 once each is mapped to the record it was merged into
+    assert matched >= 125
 
 
 def test_strongest_evidence_decides_and_conflicts_are_not_guessed(idc: IdcIndex) -> None:
@@ -201,7 +203,8 @@ def test_licence_known_with_its_source_for_200_datasets(client: TestClient, sess
     known = session.scalar(
         select(func.count()).where(Dataset.licence.is_not(None), Dataset.licence_source.is_not(None))
     )
-    assert known >= 200
+    # 182: the 200 of the catalog before the records of one real dataset were merged (issue 11) are 182 records
+    assert known >= 180
     unknown = client.get("/api/v1/datasets", params={"licence": "unknown", "page_size": 1}).json()["count"]
     total = client.get("/api/v1/datasets", params={"page_size": 1}).json()["count"]
     assert total - unknown == client.get("/api/v1/sources").json()["licences_known"]
@@ -247,7 +250,9 @@ def test_every_resolved_descriptor_is_one_the_workers_accept(session: Any) -> No
     from app.common.descriptors import parse_source
 
     descriptors = session.scalars(select(Dataset.source).where(Dataset.source.is_not(None))).all()
-    assert len(descriptors) >= 400
+    # 381: the 413 of the catalog before merging (issue 11) are 382 records; APOLLO-5, whose rows all say 'Multi'
+    # modality, no longer takes CT and PET from its survey tables, and so is read as TCIA pathology (manual)
+    assert len(descriptors) >= 370
     kinds = set()
     for descriptor in descriptors:
         kinds.add(parse_source(descriptor).kind)  # raises SourceError naming every problem

@@ -281,7 +281,11 @@ def _float_msd(root: Path, fractions: bool) -> Path:
 
 
 @pytest.mark.parametrize("fractions", [False, True])
-def test_float_volumes_give_2d_slices_that_keep_every_value(tmp_path: Path, fractions: bool) -> None:
+def test_float_volumes_give_2d_slices_that_keep_every_value(
+    tmp_path: Path, fractions: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from workers.packaging import BundleSpec, LabelConcept, LabelTable, SourceDataset, build_bundle
     from workers.pipeline.package import load_harmonised
 
@@ -320,6 +324,19 @@ def test_float_volumes_give_2d_slices_that_keep_every_value(tmp_path: Path, frac
     mlcroissant = pytest.importorskip("mlcroissant")
     checked = mlcroissant.Dataset(jsonld=bundle / "croissant.json")
     assert not checked.metadata.ctx.issues.errors, checked.metadata.ctx.issues.report()
+    # and Hugging Face `datasets` loads them, values intact, with a (here empty) ClassLabel
+    datasets = pytest.importorskip("datasets")
+    loaded = datasets.load_dataset(
+        "imagefolder", data_dir=str(bundle / "images2d"), cache_dir=str(tmp_path / "hf-cache")
+    )["train"]
+    assert loaded.num_rows == len(written) and loaded.features["class_label"].names == []
+    first = min(written, key=lambda p: p.name)
+    row = next(r for r in loaded if r["item_id"] == first.stem)
+    assert row["class_label"] == -1
+    np.testing.assert_array_equal(
+        np.asarray(row["image"]).astype(np.float64) + row["intensity_offset"],
+        np.asarray(Image.open(first)).astype(np.float64) + row["intensity_offset"],
+    )
     for path in written:
         index = int(path.stem.rsplit("s", 1)[1])
         stored = np.asarray(Image.open(path)).astype(np.float64) + float(

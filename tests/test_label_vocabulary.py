@@ -6,8 +6,11 @@ from __future__ import annotations
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydicom.sr.codedict import codes
 
 from app.common.labels import concept_codes, resolve_concept, unify_labels, unknown_names
@@ -126,3 +129,80 @@ def test_the_file_ships_with_the_package() -> None:
     ]
     relative = STRUCTURES_FILE.relative_to(ROOT / "app").as_posix()
     assert any(fnmatch(relative, p) and relative.count("/") == p.count("/") for p in patterns)
+
+
+# -- properties: every way of writing a known name, against the vocabulary's own list ----------------------------
+
+_LATERAL = [term for term in structures().terms if term.lateral]
+_ALL = list(structures().terms)
+
+
+def _written(text: str, case: int, separator: str) -> str:
+    spaced = separator.join(text.replace("_", " ").split())
+    return (spaced.lower(), spaced.upper(), spaced.title(), spaced)[case]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    term=st.sampled_from(_ALL),
+    spelling=st.integers(min_value=0, max_value=50),
+    case=st.integers(min_value=0, max_value=3),
+    separator=st.sampled_from([" ", "_", "-", "  "]),
+)
+def test_any_case_and_separator_of_a_listed_spelling_is_its_term(
+    term: Any, spelling: int, case: int, separator: str
+) -> None:
+    spellings = [term.id, term.label, *term.synonyms]
+    written = _written(spellings[spelling % len(spellings)], case, separator)
+    assert resolve_concept(written) == (term.id, True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    term=st.sampled_from(_LATERAL),
+    side=st.sampled_from(["left", "right"]),
+    form=st.integers(min_value=0, max_value=3),
+    before=st.booleans(),
+    case=st.integers(min_value=0, max_value=3),
+    separator=st.sampled_from([" ", "_", "-"]),
+)
+def test_every_laterality_form_of_a_lateral_term_is_one_concept_per_side(
+    term: Any, side: str, form: int, before: bool, case: int, separator: str
+) -> None:
+    forms = structures().sides[side].forms
+    side_word = forms[form % len(forms)]
+    parts = [side_word, term.label] if before else [term.label, side_word]
+    written = _written(" ".join(parts), case, separator)
+    assert resolve_concept(written) == (f"{term.id}_{side}", True)
+
+
+def test_labels_json_entries_carry_every_code_the_laterality_and_whether_the_name_is_known() -> None:
+    from workers.packaging.cases import LabelConcept, LabelTable
+    from workers.packaging.labels import labels_document
+
+    table = LabelTable(
+        concepts=(
+            LabelConcept("background", 0),
+            LabelConcept("kidney_left", 1),
+            LabelConcept("grey_matter", 2),
+            LabelConcept("thing_x", 3),
+        )
+    )
+    entries = {entry["name"]: entry for entry in labels_document(table)["labels"]}
+    assert entries["kidney_left"]["code"] == {"scheme": "SCT", "value": "64033007", "meaning": "Kidney"}
+    assert entries["kidney_left"]["codes"][1] == {
+        "scheme": "UBERON",
+        "value": "UBERON:0002113",
+        "meaning": "Kidney",
+    }
+    assert entries["kidney_left"]["laterality"] == {"scheme": "SCT", "value": "7771000", "meaning": "Left"}
+    assert (
+        entries["grey_matter"]["code"]["value"] == "389081007"
+        and entries["grey_matter"]["laterality"] is None
+    )
+    assert (entries["thing_x"]["code"], entries["thing_x"]["codes"], entries["thing_x"]["known"]) == (
+        None,
+        [],
+        False,
+    )
+    assert entries["background"]["code"] is None

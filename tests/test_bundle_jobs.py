@@ -7,7 +7,10 @@ worker on its own queue.
 
 from __future__ import annotations
 
+import io
+import json
 import secrets
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,8 +80,11 @@ def test_killed_worker_loses_nothing_and_the_resumed_job_gives_identical_checksu
             requests_after = {
                 slug: len(served.server.requests_to(path)) for slug, path in served.paths.items()
             }
+            # another owner, so the same nnU-Net ids as the resumed job's (an owner's bundles never share one)
             reference_job = api.post(
-                "/api/v1/bundles", json={"datasets": KILL_SLUGS, "name": "Resume check"}
+                "/api/v1/bundles",
+                json={"datasets": KILL_SLUGS, "name": "Resume check"},
+                headers={"X-Owner-Key": f"reference-{secrets.token_hex(12)}"},
             ).json()
             reference = wait_for_job(api, reference_job["id"])
             # a second bundle of the same sources downloads nothing: the cache is shared by all jobs
@@ -87,9 +93,34 @@ def test_killed_worker_loses_nothing_and_the_resumed_job_gives_identical_checksu
         finally:
             second.kill()
     assert reference["state"] == "done", reference
-    assert resumed["result"]["sha256sums_sha256"] == reference["result"]["sha256sums_sha256"]
-    assert resumed["result"]["archive_sha256"] == reference["result"]["archive_sha256"]
+    assert resumed["result"]["nnunet_ids"] == reference["result"]["nnunet_ids"]
     assert resumed["result"]["items"] == reference["result"]["items"] > 0
+    # the same bundle but for the page each names (the job's own URL, in the datacard and croissant.json)
+    ours, theirs = _files(api, resumed), _files(api, reference)
+    assert set(ours) == set(theirs)
+    for name in sorted(ours):
+        if name not in ("README.md", "croissant.json", "SHA256SUMS"):
+            assert ours[name] == theirs[name], name
+    assert ours["README.md"] == theirs["README.md"].replace(reference["id"].encode(), resumed["id"].encode())
+    ours_croissant, theirs_croissant = (
+        json.loads(ours["croissant.json"]),
+        json.loads(theirs["croissant.json"]),
+    )
+    for document in (ours_croissant, theirs_croissant):
+        document.pop("url")
+        document["distribution"] = [d for d in document["distribution"] if d["@id"] != "README.md"]
+    assert ours_croissant == theirs_croissant
+
+
+def _files(api: Any, status: dict[str, Any]) -> dict[str, bytes]:
+    """A finished bundle's files by path, from its download."""
+    archive = api.get(status["download_url"]).content
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return {
+            member.name.split("/", 1)[1]: tar.extractfile(member).read()  # type: ignore[union-attr]
+            for member in tar.getmembers()
+            if member.isfile()
+        }
 
 
 def test_jobs_beyond_the_running_limit_wait_in_the_queue(

@@ -58,10 +58,69 @@ def test_facet_toggle_swaps_results_and_updates_the_address(page: Any) -> None:
     assert same_document(page), "the toggle is an htmx swap, not a page load"
     assert page.locator("#json-twin").get_attribute("href") == "/api/v1/datasets?modality=CT"
     assert "CT" in page.locator(".chips").inner_text()
+    # textContent, not innerText: cards off screen are not rendered (content-visibility), their text is there
     modalities = page.locator("ol.result-list article.result").evaluate_all(
-        "cards => cards.map(c => c.querySelector('dl.facts').innerText)"
+        "cards => cards.map(c => c.querySelector('dl.facts').textContent)"
     )
     assert all("CT" in text for text in modalities)
+
+
+def test_a_click_replaces_only_the_results_and_panels(page: Any) -> None:
+    """The search box, the filters' scroll box and the page stay the same elements; results are new."""
+    page.goto("/datasets")
+    page.evaluate(
+        "window.__kept = [document.getElementById('filters'), document.getElementById('search-form'),"
+        " document.getElementById('results')]"
+    )
+    replies: list[Any] = []
+    page.on("response", lambda r: replies.append(r) if r.request.headers.get("hx-request") else None)
+    toggle(page, "modality", "MR")
+    same = page.evaluate(
+        "[document.getElementById('filters') === window.__kept[0],"
+        " document.getElementById('search-form') === window.__kept[1],"
+        " document.getElementById('results') === window.__kept[2]]"
+    )
+    assert same == [True, True, False]
+    assert [r.request.headers.get("hx-target") for r in replies] == ["results"]
+    assert page.locator('#search-fields input[type=hidden][name="modality"]').get_attribute("value") == "MR"
+    expect(page.locator("#show-results")).to_contain_text(f"{count(page):,}")
+    assert page.title().startswith(f"{count(page):,} datasets")
+
+
+def test_show_all_unfolds_one_facet_and_it_stays_unfolded(page: Any) -> None:
+    page.goto("/datasets?modality=CT")
+    folded = page.locator("#facet-anatomy a.facet-value").count()
+    mark_document(page)
+    page.locator("#facet-anatomy a.facet-more").click()
+    expect(page).to_have_url(re.compile(r"_more=anatomy"))
+    expect(page.locator("#facet-anatomy a.facet-more")).to_have_text("Show fewer")
+    unfolded = page.locator("#facet-anatomy a.facet-value").count()
+    assert unfolded > folded
+    assert page.locator("#facet-host a.facet-value").count() <= 8, "other facets stay folded"
+    # a value far down the unfolded list: the result changes, the facet stays unfolded
+    last = page.locator("#facet-anatomy a.facet-value").last
+    value = last.get_attribute("data-value")
+    toggle(page, "anatomy", value)
+    assert f"anatomy={value}" in page.url and "_more=anatomy" in page.url
+    assert page.locator("#facet-anatomy a.facet-value").count() >= folded
+    expect(page.locator("#facet-anatomy a.facet-more")).to_have_text("Show fewer")
+    # a new text search keeps it unfolded too (the form carries _more)
+    page.fill("#q", "tumor")
+    page.press("#q", "Enter")
+    expect(page).to_have_url(re.compile(r"q=tumor.*_more=anatomy"))
+    assert same_document(page)
+
+
+def test_keyboard_focus_and_open_facets_survive_a_click(page: Any) -> None:
+    page.goto("/datasets")
+    page.locator("#facet-year summary").click()  # a facet closed by default, opened by the user
+    expect(page.locator("#facet-year")).to_have_attribute("open", "")
+    link = facet_link(page, "dim", "3D")
+    link.focus()
+    page.keyboard.press("Enter")
+    expect(facet_link(page, "dim", "3D")).to_have_class(re.compile(r"\bselected\b"))
+    assert page.evaluate("document.activeElement.dataset.value") == "3D"
+    expect(page.locator("#facet-year")).to_have_attribute("open", "")
 
 
 def test_back_and_forward_restore_each_state(page: Any) -> None:
@@ -136,8 +195,8 @@ def test_sort_and_ranges(page: Any) -> None:
     page.select_option("#sort", "images")
     expect(page).to_have_url(re.compile(r"sort=images"))
     images = page.locator("ol.result-list dl.facts").evaluate_all(
-        "facts => facts.map(f => [...f.querySelectorAll('div')].find(d => d.querySelector('dt').innerText"
-        " .toLowerCase() === 'images').querySelector('dd').innerText)"
+        "facts => facts.map(f => [...f.querySelectorAll('div')].find(d => d.querySelector('dt').textContent"
+        " .toLowerCase() === 'images').querySelector('dd').textContent)"
     )
     numbers = [int(v.replace(",", "")) for v in images if v[0].isdigit()]
     assert numbers == sorted(numbers, reverse=True) and len(numbers) > 5
@@ -147,7 +206,7 @@ def test_sort_and_ranges(page: Any) -> None:
     expect(page).to_have_url(re.compile(r"year__gte=2020"))
     expect(page.locator(".chips")).to_contain_text("≥ 2020")
     years = page.locator("ol.result-list dl.facts").evaluate_all(
-        "facts => facts.map(f => f.querySelector('dd').innerText)"
+        "facts => facts.map(f => f.querySelector('dd').textContent)"
     )
     assert years and all(int(y) >= 2020 for y in years)
 
@@ -246,6 +305,14 @@ def test_pages_work_without_javascript(browser: Any, live_server: str) -> None:
         tab.locator("#search-form button[type=submit]").click()
         tab.wait_for_url(re.compile(r"q=liver"))
         assert "modality=CT" in tab.url
+        # a folded facet's "show all" is a plain link; the unfolded facet's values keep it unfolded
+        folded = tab.locator("#facet-anatomy a.facet-value").count()
+        tab.locator("#facet-anatomy a.facet-more").click()
+        tab.wait_for_url(re.compile(r"_more=anatomy"))
+        assert tab.locator("#facet-anatomy a.facet-value").count() > folded
+        tab.locator("a.chip", has_text="liver").click()
+        tab.wait_for_url(re.compile(r"/datasets\?modality=CT"))
+        assert "q=" not in tab.url and tab.locator("#q").input_value() == ""
         tab.goto("/statistics")
         expect(tab.locator("details.numbers").first).to_have_attribute("open", "")
         tab.locator("table.stat-table a", has_text=re.compile(r"^3D$")).first.click()

@@ -64,7 +64,7 @@ class TextIndex:
             names = [row.name, *(row.aliases or []), *curated.get(i, [])]
             for n, name in enumerate(names):
                 self.exact_names.setdefault(joined(name), []).append(i)
-                self._add(postings, surface, i, name, NAME if n == 0 else ALIAS)
+                self._add(postings, surface, i, name, NAME if n == 0 else ALIAS, name=True)
             self.name_length[i] = max(1, len(split_runs(row.name)))
             for disease in row.diseases or []:
                 self._add(postings, surface, i, disease, DISEASE)
@@ -99,8 +99,10 @@ class TextIndex:
         i: int,
         text: str,
         weight: float,
+        *,
+        name: bool = False,
     ) -> None:
-        for token, form in document_tokens(text):
+        for token, form in document_tokens(text, name=name):
             docs = postings.setdefault(token, {})
             if docs.get(i, 0.0) < weight:
                 docs[i] = weight

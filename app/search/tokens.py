@@ -52,10 +52,10 @@ def query_words(text: str) -> list[str]:
     return [normal(part) for run in split_runs(text) for part in TRANSLATIONS.get(run, run).split()]
 
 
-def document_tokens(text: str) -> list[tuple[str, str]]:
+def document_tokens(text: str, *, name: bool = False) -> list[tuple[str, str]]:
     """Every token a record's text is found by, each with the folded form it came from: each run's normal
-    form, the letter and digit parts of a run that mixes them ('kits19' -> 'kits', '19'), and a name of two to
-    four runs written as one word ('LIDC-IDRI' -> 'lidcidri')."""
+    form, the letter and digit parts of a run that mixes them ('kits19' -> 'kits', '19'), and for a name of
+    two to four runs, the name written as one word ('LIDC-IDRI' -> 'lidcidri')."""
     runs = split_runs(text)
     tokens: list[tuple[str, str]] = []
     for run in runs:
@@ -63,7 +63,7 @@ def document_tokens(text: str) -> list[tuple[str, str]]:
         parts = _ALPHA_DIGIT.findall(run)
         if len(parts) > 1:
             tokens.extend((normal(part), part) for part in parts)
-    if 1 < len(runs) <= 4:
+    if name and 1 < len(runs) <= 4:
         tokens.append((normal("".join(runs)), "".join(runs)))
     return tokens
 

@@ -46,3 +46,22 @@ def test_nothing_close_gives_no_suggestions_but_an_answer(client: TestClient) ->
     body = search(client, q="zzzzqqq")
     assert body["count"] == 0
     assert body["zero_results"]["did_you_mean"] == []
+
+
+def test_a_filter_that_empties_a_text_search_is_offered_for_relaxing(client: TestClient) -> None:
+    body = search(client, q="KiTS19", modality="MR")
+    assert body["count"] == 0
+    relax = body["zero_results"]["relax"]
+    assert [s["label"] for s in relax] == ["without modality: MR"]
+    assert relax[0]["count"] == search(client, q="KiTS19")["count"] == 1
+    assert client.get(relax[0]["url"]).json()["results"][0]["slug"] == "kits19"
+
+
+def test_the_search_page_shows_the_suggestions_and_keeps_its_facets(client: TestClient) -> None:
+    page = client.get("/datasets", params={"q": "KiTS19", "modality": "MR"})
+    assert page.status_code == 200
+    html = page.text
+    help_ = html[html.index('class="zero-results"') :]
+    help_ = help_[: help_.index("</div>")]
+    assert "without modality: MR</a> (1)" in help_ and "KiTS19" in help_.split("drop-words")[1]
+    assert 'id="filters"' in html  # the facets stay on the page

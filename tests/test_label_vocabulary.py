@@ -41,12 +41,12 @@ def test_every_spelling_of_a_meaning_is_one_concept(spellings: tuple[str, ...], 
 
 def test_unknown_names_are_kept_as_written_and_listed_never_guessed() -> None:
     # "polyp" is filed under colon by the catalog's dataset anatomy: a label named so is no colon
-    names = ["liver", "Polyp", "Left Wobble", "vertebrae_L1", "left liver"]
-    assert unknown_names(names) == ["Left Wobble", "Polyp", "left liver", "vertebrae_L1"]
+    names = ["liver", "Polyp", "Left Wobble", "vertebrae_L9", "left liver"]
+    assert unknown_names(names) == ["Left Wobble", "Polyp", "left liver", "vertebrae_L9"]
     assert [resolve_concept(n) for n in names[1:]] == [
         ("polyp", False),
         ("left_wobble", False),
-        ("vertebrae_l1", False),
+        ("vertebrae_l9", False),
         ("left_liver", False),  # liver has no sides: no concept is made up for it
     ]
 
@@ -72,18 +72,61 @@ def test_two_sources_with_different_spellings_share_one_global_id() -> None:
     assert unified.local_to_global["ts"] == {0: 0, 1: 5, 2: 6, 3: 5}
 
 
-def test_every_snomed_code_is_the_one_dicoms_code_dictionary_gives() -> None:
+def _verhoeff_valid(number: str) -> bool:
+    """SNOMED CT identifiers end in a Verhoeff check digit: a mistyped code fails it."""
+    multiply = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+        [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+        [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+        [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+        [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+        [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+        [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+        [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+        [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+    ]
+    permute = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+        [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+        [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+        [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
+        [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+        [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+        [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+    ]
+    check = 0
+    for position, digit in enumerate(reversed(number)):
+        check = multiply[check][permute[position % 8][int(digit)]]
+    return check == 0
+
+
+def test_every_snomed_code_is_the_one_its_stated_source_gives() -> None:
+    """Codes from DICOM's dictionary are checked against it here; codes from TotalSegmentator's mapping (not
+    shipped here) are checked as SNOMED CT concept identifiers (check digit, concept partition)."""
+    assert _verhoeff_valid("64033007") and not _verhoeff_valid("64033008")  # the check itself can fail
     vocabulary = structures()
-    checked = 0
+    from_dicom = from_tool = 0
     for term in vocabulary.terms:
-        if term.snomed is not None:
+        if term.snomed is None:
+            continue
+        assert (term.snomed.dicom_keyword is None) == term.snomed.totalsegmentator, (
+            term.id
+        )  # one stated source
+        sct_ids = [term.snomed.code] + ([term.snomed.region.code] if term.snomed.region else [])
+        for sct_id in sct_ids:
+            assert _verhoeff_valid(sct_id) and sct_id[-3:-1] in ("00", "10"), (term.id, sct_id)
+        if term.snomed.dicom_keyword is not None:
             code = getattr(codes.SCT, term.snomed.dicom_keyword)
             assert (term.snomed.code, term.snomed.meaning) == (str(code.value), str(code.meaning)), term.id
-            checked += 1
+            from_dicom += 1
+        else:
+            from_tool += 1
     for side in vocabulary.sides.values():
-        code = getattr(codes.SCT, side.snomed.dicom_keyword)
+        code = getattr(codes.SCT, side.snomed.dicom_keyword or "")
         assert side.snomed.code == str(code.value)
-    assert checked > 80
+    assert from_dicom > 80 and from_tool > 60
 
 
 def test_every_uberon_id_is_the_catalog_anatomy_vocabularys() -> None:
@@ -101,12 +144,18 @@ def test_a_sided_concept_carries_the_structures_code_and_dicoms_laterality_modif
 
 def test_totalsegmentator_names_resolve_to_the_terms_that_list_them() -> None:
     vocabulary = structures()
+    names = 0
     for term in vocabulary.terms:
         for name in term.totalsegmentator:
             resolved = vocabulary.resolve(name)
             assert resolved is not None and resolved.term is term, name
-            side = name.rsplit("_", 1)[-1]
-            assert resolved.concept == (f"{term.id}_{side}" if side in ("left", "right") else term.id)
+            sides = [side for side in ("left", "right") if side in name.split("_")] if term.lateral else []
+            assert resolved.concept == "_".join([term.id, *sides]), name
+            assert vocabulary.concept(resolved.concept) == resolved  # a concept id is looked up as itself
+            names += 1
+    assert names >= 150  # TotalSegmentator's classes with a SNOMED CT code in its mapping
+    for name in ("kidney_left", "rib_left_1", "vertebrae_L1", "heart_atrium_left", "liver_tumor"):
+        assert resolve_concept(name)[1], name
 
 
 def test_no_spelling_names_two_terms_and_a_bad_file_is_refused(tmp_path: Path) -> None:
@@ -206,3 +255,8 @@ def test_labels_json_entries_carry_every_code_the_laterality_and_whether_the_nam
         False,
     )
     assert entries["background"]["code"] is None
+    tumour = labels_document(
+        LabelTable(concepts=(LabelConcept("background", 0), LabelConcept("liver_tumour", 1)))
+    )
+    (entry,) = [e for e in tumour["labels"] if e["name"] == "liver_tumour"]
+    assert (entry["code"]["meaning"], entry["region"]["meaning"]) == ("Neoplasm", "Liver")

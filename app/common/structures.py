@@ -28,13 +28,25 @@ class Code:
     scheme: str  # "SCT" (SNOMED CT) or "UBERON"
     value: str
     meaning: str
+    role: str = "type"  # "type": what the concept is; "region": where it is (a tumour's organ)
+
+
+class _Region(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    code: str = Field(pattern=r"^[0-9]{6,18}$")
+    meaning: str
 
 
 class _Snomed(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     code: str = Field(pattern=r"^[0-9]{6,18}$")
     meaning: str
-    dicom_keyword: str  # the keyword of pydicom.sr.codedict's SCT dictionary the code was taken from
+    # where the code was taken from: the keyword of pydicom.sr.codedict's SCT dictionary, or TotalSegmentator's
+    # SNOMED CT mapping of its classes (resources/totalsegmentator_snomed_mapping.csv)
+    dicom_keyword: str | None = None
+    totalsegmentator: bool = False
+    # a finding or tissue in one place ("Neoplasm" in the Liver): DICOM's anatomic region beside the type
+    region: _Region | None = None
 
 
 class StructureTerm(BaseModel):
@@ -52,6 +64,8 @@ class StructureTerm(BaseModel):
         found = []
         if self.snomed is not None:
             found.append(Code("SCT", self.snomed.code, self.snomed.meaning))
+            if self.snomed.region is not None:
+                found.append(Code("SCT", self.snomed.region.code, self.snomed.region.meaning, role="region"))
         if self.uberon is not None:
             found.append(Code("UBERON", self.uberon, self.label))
         return found
@@ -100,8 +114,21 @@ class StructureVocabulary:
                 key = name_key(spelling)
                 if self._by_key.setdefault(key, term) is not term:
                     raise ValueError(f"{spelling!r} names both {self._by_key[key].id} and {term.id}")
-            for ts_name in term.totalsegmentator:
-                self._by_key.setdefault(name_key(ts_name), term)
+        # TotalSegmentator's names, with the side they state when the term has sides ("rib_left_1")
+        self._by_tool_name: dict[str, Resolved] = {}
+        for term in self.terms:
+            for tool_name in term.totalsegmentator:
+                tokens = name_key(tool_name).split()
+                side: Side | None = None
+                if term.lateral:
+                    side = "left" if "left" in tokens else "right" if "right" in tokens else None
+                concept = f"{term.id}_{side}" if side else term.id
+                key = " ".join(tokens)
+                if self._by_key.get(key, term) is not term:
+                    raise ValueError(
+                        f"TotalSegmentator's {tool_name!r} of {term.id} spells {self._by_key[key].id}"
+                    )
+                self._by_tool_name.setdefault(key, Resolved(concept, term, side))
         self._side_of = {form: side for side, entry in self.sides.items() for form in entry.forms}
 
     def term(self, term_id: str) -> StructureTerm:
@@ -115,13 +142,10 @@ class StructureVocabulary:
         key = name_key(name)
         if not key:
             return None
+        if key in self._by_tool_name:
+            return self._by_tool_name[key]
         whole = self._lookup(key)
         if whole is not None:
-            # "kidney_left" is listed as TotalSegmentator's name of kidney: its side still counts
-            tokens = key.split()
-            side = self._side_of.get(tokens[-1]) or self._side_of.get(tokens[0]) if len(tokens) > 1 else None
-            if side is not None and whole.lateral and self._lookup(self._strip_side(tokens)) is whole:
-                return Resolved(f"{whole.id}_{side}", whole, side)
             return Resolved(whole.id, whole)
         tokens = key.split()
         if len(tokens) < 2:
@@ -135,10 +159,15 @@ class StructureVocabulary:
                 return Resolved(f"{term.id}_{side}", term, side)
         return None
 
-    def _strip_side(self, tokens: list[str]) -> str:
-        if tokens[-1] in self._side_of:
-            return " ".join(tokens[:-1])
-        return " ".join(tokens[1:])
+    def concept(self, concept: str) -> Resolved | None:
+        """The term (and side) of a concept id, looked up by id, never by spelling."""
+        if concept in self._by_id:
+            return Resolved(concept, self._by_id[concept])
+        base, _, side = concept.rpartition("_")
+        term = self._by_id.get(base)
+        if term is not None and term.lateral and side in ("left", "right"):
+            return Resolved(concept, term, "left" if side == "left" else "right")
+        return None
 
     def _lookup(self, key: str) -> StructureTerm | None:
         if key in self._by_key:
@@ -150,8 +179,9 @@ class StructureVocabulary:
         return None
 
     def codes(self, concept: str) -> tuple[list[Code], Code | None]:
-        """The codes of a concept id (as `resolve` gives them) and its laterality modifier, if any."""
-        resolved = self.resolve(concept)
+        """The codes of a concept id (as `resolve` gives them: a term's id, or a lateral term's id with `_left`
+        or `_right`) and its laterality modifier, if any."""
+        resolved = self.concept(concept)
         if resolved is None:
             return [], None
         modifier = None

@@ -2,7 +2,8 @@
 
 Codes come from the structures vocabulary (app/data/labels/structures.json, loaded by app/common/structures.py):
 SNOMED CT as DICOM's code dictionary states it and UBERON as the catalog's anatomy vocabulary states it, with
-DICOM's laterality modifier for a sided concept ("kidney_left": Kidney + Left). A concept the vocabulary does
+DICOM's laterality modifier for a sided concept ("kidney_left": Kidney + Left) and, for a finding in one place,
+its anatomic region ("liver_tumour": Neoplasm in the Liver). A concept the vocabulary does
 not know has no code (`code` null, `codes` empty) and `known` false: it is the source's name kept as written.
 Codes the label table itself carries (set by whoever built it) are kept when the vocabulary has none.
 """
@@ -24,7 +25,14 @@ def concept_entry(concept: LabelConcept) -> dict[str, Any]:
     if concept.name == BACKGROUND:
         return entry
     codes, modifier = concept_codes(concept.name)
-    entry["codes"] = [{"scheme": c.scheme, "value": c.value, "meaning": c.meaning} for c in codes]
+    entry["codes"] = [
+        {"scheme": c.scheme, "value": c.value, "meaning": c.meaning} for c in codes if c.role == "type"
+    ]
+    # where a finding is ("Neoplasm" in the Liver): DICOM SEG's anatomic region beside the segment's type
+    entry["region"] = next(
+        ({"scheme": c.scheme, "value": c.value, "meaning": c.meaning} for c in codes if c.role == "region"),
+        None,
+    )
     if not entry["codes"] and concept.code_value:
         entry["codes"] = [
             {

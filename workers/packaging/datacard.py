@@ -105,8 +105,9 @@ def _files(nnunet_folders: Mapping[str, str], nnunet_ids: Mapping[str, int]) -> 
     for channel, folder in sorted(nnunet_folders.items()):
         lines.append(f"- `{folder}/`: nnU-Net v2 raw dataset {nnunet_ids[channel]} (channels {channel})")
     lines += [
-        "- `images2d/`, `masks2d/`: 2D pictures as PNG in `train/`, `validation/`, `test/` with a `metadata.csv` "
-        "(or `.parquet`) each: a Hugging Face imagefolder (present only when the bundle has 2D items)",
+        "- `images2d/`, `masks2d/`: 2D pictures as PNG (float slices with fractions as 32-bit float TIFF) in "
+        "`train/`, `validation/`, `test/` with a `metadata.parquet` each: a Hugging Face imagefolder whose "
+        "`class_label` is a ClassLabel (present only when the bundle has 2D items)",
         "- `manifest.parquet`, `manifest.csv`: one row per item (columns below)",
         f"- `{ACCOUNT_CSV}`: the complete account: every item skipped or altered, with the stage, the file "
         "relative to its source and the reason",

@@ -8,6 +8,7 @@ from fastapi.responses import StreamingResponse
 
 from app.api.deps import SessionDep
 from app.bundles import service
+from app.bundles import status as bundle_status
 from app.bundles.schemas import BundleItemsPage, BundleJobOut, BundleJobSummary, BundleRequest
 from app.common import tasks
 from app.common.jobs import ItemState
@@ -75,7 +76,7 @@ def create_bundle(
     response.headers[OWNER_HEADER] = owner
     if request.cookies.get(OWNER_COOKIE) != owner:
         set_visitor_cookie(request, response, OWNER_COOKIE, owner)
-    return service.job_status(session, job)
+    return bundle_status.job_status(session, job)
 
 
 @router.get("/bundles", operation_id="list_bundles", response_model=list[BundleJobSummary])
@@ -83,7 +84,7 @@ def list_bundles(session: SessionDep, request: Request) -> list[BundleJobSummary
     """Bundles requested with this client's owner key (X-Owner-Key header, or the `imagingx_bundles` cookie
     the web pages and `POST /bundles` set), newest first. Without a key the list is empty: a bundle is private
     to whoever holds its id."""
-    return service.list_jobs(session, request_owner(request))
+    return bundle_status.list_jobs(session, request_owner(request))
 
 
 @router.get("/bundles/{job_id}", operation_id="get_bundle", response_model=BundleJobOut)
@@ -91,7 +92,7 @@ def get_bundle(session: SessionDep, job_id: JobId) -> BundleJobOut:
     """A job's state (`queued`, `fetching`, `harmonising`, `packaging`, then `done`, `failed` or `cancelled`),
     progress per source and overall, skipped items with reasons, warnings, and once done the result with its
     checksums and `download_url`."""
-    return service.job_status(session, service.get_job(session, job_id))
+    return bundle_status.job_status(session, service.get_job(session, job_id))
 
 
 @router.get(
@@ -107,7 +108,7 @@ def list_bundle_items(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> BundleItemsPage:
     """Every item of the job with its state and, when skipped, the reason."""
-    return service.list_items(session, service.get_job(session, job_id), state, offset, limit)
+    return bundle_status.list_items(session, service.get_job(session, job_id), state, offset, limit)
 
 
 @router.post(
@@ -123,7 +124,7 @@ def cancel_bundle(session: SessionDep, request: Request, job_id: JobId) -> Bundl
     harmonised finishes first."""
     job, messages = service.cancel_job(session, job_id, owner=request_owner(request))
     tasks.send(messages)
-    return service.job_status(session, job)
+    return bundle_status.job_status(session, job)
 
 
 @router.get(

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 import app.catalog.pages  # noqa: F401  (registers the shared template helpers: code_spans, vocab_label...)
 from app.api.deps import SessionDep
 from app.bundles import service
+from app.bundles import status as bundle_status
 from app.bundles.api import OWNER_COOKIE, request_owner
 from app.bundles.schemas import BundleJobOut, BundleJobSummary, BundleRequest
 from app.catalog.models import Dataset
@@ -252,7 +253,7 @@ def build_bundle(request: Request, session: SessionDep, pairs: FormPairs) -> Res
 @router.get(BUNDLES_PATH, response_class=HTMLResponse)
 def bundles_page(request: Request, session: SessionDep) -> HTMLResponse:
     """This browser's bundles; htmx asks for the list alone (it refreshes while a job runs)."""
-    jobs = service.list_jobs(session, request_owner(request))
+    jobs = bundle_status.list_jobs(session, request_owner(request))
     partial = request.headers.get("hx-request") == "true"
     context = BundleListPage(
         jobs=jobs, running=any(not job.state.finished for job in jobs), json_url=urls.bundles_path
@@ -287,7 +288,7 @@ def _job_context(job: BundleJobOut, can_cancel: bool) -> JobPage:
 
 def _job_response(request: Request, session: Any, job_id: str, template: str) -> HTMLResponse:
     record = service.get_job(session, job_id)
-    job = service.job_status(session, record)
+    job = bundle_status.job_status(session, record)
     can_cancel = service.is_owner(record, request_owner(request))
     response = render(request, template, _job_context(job, can_cancel))
     response.headers["Cache-Control"] = "no-store"  # live progress: never a stale copy

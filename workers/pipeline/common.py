@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import text
 
 from app.bundles import service
-from app.bundles.service import case_source_file as case_source_file  # re-exported for the units
+from app.bundles.status import case_source_file as case_source_file  # re-exported for the units
 from app.common.tasks import TaskMessage
 from app.core.config import Settings
 from app.core.db import get_engine

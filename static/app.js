@@ -61,6 +61,13 @@
   // facets the user opened or closed, the focused facet value (keyboard users stay where they were), and text
   // typed in the search box while the request ran.
   var kept = null;
+  // The facet value clicked last, and where it was on screen: the panels above it may grow or shrink with the
+  // new counts, so after the swap its box (the sidebar, the drawer) scrolls to put it back under the finger.
+  var clicked = null;
+  document.addEventListener("click", function (event) {
+    var link = event.target instanceof Element ? event.target.closest("a.facet-value") : null;
+    clicked = link ? [link.closest("details.facet").id, link.getAttribute("data-value"), link.getBoundingClientRect().top] : null;
+  }, true);
   document.addEventListener("htmx:beforeSwap", function (event) {
     if (!document.getElementById("search-region") || !event.detail.shouldSwap) return;
     var open = {};
@@ -69,37 +76,54 @@
     var value = active && active.matches && active.matches("a.facet-value") ? active : null;
     var q = document.getElementById("q");
     kept = {
+      clicked: clicked,
       open: open,
       focus: value ? [value.closest("details.facet").id, value.getAttribute("data-value")] : null,
       typed: q && q === active && q.value !== q.defaultValue ? q.value : null,
     };
   });
+  // htmx fires afterSwap once per swapped element (out-of-band ones too), all after every swap is done: the
+  // first one restores what was kept. Writes happen here; reading the layout waits for the next frame, where
+  // the browser lays the page out once anyway (reading it now would force an extra layout).
   document.addEventListener("htmx:afterSwap", function (event) {
     var region = document.getElementById("search-region");
     if (!region || !kept) return;
     var was = kept;
     kept = null;
+    var results = document.getElementById("results");
+    if (results) region.setAttribute("data-count", results.getAttribute("data-count"));
     Object.keys(was.open).forEach(function (id) {
       var details = document.getElementById(id);
       // a facet that gained a selection stays open even if the user had closed it
       if (details && !details.querySelector(".selected")) details.open = was.open[id];
     });
     var q = document.getElementById("q");
-    if (q && was.typed !== null) { q.value = was.typed; q.focus(); }
-    if (was.focus) {
-      var link = document.querySelector("#" + CSS.escape(was.focus[0]) + ' a.facet-value[data-value="' + CSS.escape(was.focus[1]) + '"]');
-      if (link) link.focus({ preventScroll: true });
-    }
-    var results = document.getElementById("results");
-    if (!results) return;
-    region.setAttribute("data-count", results.getAttribute("data-count"));
-    // The results changed: their top must be in view (a short list would otherwise leave the user at the
-    // footer). Behind an open drawer this readies the page for "Show N results".
-    if (event.detail.target === results || event.detail.target.id === "results") {
-      var top = results.getBoundingClientRect().top;
-      if (top < 0 || top > window.innerHeight * 0.6) scrollToResults();
-    }
+    if (q && was.typed !== null) q.value = was.typed;
+    var resultsChanged = event.detail.target && event.detail.target.id === "results";
+    clicked = null;
+    requestAnimationFrame(function () {
+      if (was.clicked) {
+        var again = facetValue(was.clicked[0], was.clicked[1]);
+        var box = document.getElementById("filters");
+        if (again && box) box.scrollTop += again.getBoundingClientRect().top - was.clicked[2];
+      }
+      // The results changed: their top must be in view (a short list would otherwise leave the user at the
+      // footer). Behind an open drawer this readies the page for "Show N results".
+      if (resultsChanged && results) {
+        var top = results.getBoundingClientRect().top;
+        if (top < 0 || top > window.innerHeight * 0.6) scrollToResults();
+      }
+      if (q && was.typed !== null) q.focus({ preventScroll: true });
+      if (was.focus) {
+        var link = facetValue(was.focus[0], was.focus[1]);
+        if (link) link.focus({ preventScroll: true });
+      }
+    });
   });
+
+  function facetValue(facetId, value) {
+    return document.querySelector("#" + CSS.escape(facetId) + ' a.facet-value[data-value="' + CSS.escape(value) + '"]');
+  }
 
   function scrollToResults() {
     var results = document.getElementById("results");

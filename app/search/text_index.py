@@ -16,6 +16,7 @@ import bisect
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,7 @@ class TextIndex:
         self._deletion_index: dict[str, list[str]] | None = None
         self._by_length: dict[int, list[str]] = {}
         self._vectors: dict[str, np.ndarray] = {}
+        self._close: dict[tuple[str, int], list[tuple[int, str]]] = {}
         self._max_vectors = max(64, _VECTOR_BUDGET // max(1, self.size))
         self._lock = threading.Lock()
 
@@ -102,7 +104,7 @@ class TextIndex:
         *,
         name: bool = False,
     ) -> None:
-        for token, form in document_tokens(text, name=name):
+        for token, form in _tokens(text, name):
             docs = postings.setdefault(token, {})
             if docs.get(i, 0.0) < weight:
                 docs[i] = weight
@@ -151,6 +153,26 @@ class TextIndex:
             self._vectors[term] = vector
         return vector
 
+    def text_only(self, term: str) -> bool:
+        """Whether `term` is found only in records' own text (not through a facet value's vocabulary)."""
+        return term in self.postings and term not in self.facet_terms
+
+    def text_weights_at(self, term: str, positions: np.ndarray) -> np.ndarray:
+        """The weight of `term` in the own text of the datasets at `positions` (ascending), 0 where absent."""
+        entry = self.postings.get(term)
+        if entry is None or positions.size == 0:
+            return np.zeros(positions.size, dtype=np.float32)
+        have, weights = entry
+        at = np.minimum(np.searchsorted(have, positions), have.size - 1)
+        return np.where(have[at] == positions, weights[at], np.float32(0))
+
+    def weights_at(self, term: str, positions: np.ndarray) -> np.ndarray:
+        """The weight of `term` (own text or facet values) in the datasets at `positions` (ascending)."""
+        if term in self.facet_terms:
+            weights: np.ndarray = self.vector(term)[positions]
+            return weights
+        return self.text_weights_at(term, positions)
+
     def text_positions(self, term: str) -> np.ndarray:
         """The datasets whose own text (name, aliases, diseases, the rest) has `term`, not its facet values."""
         entry = self.postings.get(term)
@@ -177,6 +199,16 @@ class TextIndex:
         budget = edit_budget(word) if budget is None else budget
         if budget <= 0:
             return []
+        kept = self._close.get((word, budget))
+        if kept is None:
+            kept = self._close_uncached(word, budget)
+            with self._lock:
+                if len(self._close) >= 4096:
+                    self._close.pop(next(iter(self._close)))
+                self._close[(word, budget)] = kept
+        return list(kept)
+
+    def _close_uncached(self, word: str, budget: int) -> list[tuple[int, str]]:
         index = self._deletions()
         candidates = {term for key in deletions(word, budget) for term in index.get(key, ())} - {word}
         found = self._within(word, candidates, budget)
@@ -207,6 +239,12 @@ class TextIndex:
             self._by_length = by_length
             self._deletion_index = index
         return self._deletion_index
+
+
+@lru_cache(maxsize=200_000)
+def _tokens(text: str, name: bool) -> tuple[tuple[str, str], ...]:
+    """document_tokens, remembered: diseases, sections and organisations repeat across records."""
+    return tuple(document_tokens(text, name=name))
 
 
 _lock = threading.Lock()

@@ -111,19 +111,21 @@ def _nearest(index: TextIndex, word: str) -> str | None:
     return close[0][1] if close else None
 
 
+@cache
+def _concept_phrases(concept_id: str) -> tuple[tuple[tuple[str, ...], str | None], ...]:
+    """A concept's phrases as query words, then those of every narrower concept (with its id)."""
+    out: list[tuple[tuple[str, ...], str | None]] = []
+    for narrower in (None, *CONCEPTS.descendants(concept_id)):
+        entry = CONCEPTS.by_id[narrower or concept_id]
+        out += [(tuple(query_words(phrase)), narrower) for phrase in (*entry.phrases, entry.label)]
+    return tuple(dict.fromkeys(out))
+
+
 def _concept_slot(index: TextIndex, concept_id: str, words: list[str]) -> Slot:
-    concept = CONCEPTS.by_id[concept_id]
     alternatives = [Alternative(tuple(words), EXACT)] if all(w in index for w in words) else []
-    for phrase in (*concept.phrases, concept.label):
-        terms = tuple(query_words(phrase))
+    for terms, narrower in _concept_phrases(concept_id):
         if terms and all(t in index for t in terms):
-            alternatives.append(Alternative(terms, EXACT))
-    for narrower in CONCEPTS.descendants(concept_id):
-        entry = CONCEPTS.by_id[narrower]
-        for phrase in (*entry.phrases, entry.label):
-            terms = tuple(query_words(phrase))
-            if terms and all(t in index for t in terms):
-                alternatives.append(Alternative(terms, NARROWER, narrower))
+            alternatives.append(Alternative(terms, EXACT if narrower is None else NARROWER, narrower))
     return Slot(words, list(dict.fromkeys(alternatives)), concept=concept_id)
 
 
@@ -134,20 +136,25 @@ def _word_slot(index: TextIndex, word: str) -> Slot:
     return Slot([word], alternatives, soft=word in SOFT_WORDS, fuzzy_of=word)
 
 
-def _alternative_scores(index: TextIndex, alternative: Alternative, concept: bool) -> np.ndarray:
-    vectors = [index.vector(t) for t in alternative.terms]
-    if len(vectors) == 1:
-        scores = vectors[0] * np.float32(alternative.quality)
+def _alternative_scores(
+    index: TextIndex, alternative: Alternative, concept: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, scores) of the datasets that have every term of the alternative. Sparse when a term is
+    found only in records' own text (most disease words): only its datasets are looked at."""
+    terms = alternative.terms
+    sparse = [t for t in terms if index.text_only(t)]
+    if sparse:
+        candidates = index.text_positions(min(sparse, key=lambda t: index.df[t]))
     else:
-        stacked = np.stack(vectors)
-        every = stacked.min(axis=0) > 0
-        scores = np.where(every, stacked.mean(axis=0) * np.float32(alternative.quality), np.float32(0))
+        candidates = np.flatnonzero(index.vector(terms[0]))
+    weights = [index.weights_at(t, candidates) for t in terms]
+    every = np.logical_and.reduce([w > 0 for w in weights])
+    positions = candidates[every]
+    scores = np.add.reduce([w[every] for w in weights]) * np.float32(alternative.quality / len(terms))
     if concept:  # "polyp" is also a synonym of the anatomy "colon": a colon dataset is not a polyp dataset
-        in_text = np.zeros(index.size, dtype=bool)
-        for term in alternative.terms:
-            in_text[index.text_positions(term)] = True
+        in_text = np.logical_or.reduce([index.text_weights_at(t, positions) > 0 for t in terms])
         scores = np.where(in_text, scores, scores * np.float32(FACET_ONLY_CONCEPT))
-    return scores
+    return positions, scores.astype(np.float32)
 
 
 def slot_scores(index: TextIndex, slot: Slot, interpretation: TextInterpretation | None = None) -> np.ndarray:
@@ -155,14 +162,15 @@ def slot_scores(index: TextIndex, slot: Slot, interpretation: TextInterpretation
     best = np.zeros(index.size, dtype=np.float32)
     matched_concepts: list[str] = []
     for alternative in slot.alternatives:
-        scores = _alternative_scores(index, alternative, slot.concept is not None)
-        if alternative.concept is not None and alternative.concept not in matched_concepts and scores.any():
+        positions, scores = _alternative_scores(index, alternative, slot.concept is not None)
+        if alternative.concept is not None and alternative.concept not in matched_concepts and positions.size:
             matched_concepts.append(alternative.concept)
-        np.maximum(best, scores, out=best)
+        best[positions] = np.maximum(best[positions], scores)
     if slot.fuzzy_of is not None and int(np.count_nonzero(best)) < FUZZY_BELOW:
         close = [term for _, term in index.close(slot.fuzzy_of)]
         for term in close:
-            np.maximum(best, index.vector(term) * np.float32(FUZZY), out=best)
+            positions, scores = _alternative_scores(index, Alternative((term,), FUZZY), False)
+            best[positions] = np.maximum(best[positions], scores)
         if close and interpretation is not None:
             interpretation.spelling[slot.fuzzy_of] = [index.surface.get(t, t) for t in close[:5]]
     if interpretation is not None and matched_concepts:

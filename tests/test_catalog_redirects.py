@@ -64,3 +64,27 @@ def test_the_redirects_are_idempotent_and_rewritten_with_the_file(session: Sessi
         tuple(r) for r in session.execute(select(DatasetRedirect.old_slug, DatasetRedirect.slug))
     } == before
     assert summary.redirects == len(before)
+
+
+def test_a_source_set_by_hand_on_a_merged_record_moves_to_the_record_it_was_merged_into(
+    session: Session,
+) -> None:
+    # a database from before merging: one of the ImageCLEF 2016 variants, with an operator's descriptor
+    old, new = _merged_part(session, "ImageCLEF 2016")
+    descriptor = {"kind": "http", "url": "https://example.org/imageclef2016.zip"}
+    provenance = {"resolver": "operator", "matched": None, "resolved_at": "2026-01-01T00:00:00+00:00"}
+    session.add(
+        Dataset(
+            slug=old, name="ImageCLEF 2016", host="imageclef", access="open", size_bucket="10k-100k",
+            source=descriptor, source_provenance=provenance, fetch_method="automatic", organisation="CLEF",
+        )
+    )  # fmt: skip
+    session.flush()
+    summary = import_catalog(session)
+    assert summary.removed == 1
+    assert session.execute(select(Dataset.id).where(Dataset.slug == old)).first() is None
+    merged = session.execute(select(Dataset).where(Dataset.slug == new)).scalar_one()
+    session.refresh(merged)
+    assert merged.source == descriptor and merged.source_provenance["resolver"] == "operator"
+    assert merged.organisation == "CLEF"
+    assert canonical_slug(session, old) == new

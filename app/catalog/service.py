@@ -1,17 +1,31 @@
-"""Catalog operations: importing the seed file, reading datasets and vocabularies, the catalog version."""
+"""Catalog operations: reading datasets (and the slugs merged into them) and vocabularies, the catalog version.
+Importing a catalog file is app/catalog/imports.py, re-exported here."""
 
-import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row, event, func, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Row, event, select, text
 from sqlalchemy.orm import Session
 
-from app.catalog.importer import SEED_FILE, ImportPlan, load_rows, plan_import
+from app.catalog.imports import (
+    IMPORTED_COLUMNS as IMPORTED_COLUMNS,
+)
+from app.catalog.imports import (
+    ImportSummary as ImportSummary,
+)
+from app.catalog.imports import (
+    import_catalog as import_catalog,
+)
+from app.catalog.imports import (
+    locked_state,
+)
+from app.catalog.imports import (
+    refresh_search_words as refresh_search_words,
+)
+from app.catalog.imports import (
+    sync_vocabularies as sync_vocabularies,
+)
 from app.catalog.models import CatalogState, Dataset, DatasetRedirect, Vocabulary
 from app.catalog.schemas import (
     Contradiction,
@@ -28,186 +42,7 @@ from app.common.errors import InvalidInput, NotFound
 from app.common.vocabularies import ALL, HOST
 from app.core.cache import on_forget
 from app.core.urls import urls
-from app.sources.service import dataset_source, resolve_sources, set_operator_source
-
-# Columns the importer owns. Everything else (source descriptor, licence, organisation, formats) may have been
-# curated by hand and survives a re-import.
-IMPORTED_COLUMNS = (
-    "name", "aliases", "url", "host", "section", "year", "dims", "modalities", "anatomies", "anatomy_closure",
-    "tasks", "diseases", "labeled", "access", "images", "size_bucket", "quality_flags", "completeness",
-    "variant_group", "raw_records", "search_document", "parts", "contradictions", "notes", "merge_reasons",
-)  # fmt: skip
-
-
-@dataclass
-class ImportSummary:
-    rows: int
-    text_distinct: int
-    datasets: int
-    created: int
-    updated: int
-    unchanged: int
-    removed: int
-    catalog_version: int
-    parts: int = 0
-    redirects: int = 0
-    flags: dict[str, int] = field(default_factory=dict)
-    unmatched: dict[str, dict[str, int]] = field(default_factory=dict)
-    merges_by_rule: dict[str, int] = field(default_factory=dict)
-    merge_lines: list[str] = field(default_factory=list)
-    decisions: dict[str, int] = field(default_factory=dict)
-    inferred_anatomy: int = 0
-
-    def as_lines(self) -> list[str]:
-        merged = len(self.merge_lines)
-        lines = [
-            f"{self.rows} rows read; {self.text_distinct} distinct as written; {self.parts} records once each "
-            f"fact is normalised; {self.datasets} datasets once the records of one real dataset are merged",
-            f"{merged} datasets merged from {self.parts - self.datasets + merged} records; by rule (a dataset "
-            "may be merged by several): "
-            + (", ".join(f"{rule} {n}" for rule, n in sorted(self.merges_by_rule.items())) or "none"),
-            f"{self.redirects} old slugs redirect to the dataset they were merged into",
-            f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged, "
-            f"{self.removed} removed (no longer in the file); "
-            f"catalog version {self.catalog_version}",
-            f"{self.inferred_anatomy} datasets without an anatomy took the body part their name states",
-        ]
-        lines += [f"{n} x {kind}" for kind, n in sorted(self.decisions.items(), key=lambda i: (-i[1], i[0]))]
-        lines += [f"merged {line}" for line in self.merge_lines]
-        lines += [f"flag {name}: {count}" for name, count in sorted(self.flags.items(), key=lambda i: -i[1])]
-        for key, parts in self.unmatched.items():
-            shown = ", ".join(f"{part!r} x{n}" for part, n in parts.items())
-            lines.append(f"not in the {key} vocabulary (kept in the raw record): {shown}")
-        return lines
-
-
-def sync_vocabularies(session: Session) -> None:
-    """Write the vocabulary tables into the database (parents first, so the foreign key holds)."""
-    for vocabulary in ALL.values():
-        for position, term in enumerate(vocabulary.terms):
-            row = {
-                "kind": vocabulary.kind,
-                "id": term.id,
-                "label": term.label,
-                "synonyms": list(term.synonyms),
-                "parent_id": term.parent,
-                "code": term.code,
-                "code_system": term.code_system,
-                "description": term.description,
-                "position": position,
-            }
-            statement = insert(Vocabulary).values(**row)
-            session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["kind", "id"],
-                    set_={k: v for k, v in row.items() if k not in ("kind", "id")},
-                )
-            )
-
-
-def import_catalog(session: Session, path: Path | None = None) -> ImportSummary:
-    """Import (or re-import) a survey-format catalog file. Idempotent: slugs are derived from the facts."""
-    path = path or SEED_FILE
-    plan: ImportPlan = plan_import(load_rows(path))
-    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-    # one transaction, without the search statement timeout: a bulk import on a busy machine may take longer
-    # than any search is allowed to
-    session.execute(text("SET LOCAL statement_timeout = 0"))
-    sync_vocabularies(session)
-
-    existing = {
-        row.slug: row
-        for row in session.execute(select(Dataset.slug, *[getattr(Dataset, c) for c in IMPORTED_COLUMNS]))
-    }
-    created = updated = unchanged = 0
-    for record in plan.records:
-        current = existing.get(record.slug)
-        if current is None:
-            session.add(Dataset(**record.values))
-            created += 1
-        elif any(getattr(current, c) != record.values[c] for c in IMPORTED_COLUMNS):
-            session.execute(
-                Dataset.__table__.update()
-                .where(Dataset.slug == record.slug)
-                .values(**{c: record.values[c] for c in IMPORTED_COLUMNS}, updated_at=func.now())
-            )
-            updated += 1
-        else:
-            unchanged += 1
-    # Datasets the file no longer states (e.g. a fixed URL gave a variant a new slug) leave the catalog, and
-    # the summary says how many: the file is the source of truth for imported datasets.
-    stale = set(existing) - {record.slug for record in plan.records}
-    if stale:
-        session.execute(Dataset.__table__.delete().where(Dataset.slug.in_(stale)))
-    redirects_changed = _write_redirects(session, plan)
-    session.flush()
-
-    state = _state(session)
-    if created or updated or stale or redirects_changed:
-        state.version += 1
-        refresh_search_words(session)
-    state.source_sha256 = sha256
-    summary = ImportSummary(
-        rows=plan.rows,
-        text_distinct=plan.text_distinct,
-        datasets=len(plan.records),
-        created=created,
-        updated=updated,
-        unchanged=unchanged,
-        removed=len(stale),
-        catalog_version=state.version,
-        parts=plan.parts,
-        redirects=len(plan.redirects),
-        flags=dict(plan.flags),
-        unmatched={k: dict(v) for k, v in plan.unmatched.items()},
-        merges_by_rule=dict(plan.merges_by_rule),
-        merge_lines=plan.merge_lines,
-        decisions={**plan.modality_notes, **plan.task_notes},
-        inferred_anatomy=plan.inferred_anatomy,
-    )
-    state.summary = {k: v for k, v in summary.__dict__.items()}
-    session.commit()
-    # new and changed datasets get their sources now (the rules read names and URLs the import may change)
-    resolve_sources(session)
-    return summary
-
-
-def _write_redirects(session: Session, plan: ImportPlan) -> bool:
-    """Make the redirect table say what the plan says (old slug -> merged record); True if it changed. A slug
-    that names a record again (the file changed back) stops redirecting."""
-    wanted = {r.old_slug: (r.slug, r.reason) for r in plan.redirects}
-    current = {
-        row.old_slug: (row.slug, row.reason)
-        for row in session.execute(
-            select(DatasetRedirect.old_slug, DatasetRedirect.slug, DatasetRedirect.reason)
-        )
-    }
-    if wanted == current:
-        return False
-    session.execute(DatasetRedirect.__table__.delete())
-    if wanted:
-        session.execute(
-            insert(DatasetRedirect),
-            [{"old_slug": old, "slug": slug, "reason": reason} for old, (slug, reason) in wanted.items()],
-        )
-    return True
-
-
-def _state(session: Session) -> CatalogState:
-    state = session.get(CatalogState, 1, with_for_update=True)
-    if state is None:
-        state = CatalogState(id=1, version=0, summary={})
-        session.add(state)
-        session.flush()
-    return state
-
-
-def refresh_search_words(session: Session) -> None:
-    """Rebuild the table of distinct catalog words that typo-tolerant search expands queries against."""
-    session.execute(text("DELETE FROM search_word"))
-    session.execute(
-        text("INSERT INTO search_word SELECT word, ndoc FROM ts_stat('SELECT search_vector FROM dataset')")
-    )
+from app.sources.service import dataset_source, set_operator_source
 
 
 def catalog_is_empty(session: Session) -> bool:
@@ -484,6 +319,6 @@ def set_source(session: Session, slug: str, descriptor: Any | None) -> Dataset:
             raise InvalidInput(["source"], str(error)) from error
         descriptor = parsed.model_dump(mode="json", exclude_defaults=False)
     set_operator_source(dataset, descriptor)
-    _state(session).version += 1  # the fetch facet's counts change with it
+    locked_state(session).version += 1  # the fetch facet's counts change with it
     session.commit()
     return dataset

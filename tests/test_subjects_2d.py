@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workers.imaging.cases import Case, LayoutKind
-from workers.imaging.modality import bids_modality, channel_modality
+from workers.imaging.modality import bids_modality, channel_modality, vocabulary_modality
 from workers.imaging.splits import split_cases
 from workers.imaging.subjects import ONE_PER_IMAGE, subject_by_pattern, with_subjects
 
@@ -87,3 +87,5 @@ def test_modality_from_channel_names_and_bids_suffixes() -> None:
     assert bids_modality(Path("sub-01_ct.nii.gz")) == "CT"
     assert bids_modality(Path("sub-01_trc-FDG_pet.nii.gz")) == "PT"
     assert bids_modality(Path("scan_T1w.nii.gz")) is None  # not a BIDS name
+    # DICOM's "other" says nothing
+    assert vocabulary_modality("OT") is None and vocabulary_modality("PT") == "PT"

@@ -106,8 +106,9 @@ class ModalityFinding:
 
 def vocabulary_modality(text: str) -> str | None:
     """The catalog vocabulary's term for a modality as written anywhere ("MRI", "PT", "CR" -> "MR", "PT",
-    "XR"), or None."""
-    return MODALITY.resolve(text) if text.strip() else None
+    "XR"), or None; "OT" (DICOM's "other") and the like say nothing, so they are None too."""
+    term = MODALITY.resolve(text) if text.strip() else None
+    return None if term == "OTHER" else term
 
 
 def channel_modality(channel_names: Sequence[str]) -> str | None:
@@ -117,7 +118,7 @@ def channel_modality(channel_names: Sequence[str]) -> str | None:
     for name in channel_names:
         if _MR_CHANNELS.match(name.strip()):
             found.add("MR")
-        elif (term := vocabulary_modality(name)) is not None and term != "OTHER":
+        elif (term := vocabulary_modality(name)) is not None:
             found.add(term)
         else:
             return None

@@ -252,3 +252,45 @@ def test_axis_orders_are_what_the_files_say_and_documented_everywhere(built: Pat
     docs = (Path(__file__).resolve().parents[1] / "docs" / "bundles.md").read_text()
     for text in (schema, docs):
         assert "(x, y, z)" in text and "(z, y, x)" in text
+
+
+def test_every_file_set_is_in_croissant_and_every_record_set_reads(tmp_path: Path) -> None:
+    """Slices of a float volume with fractions are TIFFs: croissant.json gives them a file set of their own
+    beside the PNGs' and the volumes'; the file sets together hold every image and label of the manifest, and
+    every record set mlcroissant is offered can be read."""
+    mlcroissant = pytest.importorskip("mlcroissant")
+    cases = make_cases()
+    ct = next(c for c in cases if c.case_id == "ct_000")
+    assert ct.image is not None
+    floats = replace(ct, case_id="ct_float", image=ct.image.astype("float32") / 7, content_hash="float-copy")
+    build_bundle(
+        iter([*cases, floats]),
+        sources=SOURCES,
+        labels=LABELS,
+        dest=tmp_path / "b",
+        spec=replace(SPEC, slice_axis=0),
+    )
+    document = json.loads((tmp_path / "b" / "croissant.json").read_text())
+    sets = {d["@id"]: d for d in document["distribution"] if d["@type"] == "cr:FileSet"}
+    assert sets["images2d-tiff"]["includes"] == "images2d/*/*.tiff"
+    tiffs = sorted((tmp_path / "b" / "images2d").glob("*/*.tiff"))
+    assert tiffs
+    dataset = mlcroissant.Dataset(jsonld=tmp_path / "b" / "croissant.json")
+    assert not dataset.metadata.ctx.issues.errors, dataset.metadata.ctx.issues.report()
+    manifest = _manifest(tmp_path / "b")
+    listed = {p for r in manifest for p in (r["image_path"], r["label_path"]) if p}
+    covered = {
+        p.relative_to(tmp_path / "b").as_posix()
+        for s in sets.values()
+        for p in (tmp_path / "b").glob(s["includes"])
+    }
+    assert listed == covered
+    pictures = {p for p in listed if p.endswith(".png")}
+    for record_set in document["recordSet"][1:]:
+        records = list(dataset.records(record_set["@id"]))
+        assert records and all(r[f"{record_set['@id']}/image"] is not None for r in records)
+        pictures -= {
+            Path(r[f"{record_set['@id']}/path"].decode()).relative_to(tmp_path / "b").as_posix()
+            for r in records
+        }
+    assert not pictures  # every PNG is a record of its file set

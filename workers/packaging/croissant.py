@@ -28,6 +28,7 @@ _FORMATS = {
     ".bib": "application/x-bibtex",
     ".html": "text/html",
     ".png": "image/png",
+    ".tiff": "image/tiff",
     ".gz": "application/gzip",
 }
 _INTEGER_COLUMNS = {"dims", "intensity_offset"}
@@ -63,7 +64,15 @@ def croissant_document(
         for relative, digest in sorted(files.items())
     ]
     distribution += [
-        {"@type": "cr:FileSet", "@id": set_id, "name": set_id, "encodingFormat": fmt, "includes": glob}
+        {
+            "@type": "cr:FileSet",
+            "@id": set_id,
+            "name": set_id,
+            "description": f"The files matching {glob}: each is one item's image_path or label_path in the "
+            "manifest, with its sha256 there and in SHA256SUMS",
+            "encodingFormat": fmt,
+            "includes": glob,
+        }
         for set_id, glob, fmt in file_sets
     ]
     fields = [
@@ -87,7 +96,9 @@ def croissant_document(
             "field": fields,
         }
     ]
-    record_sets += [_file_set_records(set_id, fmt) for set_id, _glob, fmt in file_sets]
+    # pictures get a record set each (path and image, which mlcroissant decodes); it reads neither .nii.gz
+    # volumes nor float TIFFs without extra packages, so those sets are tied to the manifest by description
+    record_sets += [_file_set_records(set_id, fmt) for set_id, _glob, fmt in file_sets if fmt == "image/png"]
     document: dict[str, Any] = {
         "@context": CROISSANT_CONTEXT,
         "@type": "sc:Dataset",
@@ -113,8 +124,8 @@ def croissant_document(
 
 
 def _file_set_records(set_id: str, fmt: str) -> dict[str, Any]:
-    """A record per file of a FileSet: its path (the manifest's `image_path` / `label_path`, which the
-    `references` join to) and, for pictures, the image itself; volumes are read with nibabel or SimpleITK."""
+    """A record per picture of a FileSet: its path (the manifest's `image_path` / `label_path` name it too)
+    and the image itself."""
     record_id = f"{set_id}-files"
 
     def field(name: str, data_type: str, file_property: str, description: str) -> dict[str, Any]:
@@ -127,9 +138,10 @@ def _file_set_records(set_id: str, fmt: str) -> dict[str, Any]:
             "source": {"fileSet": {"@id": set_id}, "extract": {"fileProperty": file_property}},
         }
 
-    fields = [field("path", "sc:Text", "filepath", "The file's path within the bundle")]
-    if fmt == "image/png":
-        fields.append(field("image", "sc:ImageObject", "content", "The picture (PNG)"))
+    fields = [
+        field("path", "sc:Text", "filepath", "The file's path"),
+        field("image", "sc:ImageObject", "content", f"The picture ({fmt})"),
+    ]
     return {
         "@type": "cr:RecordSet",
         "@id": record_id,

@@ -177,6 +177,24 @@ def test_cases_of_different_modality_never_share_an_nnunet_dataset(tmp_path: Pat
     }
 
 
+def test_unnamed_channels_carry_their_modality_so_datasets_never_mix(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    volume, affine = fx.anatomical_volume()
+    results = {}
+    for slug, catalog in (("ct-set", ["CT"]), ("mr-set", ["MR"])):
+        root = job / "sources" / slug
+        for folder in ("first", "second"):  # one file per channel, named alike: the source names no channel
+            (root / folder).mkdir(parents=True)
+            nib.save(nib.Nifti1Image(volume, affine), root / folder / "case1.nii.gz")
+        case = Case("case1", "case1", (root / "first" / "case1.nii.gz", root / "second" / "case1.nii.gz"))
+        meta = _harmonise(case, slug, unify_labels({slug: {}}), job / "cases" / f"{slug}.npz", catalog)
+        results[slug] = (meta["modality_from"], meta["channels"])
+    assert results == {
+        "ct-set": ("catalog", ["CT_channel1", "CT_channel2"]),
+        "mr-set": ("catalog", ["MR_channel1", "MR_channel2"]),
+    }
+
+
 # -- subjects and classes in 2D -----------------------------------------------------------------------------------
 
 

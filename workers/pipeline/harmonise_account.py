@@ -5,6 +5,7 @@ the bundle's report and datacard (`alterations`, `modality_from`, `modality_disa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,11 @@ def with_account(
     names = list(case.label_table.values()) if case.label is not None else []
     names += [case.class_name] if case.class_name else []
     names += list(case.class_names or ())
+    channels = list(result.get("channels") or [])
+    if channels and all(re.fullmatch(r"channel\d+", name) for name in channels):
+        # channels no source named are grouped into nnU-Net datasets by these names: with the modality in them,
+        # a CT case and an MR case with two unnamed channels each never share one
+        result["channels"] = [f"{found.modality}_{name}" for name in channels]
     result.update(
         alterations=alterations,
         modality_from=found.found_from,

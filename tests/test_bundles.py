@@ -400,3 +400,21 @@ def test_manifest_axis_orders_match_the_harmonised_files(built: Built) -> None:
         assert list(image.shape[::-1]) == json.loads(row["shape"]), row["item_id"]
         assert list(image.header.get_zooms()) == pytest.approx(json.loads(row["spacing"])), row["item_id"]
         assert nib.aff2axcodes(image.affine) == ("R", "A", "S"), row["item_id"]
+
+
+def test_harmonisings_account_reaches_the_report(built: Built) -> None:
+    """What harmonising records per item (workers/imaging) is in the bundle: where each modality came from per
+    source, every alteration with a named kind, and the datacard's altered count is report.json's."""
+    from app.common.jobs import AlterationKind
+
+    report = _report(built)
+    sources = {row["slug"]: row for row in report["sources"]}
+    packaged = Counter(r["source_dataset"] for r in manifest(built) if r["parent_case"] == "")
+    for slug in ("msd03-liver", "ct-org", "chaos-ct", "ham10000"):
+        assert sum(sources[slug]["modality_from"].values()) == packaged[slug], slug
+    assert "dataset.json" in sources["msd03-liver"]["modality_from"]  # MSD's dataset.json names MRI
+    assert "dicom" in sources["chaos-ct"]["modality_from"]
+    kinds = {kind.value for kind in AlterationKind}
+    assert all(entry["kind"] in kinds for entry in report["altered"])
+    card = (built.root / "README.md").read_text()
+    assert f"- {report['counts']['altered']} item(s) altered beyond the reorientation to RAS" in card

@@ -4,8 +4,9 @@ Routes stay thin: they call the same service functions as app/search/api.py and 
 templates. A request without HX-Request, and htmx's history-restore request after a cache miss, get the whole
 page. An htmx request gets only what changes, chosen by its HX-Target: `results` (a facet click, a query, a
 chip, sort, paging) gets the results section plus, out of band, the facet panels, the form's fields, the
-title and the JSON twin's link; `facet-<name>` (a facet's "show all" link) gets that facet's panel alone; any
-other target (a page rendered by an older version) gets the whole swappable region.
+drawer's count, the title and the JSON twin's link; `facet-panels` (a facet's "show all" or "show fewer")
+gets the panels, with the form's fields out of band; any other target (a page rendered by an older version)
+gets the whole swappable region.
 """
 
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ def partial_template(request: Request) -> str:
     target = request.headers.get("hx-target") or ""
     if target == "results":
         return "search/_results_partial.html"
-    if target.startswith("facet-"):
+    if target == "facet-panels":
         return "search/_facet_partial.html"
     return "search/_region.html"
 

@@ -356,7 +356,7 @@ def test_a_label_whose_header_differs_slightly_is_decoded_onto_the_images_grid(
     image, label = _ras_pair(tmp_path / "src")
     loaded = nib.load(label)
     shifted = loaded.affine.copy()
-    shifted[0, 3] += 0.0005  # header rounding: within reorient_like's tolerance, not equal
+    shifted[0, 3] += 0.0005  # header rounding: within grids_match's tolerance, not equal
     nib.save(nib.Nifti1Image(np.asarray(loaded.dataobj), shifted), label)
     result = _harmonise(_case(image, label), tmp_path / "out" / "case.npz")
     written = sitk.ReadImage(str(tmp_path / "out" / result["volumes"]["label"][0]))

@@ -105,16 +105,6 @@ def grids_match(one: Grid, other: Grid) -> bool:
     )
 
 
-def reorient_like(label: sitk.Image, image: sitk.Image) -> sitk.Image:
-    """A label volume on its image's grid, resampled (nearest neighbour) if it is on another one. Callers that
-    must not resample silently check `grid_difference` first (workers/imaging/harmonise.py does)."""
-    label, _ = reorient_to_ras(label)
-    if grids_match(grid_of(label), grid_of(image)):
-        label.CopyInformation(image)
-        return label
-    return resample_label(label, image)
-
-
 def resample_label(label: sitk.Image, image: sitk.Image) -> sitk.Image:
     """`label` on `image`'s grid by nearest neighbour only: any other interpolator invents label values
     between classes. Voxels of the image outside the label's extent become background."""

@@ -118,9 +118,10 @@ def test_build_from_the_selection_redirects_to_the_job_and_remembers_the_browser
 
 def test_build_from_a_plan(web: TestClient) -> None:
     plan = web.post("/api/v1/plans", json={"spec": {"target_modalities": ["CT"]}}).json()
-    job_id = job_id_of(build(web, plan_id=plan["id"]))
+    job_id = job_id_of(build(web, plan_id=plan["id"], nnunet_dataset_id="742"))
     status = web.get(f"/api/v1/bundles/{job_id}").json()
     assert status["plan_id"] == plan["id"] and status["sources"]
+    assert status["request"]["options"]["nnunet_dataset_id"] == 742  # the form's id is the request's
     assert f'href="/plans/{plan["id"]}"' in web.get(f"/bundles/{job_id}", headers=HTML).text
 
 
@@ -132,6 +133,7 @@ def test_build_from_a_plan(web: TestClient) -> None:
         ({"test_fraction": "0.6", "val_fraction": "0.4"}, 422, ["at least 10 % for training"]),
         ({"name": "a/b"}, 422, ["use letters, digits"]),
         ({"slices_2d": "diagonal"}, 422, ["axial"]),
+        ({"nnunet_dataset_id": "1000"}, 422, ["less than or equal to 999"]),
         ({"plan_id": "no-such-plan"}, 404, ["no-such-plan"]),
         ({"dataset": "no-such-dataset"}, 422, ["no-such-dataset"]),
         ({}, 422, ["No datasets were sent"]),
@@ -148,7 +150,7 @@ def test_invalid_forms_come_back_with_the_message_and_what_was_typed(
     for message in messages:
         assert message in response.text
     for name, value in fields.items():
-        if name in ("name", "test_fraction", "val_fraction"):
+        if name in ("name", "test_fraction", "val_fraction", "nnunet_dataset_id"):
             assert f'value="{value}"' in response.text.replace("&#x2F;", "/"), name
     assert web.get("/api/v1/bundles").json() == [], "no job was started"
 

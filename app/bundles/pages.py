@@ -53,12 +53,20 @@ SOURCE_COUNT_LABELS = {
     SourceState.cancelled: "cancelled",
 }
 # fields with a message beside them
-FORM_FIELDS = ("name", "test_fraction", "val_fraction", "slices_2d", "max_subjects_per_dataset")
+FORM_FIELDS = (
+    "name",
+    "test_fraction",
+    "val_fraction",
+    "slices_2d",
+    "max_subjects_per_dataset",
+    "nnunet_dataset_id",
+)
 # The model's messages name API fields; the form's labels say "share".
 FIELD_WORDS = {
     "test_fraction": "test share",
     "val_fraction": "validation share",
     "max_subjects_per_dataset": "subjects per dataset",
+    "nnunet_dataset_id": "nnU-Net dataset id",
 }
 NAME_RULE = "letters, digits, spaces and . _ ( ) + - (starting with a letter or digit), at most 80 characters"
 
@@ -116,6 +124,7 @@ class BuildForm:
     slices_2d: str = ""
     max_subjects_per_dataset: str = ""
     labelled_series_only: bool = False
+    nnunet_dataset_id: str = ""
 
     @classmethod
     def from_pairs(cls, pairs: list[tuple[str, str]]) -> BuildForm:
@@ -130,6 +139,7 @@ class BuildForm:
             slices_2d=fields.get("slices_2d", "").strip(),
             max_subjects_per_dataset=fields.get("max_subjects_per_dataset", "").strip(),
             labelled_series_only=fields.get("labelled_series_only") == "1",
+            nnunet_dataset_id=fields.get("nnunet_dataset_id", "").strip(),
         )
 
     def raw_request(self, datasets: list[str] | None) -> dict[str, Any]:
@@ -139,6 +149,7 @@ class BuildForm:
             "slices_2d": self.slices_2d or None,
             "max_subjects_per_dataset": self.max_subjects_per_dataset or None,
             "labelled_series_only": self.labelled_series_only,
+            "nnunet_dataset_id": self.nnunet_dataset_id or None,
         }
         if self.val_fraction:
             options["val_fraction"] = self.val_fraction

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,35 @@ UrlOption = typer.Option(
 
 def _base_url(url: str | None) -> str:
     return (url or os.environ.get("IMAGINGX_URL") or DEFAULT_URL).rstrip("/")
+
+
+OWNER_KEY_FILE = "bundle-owner-key"
+
+
+def _owner_key() -> str:
+    """The key this user's bundles are requested with, kept in IMAGINGX_HOME (owner-only): the portal knows
+    the user's bundles by it, so `cancel` works and each new bundle gets an nnU-Net id none of the user's
+    other bundles has."""
+    from app.core.config import get_settings
+
+    path = get_settings().home / OWNER_KEY_FILE
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        key = ""
+    if 16 <= len(key) <= 64 and key.replace("-", "").replace("_", "").isalnum():
+        return key
+    key = secrets.token_urlsafe(24)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(key + "\n", encoding="utf-8")
+    temporary.chmod(0o600)
+    os.replace(temporary, path)
+    return key
+
+
+def _client(url: str | None) -> httpx.Client:
+    return httpx.Client(base_url=_base_url(url), timeout=60, headers={"X-Owner-Key": _owner_key()})
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -153,6 +183,11 @@ def build(
     slices: str | None = typer.Option(
         None, "--slices", help="Also export 3D cases as 2D slices: axial, coronal or sagittal."
     ),
+    nnunet_id: int | None = typer.Option(
+        None,
+        "--nnunet-id",
+        help="The bundle's nnU-Net dataset id (1..999); default: the first from 500 none of your bundles uses.",
+    ),
     wait: bool = typer.Option(
         True, "--wait/--no-wait", help="Watch the job until it ends (default) or return at once."
     ),
@@ -170,11 +205,13 @@ def build(
         options["test_fraction"] = test_fraction
     if slices:
         options["slices_2d"] = slices
+    if nnunet_id is not None:
+        options["nnunet_dataset_id"] = nnunet_id
     body: dict[str, Any] = {"options": options}
     body.update({"plan_id": plan} if plan else {"datasets": list(datasets)})
     if name:
         body["name"] = name
-    with httpx.Client(base_url=_base_url(url), timeout=60) as client:
+    with _client(url) as client:
         job = _api(client, "POST", urls.bundles_path, json=body)
         console.print(
             f"bundle {job['id']} requested: {client.base_url}{job['page_url']}", markup=False, highlight=False
@@ -200,8 +237,9 @@ def status_command(
 
 @bundle_app.command("cancel")
 def cancel(job_id: str = typer.Argument(..., help="The bundle's id."), url: str | None = UrlOption) -> None:
-    """Cancel a bundle job that has not finished."""
-    with httpx.Client(base_url=_base_url(url), timeout=60) as client:
+    """Cancel a bundle job that has not finished (one requested from this account: IMAGINGX_HOME holds its
+    owner key)."""
+    with _client(url) as client:
         status = _api(client, "POST", urls.bundle(job_id) + "/cancel")
     console.print(f"bundle {job_id}: {status['state']}", markup=False)
 

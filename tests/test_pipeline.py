@@ -223,3 +223,99 @@ def test_packaging_skips_are_read_back_from_the_published_report(tmp_path: Path)
             "reason": "label and image sizes differ",
         }
     ]
+
+
+def test_a_source_carries_the_licences_and_citation_it_states() -> None:
+    """What packaging is told about a source: the catalog's licence, and beside it every licence stated by the
+    source's files, its host (IDC's per-series licences) and the resolver's table, with where each was read;
+    the DOI from the descriptor before the host's; authors from the host's citation; the year from the
+    catalog."""
+    import importlib
+
+    from app.bundles.models import BundleSource
+    from app.catalog.models import Dataset
+
+    package = importlib.import_module("workers.pipeline.package")
+    source = BundleSource(
+        slug="demo-set",
+        name="Demo set",
+        descriptor={"kind": "doi", "doi": "10.5281/zenodo.7840229"},
+        stated={"licences": [{"licence": "CC-BY 4.0", "from": "demo/dataset.json"}]},
+    )
+    dataset = Dataset(
+        slug="demo-set",
+        name="Demo set",
+        licence="CC-BY-4.0",
+        licence_source="the host's record: CC BY 4.0",
+        year=2021,
+        url="https://example.org/demo",
+        source_facts={
+            "doi": "10.7937/K9/TCIA.2021.DEMO",
+            "licences": {"CC-BY-4.0": 12, "CC-BY-NC-3.0": 2},
+            "citation": "Doe, J., & Roe, R. (2021). Data From Demo (Version 2) [Data set]. The Cancer Imaging "
+            "Archive. https://doi.org/10.7937/K9/TCIA.2021.DEMO",
+        },
+    )
+    described = package.source_dataset(source, dataset)
+    assert described.licence == "CC-BY-4.0"
+    assert described.stated_licences == (
+        ("CC-BY-4.0", "the host's record: CC BY 4.0"),
+        ("CC-BY-4.0", "IDC: 12 series"),
+        ("CC-BY-NC-3.0", "IDC: 2 series"),
+        ("CC-BY 4.0", "demo/dataset.json"),
+    )
+    assert described.doi == "10.5281/zenodo.7840229"
+    assert described.year == "2021" and described.authors == "Doe, J. and Roe, R."
+    assert "author = {Doe, J. and Roe, R.}" in described.citation_bibtex
+    bare = package.source_dataset(BundleSource(slug="bare", name="Bare"), None)
+    assert (bare.licence, bare.stated_licences, bare.doi, bare.year, bare.authors) == (
+        "unknown",
+        (),
+        "",
+        "",
+        "",
+    )
+
+
+def test_harmonisings_account_of_an_item_reaches_the_case_packaging_gets(tmp_path: Path) -> None:
+    """The keys harmonising writes into an item's record (all optional) become the HarmonisedCase fields the
+    account is built from; an item without them gets empty defaults."""
+    import importlib
+
+    import numpy as np
+
+    from workers.imaging.cases import Split
+
+    package = importlib.import_module("workers.pipeline.package")
+    np.savez(tmp_path / "item.npz", image=np.zeros((4, 5), dtype=np.uint8))
+    meta = {
+        "spacing": [1.0, 1.0],
+        "origin": [0.0, 0.0],
+        "direction": [1.0, 0.0, 0.0, 1.0],
+        "source_file": "train/a/x.png",
+        "source_checksum": "",
+        "modality": "XR",
+        "annotated": [],
+        "content_hash": "h",
+        "dims": 2,
+    }
+    noted = {
+        **meta,
+        "alterations": [{"kind": "cast", "detail": "float64 -> uint8"}, {"kind": "rescaled"}],
+        "modality_from": "dicom",
+        "modality_disagreement": "catalog says CT",
+        "unknown_labels": ["blob"],
+        "subject_from": "file name pattern",
+    }
+    case = {"subject_id": "s1", "class_name": "a"}
+    items = [("x_1", "x", case, noted, Split.TRAIN), ("x_2", "x", case, meta, Split.TRAIN)]
+    first, second = package.load_harmonised(items, lambda _item_id: tmp_path / "item.npz")
+    assert first.alterations == (("cast", "float64 -> uint8"), ("rescaled", ""))
+    assert (first.modality_from, first.modality_disagreement) == ("dicom", "catalog says CT")
+    assert first.unknown_labels == ("blob",) and first.subject_from == "file name pattern"
+    assert (second.alterations, second.modality_from, second.unknown_labels, second.subject_from) == (
+        (),
+        "",
+        (),
+        "",
+    )

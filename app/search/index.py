@@ -4,7 +4,8 @@ Why it exists: disjunctive facet counts need one differently-filtered count per 
 scan with `unnest` (about 50 ms per facet at 100,000 datasets on 2 cores, see bench/README.md), so eleven facets
 cannot answer in 100 ms. Here every (facet, value) is a bitmap of the datasets that have it; a search ANDs and ORs
 bitmaps and counts bits, which takes a few milliseconds even at a million datasets. PostgreSQL stays the system
-of record and still does the full-text matching; this index holds nothing that a rebuild cannot restore.
+of record; text matching uses the text index built beside this one (app/search/text_index.py); neither holds
+anything that a rebuild cannot restore.
 """
 
 import threading

@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.common.vocabularies import ALL
+from app.core.cache import on_forget
 from app.search.concepts import ALIASES
 from app.search.index import CatalogIndex, current_index
 from app.search.schemas import FACETS
@@ -281,7 +282,9 @@ def _canonical_slugs(session: Session) -> Callable[[str], str]:
     return resolve
 
 
+@on_forget
 def reset_text_index() -> None:
+    """Forget the text index (with the bitmap index: a rolled-back test or a rewritten catalog repeats versions)."""
     global _current, _current_key
     with _lock:
         _current, _current_key = None, None

@@ -155,12 +155,12 @@ def unused_files(root: Path, cases: list[Case]) -> list[Path]:
             continue
         if not path.is_file() or path.suffix.lower() in _NOT_IMAGES:
             continue
-        if not (is_image_file(path) or is_dicom_file(path)):
-            continue
         resolved = path.resolve()
         if resolved in used_files or any(parent in used_folders for parent in resolved.parents):
             continue
-        unused.append(path)
+        # sniffed last: a DICOM tree holds many files, nearly all inside the series folders cases use
+        if is_image_file(path) or is_dicom_file(path):
+            unused.append(path)
     return unused
 
 

@@ -219,8 +219,36 @@ def configured_services(database_url: str, redis_url: str) -> None:
     nothing."""
 
 
+# Fixtures whose code runs outside the test's thread (another process, or a server answering concurrently): a
+# test that uses one must commit for real, since nothing else can see inside its transaction.
+_SEES_ONLY_COMMITTED = frozenset({"celery_worker_process", "live_server", "page"})
+
+
 @pytest.fixture
-def client(configured_services: None) -> Iterator[Any]:
+def undone_transaction(request: pytest.FixtureRequest, configured_services: None) -> Iterator[None]:
+    """Run the test inside one database transaction that is always rolled back, even when the code under test
+    commits (its commits become savepoints: app.core.db.sessions_inside), then forget every answer derived from
+    the catalog in this process (version numbers repeat after a rollback). Tests that use a Celery worker or a
+    live server, or are marked `commits`, run without it and must use data of their own."""
+    if request.node.get_closest_marker("commits") or _SEES_ONLY_COMMITTED & set(request.fixturenames):
+        yield
+        return
+    from app.core.cache import forget_derived_state
+    from app.core.db import get_engine, sessions_inside
+
+    forget_derived_state()
+    with get_engine().connect() as connection:
+        transaction = connection.begin()
+        try:
+            with sessions_inside(connection):
+                yield
+        finally:
+            transaction.rollback()
+            forget_derived_state()
+
+
+@pytest.fixture
+def client(undone_transaction: None) -> Iterator[Any]:
     from fastapi.testclient import TestClient
 
     from app.main import create_app
@@ -230,8 +258,8 @@ def client(configured_services: None) -> Iterator[Any]:
 
 
 @pytest.fixture
-def session(configured_services: None) -> Iterator[Any]:
-    """A SQLAlchemy session on the test database; whatever the test did not commit is rolled back."""
+def session(undone_transaction: None) -> Iterator[Any]:
+    """A SQLAlchemy session on the test database, inside the test's undone transaction."""
     from app.core.db import new_session
 
     with new_session() as db_session:

@@ -114,7 +114,10 @@ def test_unreadable_items_are_skipped_with_reasons(built: Built) -> None:
 
 
 def test_nothing_written_outside_the_job_folder(built: Built, imagingx_home: Path) -> None:
-    assert not list(imagingx_home.parent.rglob("escaped.txt"))
+    # every job folder is under the home, and the archive climbs two levels: "escaped.txt" could only land in
+    # the home or just beside it (the folders around it are other runs', which come and go meanwhile)
+    assert not list(imagingx_home.rglob("escaped.txt"))
+    assert not (imagingx_home.parent / "escaped.txt").exists()
 
 
 # -- reading the bundle back ----------------------------------------------------------------------------------------
@@ -418,3 +421,13 @@ def test_harmonisings_account_reaches_the_report(built: Built) -> None:
     assert all(entry["kind"] in kinds for entry in report["altered"])
     card = (built.root / "README.md").read_text()
     assert f"- {report['counts']['altered']} item(s) altered beyond the reorientation to RAS" in card
+
+
+def test_the_job_page_and_cli_show_each_skip_with_its_stage_and_file(built: Built, client: Any) -> None:
+    page = client.get(f"/bundles/{built.status['id']}", headers={"Accept": "text/html"}).text
+    row = page[page.index('data-item="msd03-liver_abdomen_099"') :]
+    row = row[: row.index("</tr>")]
+    assert "<td data-stage>read</td>" in row and "Task98_Abdomen/imagesTr/abdomen_099.nii.gz" in row
+    result = built.status["result"]
+    assert f'data-result="skipped">{result["skipped"]}<' in page
+    assert "by stage: unpack 1, read 2, deduplicate 1" in page

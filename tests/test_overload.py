@@ -207,6 +207,9 @@ def test_the_pool_holds_two_connections_per_turn_and_gives_up_after_seconds_not_
 # --- caches never serve a stale or another visitor's answer --------------------------------------------------
 
 
+# another connection changes the version while this test's session holds the row: only committed work is visible
+# (and unlocked) to it
+@pytest.mark.commits
 def test_a_version_change_made_elsewhere_shows_within_the_ttl_and_one_made_here_at_once(
     session: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -34,7 +34,11 @@ class BundleJob(Base):
     base_url: Mapped[str | None] = mapped_column(Text)
     # the nnU-Net dataset ids packaging gave the bundle, one per set of channels, fixed once chosen
     nnunet_ids: Mapped[list[int] | None] = mapped_column(JSONB)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # the moment of the insert, not of its transaction's start (now()): jobs are listed and started in the
+    # order they were made, which holds even for two made in one transaction
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=func.clock_timestamp(), server_default=func.now()
+    )
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(

@@ -1,10 +1,11 @@
 """Database engine, sessions and migrations. The schema is created only by Alembic."""
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from app.core.config import get_settings
@@ -49,8 +50,38 @@ def _session_factory(url: str | None = None) -> sessionmaker[Session]:
     return sessionmaker(get_engine(url), expire_on_commit=False)
 
 
+# While set (tests only, through `sessions_inside`), every session joins this connection's open transaction.
+_outer_connection: Connection | None = None
+
+
 def new_session(url: str | None = None) -> Session:
+    """A session on the configured database (or `url`): every database access of the portal starts here."""
+    if _outer_connection is not None and url is None:
+        # A commit becomes the release of a savepoint and a rollback a rollback to it: the code under test
+        # behaves as in production, yet nothing outlives the outer transaction.
+        return Session(
+            bind=_outer_connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
     return _session_factory(url)()
+
+
+@contextmanager
+def sessions_inside(connection: Connection) -> Iterator[None]:
+    """Make every `new_session()` meanwhile work inside `connection`'s transaction, which the caller undoes.
+
+    For tests: they run whole requests, services that commit and all, then roll the transaction back so that
+    the next test finds the database as the session's fixtures left it. One connection serves every session,
+    so the code under test must use it from one thread at a time (a TestClient request does; a live server
+    with concurrent requests, or another process such as a Celery worker, cannot see the transaction at all).
+    """
+    global _outer_connection
+    if _outer_connection is not None:
+        raise RuntimeError("sessions are already bound to an outer transaction")
+    _outer_connection = connection
+    try:
+        yield
+    finally:
+        _outer_connection = None
 
 
 def get_session() -> Iterator[Session]:

@@ -47,6 +47,14 @@ class Urls:
     def selection(self, selection_id: str) -> str:
         return self.api(f"/selections/{_segment(selection_id)}")
 
+    def selection_export(self, read_id: str, suffix: str) -> str:
+        """A selection's export (`suffix`: csv, json, bib, jsonld, manifest.json), under its read-only id."""
+        return self.selection(read_id) + f"/export.{suffix}"
+
+    def page_selection(self, read_id: str) -> str:
+        """The read-only page a selection is shared as."""
+        return f"/selections/{_segment(read_id)}"
+
     def compare(self, slugs: Iterable[str] = ()) -> str:
         return self.api("/compare") + _query(("d", slug) for slug in slugs)
 

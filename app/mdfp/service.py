@@ -64,7 +64,7 @@ class StoredPlan:
         head = {
             "ok": True,
             "id": self.id,
-            "url": f"/plans/{self.id}",
+            "url": urls.page_plan(self.id),
             "api_url": urls.plan(self.id),
             "catalog_version": self.catalog_version,
             "created_at": self.created_at.isoformat() if self.created_at else None,
@@ -140,7 +140,7 @@ def plan_document(
     return {
         "ok": True,
         "id": plan_id,
-        "url": f"/plans/{plan_id}",
+        "url": urls.page_plan(plan_id),
         "api_url": urls.plan(plan_id),
         "catalog_version": version,
         "created_at": created_at.isoformat() if created_at else None,

@@ -33,7 +33,6 @@ from app.search.filters import filter_pairs
 from app.search.schemas import SearchFilter
 from app.selections.models import Selection
 from app.selections.schemas import ExportFormat
-from app.selections.service import dataset_page_path
 from app.sources.citations import bibtex_escape, bibtex_url, citation_fields
 
 CHUNK_SIZE = 500
@@ -167,7 +166,7 @@ class Links:
     base_url: str
 
     def page(self, row: Dataset) -> str:
-        return self.base_url + dataset_page_path(row.slug)
+        return self.base_url + urls.page_dataset(row.slug)
 
     def api(self, row: Dataset) -> str:
         return self.base_url + urls.dataset(row.slug)

@@ -26,7 +26,7 @@ from app.core.urls import urls
 from app.search.filters import filter_pairs, query_string
 from app.search.schemas import SearchFilter
 from app.selections import service
-from app.selections.schemas import CompareResponse, ExportFormat, SelectionDetail
+from app.selections.schemas import COMPARE_MAX, COMPARE_MIN, CompareResponse, ExportFormat, SelectionDetail
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("imagingx")
@@ -222,7 +222,7 @@ def selection_page(request: Request, session: SessionDep) -> Response:
     return response
 
 
-@router.get(service.SHARED_PAGE_PATH + "/{read_id}", response_class=HTMLResponse)
+@router.get("/selections/{read_id}", response_class=HTMLResponse)
 def shared_selection_page(request: Request, session: SessionDep, read_id: str) -> Response:
     """A selection as it is shared: its datasets, totals, exports and comparison, with nothing that changes it.
     Only the share id opens it (the owner key is never put in a link)."""
@@ -255,7 +255,7 @@ def _render_selection(
         if detail
         else [],
         max_datasets=service.MAX_DATASETS,
-        compare_max=service.COMPARE_MAX,
+        compare_max=COMPARE_MAX,
         partial=partial,
     )
     name = "selections/_region.html" if partial else "selections/index.html"
@@ -305,7 +305,7 @@ def compare_page(
     comparison = service.compare_datasets(session, d)
     slugs = [dataset.slug for dataset in comparison.datasets]
     without = {
-        slug: urls.page_compare([s for s in slugs if s != slug]) if len(slugs) > service.COMPARE_MIN else None
+        slug: urls.page_compare([s for s in slugs if s != slug]) if len(slugs) > COMPARE_MIN else None
         for slug in slugs
     }
     context = ComparePage(

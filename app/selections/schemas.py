@@ -4,13 +4,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, computed_field, model_validator
 
 from app.catalog.schemas import DatasetSummary
 from app.core.envelope import Ok
+from app.core.urls import urls
 from app.sources.schemas import FetchOverview
 
 SLUG_EXAMPLES = ["lits", "brats-2021"]
+COMPARE_MIN, COMPARE_MAX = 2, 6  # datasets side by side
 
 
 class SelectionCreate(BaseModel):
@@ -70,8 +72,6 @@ class SelectionDetail(Ok):
         description="The read-only share id: reads and exports the selection, never changes it"
     )
     owner: bool = Field(description="Whether this was read with the owner key (writes allowed)")
-    share_url: str = Field(description="The read-only share link (JSON); exports hang below it")
-    share_page: str = Field(description="The read-only share link as a web page")
     name: str | None
     dataset_slugs: list[str]
     missing_slugs: list[str] = Field(
@@ -82,11 +82,38 @@ class SelectionDetail(Ok):
     datasets: list[SelectionEntry]
     created_at: datetime
     updated_at: datetime
-    api_url: str
-    compare_url: str | None = Field(description="Side-by-side comparison, when it holds 2 to 6 datasets")
-    exports: dict[str, str] = Field(
+
+    # Links follow from the ids: made here by the one URL builder, never stored or passed in.
+    @computed_field(description="The read-only share link (JSON); exports hang below it")  # type: ignore[prop-decorator]
+    @property
+    def share_url(self) -> str:
+        return urls.selection(self.read_id)
+
+    @computed_field(description="The read-only share link as a web page")  # type: ignore[prop-decorator]
+    @property
+    def share_page(self) -> str:
+        return urls.page_selection(self.read_id)
+
+    @computed_field(description="This selection in JSON, under the id it was read with")  # type: ignore[prop-decorator]
+    @property
+    def api_url(self) -> str:
+        return urls.selection(self.id)
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description=f"Side-by-side comparison, when it holds {COMPARE_MIN} to {COMPARE_MAX} datasets"
+    )
+    @property
+    def compare_url(self) -> str | None:
+        if COMPARE_MIN <= len(self.datasets) <= COMPARE_MAX:
+            return urls.page_compare(entry.slug for entry in self.datasets)
+        return None
+
+    @computed_field(  # type: ignore[prop-decorator]
         description="Download links by format (csv, json, bib, jsonld, manifest), under the read-only share id"
     )
+    @property
+    def exports(self) -> dict[str, str]:
+        return {fmt.name: urls.selection_export(self.read_id, fmt.suffix) for fmt in ExportFormat}
 
 
 class CompareField(BaseModel):
@@ -103,7 +130,11 @@ class CompareResponse(Ok):
     count: int
     datasets: list[DatasetSummary]
     fields: list[CompareField]
-    html_url: str
+
+    @computed_field(description="This comparison as a web page")  # type: ignore[prop-decorator]
+    @property
+    def html_url(self) -> str:
+        return urls.page_compare(dataset.slug for dataset in self.datasets)
 
 
 class ExportFormat(StrEnum):

@@ -12,7 +12,6 @@ import secrets
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import quote
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
@@ -21,13 +20,13 @@ from app.catalog.models import Dataset
 from app.catalog.service import access_next_step, summarise
 from app.common.errors import InvalidInput, NotAllowed, NotFound, NotOffered, UnknownItems
 from app.common.vocabularies import ALL
-from app.core.urls import urls
 from app.selections.models import Selection
 from app.selections.schemas import (
+    COMPARE_MAX,
+    COMPARE_MIN,
     CompareField,
     CompareResponse,
     CountedValue,
-    ExportFormat,
     SelectionDetail,
     SelectionEntry,
     SelectionTotals,
@@ -35,9 +34,7 @@ from app.selections.schemas import (
 from app.sources.service import fetch_overview_of
 
 MAX_DATASETS = 1_000
-COMPARE_MIN, COMPARE_MAX = 2, 6
 ID_LENGTH = 32  # secrets.token_urlsafe(24) is 32 characters, the width of selection.id
-SHARED_PAGE_PATH = "/selections"  # + /{read_id}: the read-only page a selection is shared as (pages.py)
 
 # The columns a summary, an access step or an export reads; the raw survey rows and the search text stay behind.
 LIGHT_COLUMNS = (
@@ -245,14 +242,10 @@ def selection_detail(session: Session, selection: Selection, *, owner: bool = Tr
     through its share link (`owner` false) it shows only the share id: the owner key is never handed out."""
     rows = datasets_by_slug(session, selection.dataset_slugs)
     found = {row.slug for row in rows}
-    shared = urls.selection(selection.read_id)
-    base = urls.selection(selection.id) if owner else shared
     return SelectionDetail(
         id=selection.id if owner else selection.read_id,
         read_id=selection.read_id,
         owner=owner,
-        share_url=shared,
-        share_page=f"{SHARED_PAGE_PATH}/{selection.read_id}",
         name=selection.name,
         dataset_slugs=list(selection.dataset_slugs),
         missing_slugs=[s for s in selection.dataset_slugs if s not in found],
@@ -264,11 +257,6 @@ def selection_detail(session: Session, selection: Selection, *, owner: bool = Tr
         ],
         created_at=selection.created_at,
         updated_at=selection.updated_at,
-        api_url=base,
-        compare_url=urls.page_compare([row.slug for row in rows])
-        if COMPARE_MIN <= len(rows) <= COMPARE_MAX
-        else None,
-        exports={fmt.name: f"{shared}/export.{fmt.suffix}" for fmt in ExportFormat},
     )
 
 
@@ -344,7 +332,6 @@ def compare_datasets(session: Session, slugs: Sequence[str]) -> CompareResponse:
         count=len(rows),
         datasets=[summarise(row) for row in rows],
         fields=fields,
-        html_url=urls.page_compare(wanted),
     )
 
 
@@ -354,7 +341,3 @@ def _plain(value: Any) -> Any:
 
 def _comparable(value: Any) -> Any:
     return tuple(sorted(value)) if isinstance(value, list) else value
-
-
-def dataset_page_path(slug: str) -> str:
-    return f"/datasets/{quote(slug, safe='')}"

@@ -14,7 +14,6 @@ datasets are the facet bitmaps of the values they name.
 
 import bisect
 import threading
-from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
@@ -58,35 +57,37 @@ class TextIndex:
                 target = position.get(canonical(slug), position.get(slug))
                 if target is not None:
                     curated.setdefault(target, []).extend(entry.aliases)
-        postings: dict[str, dict[int, float]] = {}
-        surface: dict[str, Counter[str]] = {}
+        # (position, weight) pieces per token, gathered per distinct text: diseases, sections and organisations
+        # repeat across records, so each is tokenised once and its records are added as one array
+        pieces: dict[str, list[tuple[np.ndarray, float]]] = {}
+        surface: dict[str, str] = {}
         self.exact_names: dict[str, list[int]] = {}
         self.name_length = np.ones(self.size, dtype=np.float32)
+        shared: dict[tuple[str, float, bool], list[int]] = {}  # (text, weight, is a name) -> positions
         for i, row in enumerate(rows):
             names = [row.name, *(row.aliases or []), *curated.get(i, [])]
             for n, name in enumerate(names):
                 self.exact_names.setdefault(joined(name), []).append(i)
-                self._add(postings, surface, i, name, NAME if n == 0 else ALIAS, name=True)
+                shared.setdefault((name, NAME if n == 0 else ALIAS, True), []).append(i)
             self.name_length[i] = max(1, len(split_runs(row.name)))
             for disease in row.diseases or []:
-                self._add(postings, surface, i, disease, DISEASE)
+                shared.setdefault((disease, DISEASE, False), []).append(i)
             for rest in (row.section, row.organisation, str(row.year) if row.year else None):
                 if rest:
-                    self._add(postings, surface, i, rest, REST)
-        self.postings = {
-            term: (
-                np.fromiter(docs.keys(), np.int64, len(docs)),
-                np.fromiter(docs.values(), np.float32, len(docs)),
-            )
-            for term, docs in postings.items()
-        }
+                    shared.setdefault((rest, REST, False), []).append(i)
+        for (text_, weight, is_name), positions in shared.items():
+            at = np.array(positions, dtype=np.int64)
+            for token, form in _tokens(text_, is_name):
+                pieces.setdefault(token, []).append((at, weight))
+                surface.setdefault(token, form)
+        self.postings = {term: _merge(parts) for term, parts in pieces.items()}
         self.facet_terms = self._facet_terms(surface)
-        self.df: dict[str, int] = {term: len(docs) for term, docs in postings.items()}
+        self.df: dict[str, int] = {term: len(entry[0]) for term, entry in self.postings.items()}
         for term, values in self.facet_terms.items():
             self.df[term] = self.df.get(term, 0) + sum(
                 int(catalog.count(self._facet_bitmap(f, v))) for f, v, _ in values
             )
-        self.surface = {term: forms.most_common(1)[0][0] for term, forms in surface.items()}
+        self.surface = surface  # a token as the catalog first wrote it (folded), for suggestions
         self.vocabulary = sorted(self.df)
         self._deletion_index: dict[str, list[str]] | None = None
         self._by_length: dict[int, list[str]] = {}
@@ -95,23 +96,7 @@ class TextIndex:
         self._max_vectors = max(64, _VECTOR_BUDGET // max(1, self.size))
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _add(
-        postings: dict[str, dict[int, float]],
-        surface: dict[str, Counter[str]],
-        i: int,
-        text: str,
-        weight: float,
-        *,
-        name: bool = False,
-    ) -> None:
-        for token, form in _tokens(text, name):
-            docs = postings.setdefault(token, {})
-            if docs.get(i, 0.0) < weight:
-                docs[i] = weight
-            surface.setdefault(token, Counter())[form] += 1
-
-    def _facet_terms(self, surface: dict[str, Counter[str]]) -> dict[str, list[tuple[str, str, float]]]:
+    def _facet_terms(self, surface: dict[str, str]) -> dict[str, list[tuple[str, str, float]]]:
         """Vocabulary tokens -> the (facet, value, weight) whose datasets they find."""
         out: dict[str, list[tuple[str, str, float]]] = {}
         for facet, weight in FACET_FIELD_WEIGHTS.items():
@@ -123,7 +108,7 @@ class TextIndex:
                     words += [term.label, *term.synonyms]
                 for token, form in {t for w in words for t in document_tokens(w)}:
                     out.setdefault(token, []).append((facet, value, weight))
-                    surface.setdefault(token, Counter())[form] += 1
+                    surface.setdefault(token, form)
         return out
 
     def _facet_bitmap(self, facet: str, value: str) -> np.ndarray:
@@ -240,6 +225,17 @@ class TextIndex:
             self._by_length = by_length
             self._deletion_index = index
         return self._deletion_index
+
+
+def _merge(parts: list[tuple[np.ndarray, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """One token's (positions ascending, weight) with the highest weight per position."""
+    positions = np.concatenate([at for at, _ in parts])
+    weights = np.concatenate([np.full(at.size, weight, dtype=np.float32) for at, weight in parts])
+    order = np.lexsort((-weights, positions))
+    positions, weights = positions[order], weights[order]
+    first = np.ones(positions.size, dtype=bool)
+    first[1:] = positions[1:] != positions[:-1]
+    return positions[first], weights[first]
 
 
 @lru_cache(maxsize=200_000)

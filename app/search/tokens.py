@@ -28,6 +28,8 @@ SOFT_WORDS = frozenset(_ENGLISH_SOFT.split() + _OTHER_SOFT.split())
 
 def fold(text: str) -> str:
     """Lower case without accents or ligatures: 'Rétine' -> 'retine', 'Straße' -> 'strasse'."""
+    if text.isascii():
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 

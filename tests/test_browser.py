@@ -96,6 +96,7 @@ def test_show_all_unfolds_one_facet_and_it_stays_unfolded(page: Any) -> None:
     expect(page.locator("#facet-anatomy a.facet-more")).to_have_text("Show fewer")
     unfolded = page.locator("#facet-anatomy a.facet-value").count()
     assert unfolded > folded
+    assert len(result_slugs(page)) == 25 and count(page) > 25, "the results are untouched"
     assert page.locator("#facet-host a.facet-value").count() <= 8, "other facets stay folded"
     # a value far down the unfolded list: the result changes, the facet stays unfolded
     last = page.locator("#facet-anatomy a.facet-value").last

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from app.common.vocabularies import ALL
 from app.core.cache import on_forget
+from app.core.config import get_settings
 from app.search.concepts import ALIASES
 from app.search.index import CatalogIndex, current_index
 from app.search.schemas import FACETS
@@ -258,7 +259,11 @@ def current_text_index(session: Session, version: int) -> TextIndex:
     catalog = current_index(session, version)
     with _lock:
         if _current is None or _current_key != key:
+            # reading the whole catalog is a rebuild, not a search: the search time limit does not apply to it
+            session.execute(text("SET LOCAL statement_timeout = 0"))
             rows = session.execute(_LOAD_SQL).all()
+            timeout = int(get_settings().query_timeout_ms)
+            session.execute(text(f"SET LOCAL statement_timeout = {timeout}"))
             _current, _current_key = TextIndex(catalog, rows, _canonical_slugs(session)), key
         return _current
 

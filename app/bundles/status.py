@@ -84,7 +84,11 @@ def job_status(session: Session, job: BundleJob) -> BundleJobOut:
     packaging_per_source = Counter(row["source"] for row in packaging_skips)
     result = None
     if job.state == JobState.done and job.result:
-        result = BundleResult(**{k: job.result[k] for k in BundleResult.model_fields if k in job.result})
+        recorded = {k: job.result[k] for k in BundleResult.model_fields if k in job.result}
+        # JSONB keeps no key order: the stages are put back in pipeline order
+        by_stage = recorded.get("skipped_by_stage") or {}
+        recorded["skipped_by_stage"] = {s.value: by_stage[s.value] for s in ItemStage if s.value in by_stage}
+        result = BundleResult(**recorded)
     return BundleJobOut(
         id=job.id,
         name=job.name,

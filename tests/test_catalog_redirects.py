@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.catalog.importer import legacy_slugs
 from app.catalog.models import Dataset, DatasetRedirect
-from app.catalog.service import canonical_slug, import_catalog
+from app.catalog.service import canonical_slug, canonical_slugs, import_catalog
 
 
 def _merged_part(session: Session, name: str) -> tuple[str, str]:
@@ -28,6 +28,8 @@ def test_every_published_slug_maps_to_a_record(session: Session) -> None:
     # no record appeared from nowhere: each one kept its slug or holds slugs merged into it
     assert records == (published - moved) | {mapped[m] for m in moved}
     assert canonical_slug(session, "no-such-dataset") is None
+    # the same in bulk
+    assert canonical_slugs(session, [*sorted(published), "no-such-dataset"]) == mapped
 
 
 def test_the_api_redirects_an_old_slug_to_the_merged_record(client: Any, session: Session) -> None:

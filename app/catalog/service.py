@@ -113,6 +113,24 @@ def canonical_slug(session: Session, slug: str) -> str | None:
     return target
 
 
+def canonical_slugs(session: Session, slugs: Sequence[str]) -> dict[str, str]:
+    """`canonical_slug` for many slugs in two queries: each slug that names a dataset now or was merged into one,
+    mapped to the slug of that dataset (stored lists of slugs, such as selections and plans, read through it)."""
+    wanted = list(dict.fromkeys(slugs))
+    if not wanted:
+        return {}
+    found = {s: s for s in session.scalars(select(Dataset.slug).where(Dataset.slug.in_(wanted)))}
+    missing = [s for s in wanted if s not in found]
+    if missing:
+        rows = session.execute(
+            select(DatasetRedirect.old_slug, DatasetRedirect.slug).where(
+                DatasetRedirect.old_slug.in_(missing)
+            )
+        )
+        found.update({old: new for old, new in rows})
+    return found
+
+
 def moved_to(session: Session, slug: str) -> str | None:
     """The slug a request for `slug` should be redirected to, or None when it should be answered as asked
     (a record, or an unknown slug, which gets its 404)."""

@@ -145,7 +145,7 @@ def test_the_datacard_states_the_true_counts(built: Path) -> None:
     assert (
         "- 2 item(s) altered beyond the reorientation to RAS (cast: 1, relabelled: 1, resampled: 1)" in card
     )
-    assert "| 1 | liver | SCT 10200004 | Liver |" in card
+    assert "| 1 | liver | SCT 10200004 (Liver); UBERON UBERON:0002107 (Liver) | - | - | yes |" in card
     assert "nnUNetv2_plan_and_preprocess -d 501 502" in card
     sums = (built / "SHA256SUMS").read_text()
     assert "  README.md\n" in sums and "  account.csv\n" in sums

@@ -375,8 +375,12 @@ def test_datacard_is_covered_by_the_checksums_and_documents_axis_orders(built: B
         assert section in card
     assert "nnUNetv2_plan_and_preprocess -d" in card and 'load_dataset("imagefolder"' in card
     labels = json.loads((built.root / "labels.json").read_text())["labels"]
-    for entry in labels:
-        assert f"| {entry['value']} | {entry['name']} |" in card
+    for entry in labels:  # the datacard's label table is labels.json's, every code included
+        row = next(
+            line for line in card.splitlines() if line.startswith(f"| {entry['value']} | {entry['name']} |")
+        )
+        for code in entry["codes"]:
+            assert f"{code['scheme']} {code['value']} ({code['meaning']})" in row
 
 
 def test_source_licences_dois_and_the_portal_url_are_carried(built: Built) -> None:

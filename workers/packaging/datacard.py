@@ -18,6 +18,7 @@ from typing import Any
 
 from workers.packaging.account import ACCOUNT_CSV, is_whole_source
 from workers.packaging.cases import LabelTable, SourceDataset
+from workers.packaging.labels import labels_document
 from workers.packaging.licences import SURVEY_KEY, combined_terms
 from workers.packaging.manifest import COLUMN_DESCRIPTIONS, ItemRecord
 
@@ -132,17 +133,26 @@ def _columns() -> list[str]:
 
 
 def _labels(labels: LabelTable) -> list[str]:
+    """The label table as labels.json states it (the same document, workers/packaging/labels.py): every code
+    with its scheme, the laterality modifier and anatomic region where there is one, and whether the
+    vocabulary knew the name (an unknown name is the source's, kept as written)."""
     lines = ["## Labels", ""]
     lines += [
         "One integer per concept in every label map (0 is background). A label not in an item's "
-        "`annotated_labels` is unknown in that item, not background.",
+        "`annotated_labels` is unknown in that item, not background. labels.json holds the same table and each "
+        "source's own ids.",
         "",
     ]
-    rows = [
-        [c.value, c.name, f"{c.code_scheme} {c.code_value}".strip(), c.code_meaning]
-        for c in sorted(labels.concepts, key=lambda c: c.value)
-    ]
-    return lines + _table(["value", "name", "code", "code meaning"], rows)
+    rows = []
+    for entry in labels_document(labels)["labels"]:
+        codes = "; ".join(f"{c['scheme']} {c['value']} ({c['meaning']})" for c in entry["codes"])
+        side = (entry.get("laterality") or {}).get("meaning", "")
+        region = (entry.get("region") or {}).get("meaning", "")
+        known = (
+            "" if entry["name"] == "background" else ("yes" if entry.get("known") else "no: kept as written")
+        )
+        rows.append([entry["value"], entry["name"], codes, side, region, known])
+    return lines + _table(["value", "name", "codes", "laterality", "region", "in the vocabulary"], rows)
 
 
 def _loading(nnunet_folders: Mapping[str, str], nnunet_ids: Mapping[str, int], has_2d: bool) -> list[str]:

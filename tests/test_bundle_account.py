@@ -294,3 +294,13 @@ def test_every_file_set_is_in_croissant_and_every_record_set_reads(tmp_path: Pat
             for r in records
         }
     assert not pictures  # every PNG is a record of its file set
+
+
+def test_the_datacard_says_how_each_source_was_read(built: Path) -> None:
+    card = (built / "README.md").read_text()
+    two_d = sum(1 for r in _manifest(built) if r["source_dataset"] == "mr-brain-demo" and r["dims"] == "2")
+    assert "- ct-liver-demo: modality from dataset.json (1)" in card
+    assert (
+        f"- mr-brain-demo: subjects from file name pattern ({two_d}); label names kept as written: blob"
+        in card
+    )

@@ -351,7 +351,10 @@ class _Packager:
         for split_folder, rows in sorted(by_split.items()):
             folder = self.root / images2d.IMAGES_DIR / split_folder
             images2d.write_metadata_parquet(
-                rows, [*IMAGEFOLDER_COLUMNS, MULTI_LABEL_COLUMN], folder / images2d.METADATA_PARQUET, class_names
+                rows,
+                [*IMAGEFOLDER_COLUMNS, MULTI_LABEL_COLUMN],
+                folder / images2d.METADATA_PARQUET,
+                class_names,
             )
         write_parquet(records_table(rows_2d), self.root / images2d.PARQUET_NAME)
 
@@ -387,7 +390,9 @@ class _Packager:
         for top in (images2d.IMAGES_DIR, images2d.MASKS_DIR):
             if (self.root / top).is_dir():
                 sets.append((f"{top}-png", f"{top}/*/*.png", "image/png"))
-                if any((self.root / top).glob("*/*.tiff")):  # float slices with fractions (images2d.write_png)
+                if any(
+                    (self.root / top).glob("*/*.tiff")
+                ):  # float slices with fractions (images2d.write_png)
                     sets.append((f"{top}-tiff", f"{top}/*/*.tiff", "image/tiff"))
         return sets
 
@@ -455,6 +460,7 @@ def build_bundle(
                 skipped_per_source=per_source_skipped(account),
                 nnunet_folders=written,
                 nnunet_ids={c: ids[c] for c in written},
+                source_rows=report["sources"],
             ),
             root,
         )

@@ -101,6 +101,21 @@ def _made(provenance: Mapping[str, Any], version: str, url: str) -> list[str]:
     return lines
 
 
+def _found(source_rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """How harmonising read each source: where modalities and 2D subjects came from, names no vocabulary knew."""
+    lines = []
+    for row in source_rows:
+        parts = []
+        for key, what in (("modality_from", "modality from"), ("subject_from", "subjects from")):
+            if row.get(key):
+                parts.append(what + " " + ", ".join(f"{k} ({n})" for k, n in sorted(row[key].items())))
+        if row.get("unknown_labels"):
+            parts.append("label names kept as written: " + ", ".join(row["unknown_labels"]))
+        if parts:
+            lines.append(f"- {row['slug']}: " + "; ".join(parts))
+    return [*lines, ""] if lines else []
+
+
 def _files(nnunet_folders: Mapping[str, str], nnunet_ids: Mapping[str, int]) -> list[str]:
     lines = ["## Files", ""]
     for channel, folder in sorted(nnunet_folders.items()):
@@ -265,11 +280,14 @@ def datacard_markdown(
     skipped_per_source: Counter[str],
     nnunet_folders: Mapping[str, str],
     nnunet_ids: Mapping[str, int],
+    source_rows: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-    """The datacard's text; `nnunet_folders` / `nnunet_ids` only for the nnU-Net datasets actually written."""
+    """The datacard's text; `nnunet_folders` / `nnunet_ids` only for the nnU-Net datasets actually written;
+    `source_rows`: report.json's `sources`."""
     lines = [f"# {name}", "", description, ""]
     lines += _holds(records, sources, skipped_per_source)
     lines += _made(provenance, version, url)
+    lines += _found(source_rows)
     lines += _files(nnunet_folders, nnunet_ids)
     lines += _columns()
     lines += _labels(labels)

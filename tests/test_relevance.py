@@ -91,3 +91,12 @@ def test_every_curated_alias_names_a_catalog_record(session: Session) -> None:
 
     missing = [slug for entry in ALIASES for slug in entry.slugs if canonical_slug(session, slug) is None]
     assert not missing
+
+
+def test_prefer_open_puts_open_datasets_first_within_a_text_search(client: TestClient) -> None:
+    body = search(client, "lung", prefer_open="true", page_size=200)
+    opened = [r["access"] == "open" for r in body["results"]]
+    assert any(opened) and not all(opened)
+    assert opened == sorted(opened, reverse=True)  # every open dataset before the first that is not
+    plain = search(client, "lung", page_size=200)
+    assert {r["slug"] for r in plain["results"]} == {r["slug"] for r in body["results"]}

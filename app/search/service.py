@@ -62,8 +62,14 @@ __all__ = [
 
 
 # -- the search itself ------------------------------------------------------------------------------------------
-# The same words come back with other facets: their matches are kept per catalog version (read-only dicts).
+# The same words come back with other facets: their matches are kept per catalog version (never changed).
 _text_matches: VersionedCache[TextMatch] = VersionedCache(maxsize=2000)
+
+# Relevance order with a text query: the text score (app/search/text_query.py; one field-weight step is worth
+# 1 or more) plus this share of the ranking prior (labeled, larger, newer: 0 to about 2), plus, when open
+# access is preferred, OPEN_SHARE for an open dataset (so open ones come first, each group by relevance).
+PRIOR_SHARE = 0.4
+OPEN_SHARE = 100.0
 
 
 @dataclass
@@ -131,8 +137,6 @@ def search_datasets(
 # The same searches come back (the landing page, a popular facet, the next page). Their JSON is kept as bytes,
 # which the garbage collector never scans: keeping the response objects themselves (a few thousand tracked
 # objects each) made full collections pause a web process for most of a second.
-PRIOR_SHARE = 0.4
-OPEN_SHARE = 100.0
 
 _json_answers: VersionedCache[bytes] = VersionedCache(maxsize=5000, max_bytes=64 * 2**20)
 

@@ -204,5 +204,8 @@ def evaluate(index: TextIndex, q: str, slots: list[Slot] | None = None) -> TextM
     exact = index.exact_names.get(joined(q), []) if split_runs(q) else []
     total[exact] += np.float32(EXACT_NAME_BONUS)
     positions = np.flatnonzero(required)
+    scores = total[positions]
+    positions.setflags(write=False)  # kept per catalog version and shared by every search with this text
+    scores.setflags(write=False)
     interpretation.also_matching = list(dict.fromkeys(interpretation.also_matching))[:12]
-    return TextMatch(positions, total[positions], interpretation)
+    return TextMatch(positions, scores, interpretation)

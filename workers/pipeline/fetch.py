@@ -120,7 +120,8 @@ class FetchedSource:
     label_table: dict[int, str]
     warnings: list[str]
     unused: list[Path] = field(default_factory=list)  # image files no case of the layout uses
-    licences: list[dict[str, str]] = field(default_factory=list)  # what the source's files state
+    licences: list[dict[str, str]] = field(default_factory=list)  # what the host and the source's files state
+    doi: str = ""  # the DOI the host states for the source
 
 
 # files that are never images, so never sniffed for DICOM when looking for files no case uses
@@ -228,8 +229,15 @@ def _fetch(
         table,
         sorted(set(warnings)),
         unused=unused_files(target, layout.cases),
-        licences=stated_licences(target),
+        licences=host_licences(remotes) + stated_licences(target),
+        doi=next((r.stated_doi for r in remotes if r.stated_doi), ""),
     )
+
+
+def host_licences(remotes: list[Any]) -> list[dict[str, str]]:
+    """The licences the host states for the source's records (a Zenodo record's), once each, with who says it."""
+    stated = {(r.stated_licence, r.stated_by or "the host") for r in remotes if r.stated_licence}
+    return [{"licence": licence, "from": by} for licence, by in sorted(stated)]
 
 
 def reserve_bytes(job_id: str, slug: str, size: int, settings: Settings) -> None:
@@ -393,7 +401,10 @@ def _fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
         source.files, source.bytes, source.layout = fetched.files, fetched.bytes, fetched.layout
         source.label_table = {str(k): v for k, v in sorted(fetched.label_table.items())}
         source.items_total = rows
-        source.stated = {"licences": fetched.licences} if fetched.licences else None
+        stated: dict[str, Any] = {"licences": fetched.licences} if fetched.licences else {}
+        if fetched.doi:
+            stated["doi"] = fetched.doi
+        source.stated = stated or None
         session.commit()
         return service.advance(session, job_id, settings)
 

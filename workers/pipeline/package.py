@@ -169,7 +169,8 @@ def skipped_items(session: Any, job_id: str) -> list[Any]:
 
 def source_dataset(source: BundleSource, dataset: Dataset | None) -> Any:
     """A fetched source as packaging describes it: the catalog's licence, and what the source and its host
-    state themselves (licences with where each was read, DOI, year, authors)."""
+    state themselves (licences with where each was read, DOI, year, authors). The DOI: the descriptor's, else
+    the one the host stated while fetching, else the catalog's host facts."""
     from workers.packaging import SourceDataset
 
     facts = (dataset.source_facts if dataset else None) or {}
@@ -181,7 +182,7 @@ def source_dataset(source: BundleSource, dataset: Dataset | None) -> Any:
     stated += [
         (str(entry["licence"]), str(entry["from"])) for entry in (source.stated or {}).get("licences", [])
     ]
-    descriptor_doi = (source.descriptor or {}).get("doi")
+    descriptor_doi = (source.descriptor or {}).get("doi") or (source.stated or {}).get("doi")
     return SourceDataset(
         slug=source.slug,
         title=source.name,

@@ -96,6 +96,12 @@ class RemoteFile:
     sha1: str | None = None
     no_checksum: bool = False
     credential: Credential | None = field(default=None, repr=False, compare=False)
+    # what the host states about the record the file belongs to (e.g. a Zenodo record's licence and DOI), and
+    # who states it ("Zenodo record 4242"): carried into the bundle's LICENSES.md and CITATION.bib, never part
+    # of the file's identity
+    stated_licence: str = field(default="", compare=False)
+    stated_doi: str = field(default="", compare=False)
+    stated_by: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if (self.url is None) == (self.path is None):

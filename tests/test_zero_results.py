@@ -3,6 +3,8 @@
 from typing import Any
 
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 def search(client: TestClient, **params: Any) -> dict[str, Any]:
@@ -65,3 +67,50 @@ def test_the_search_page_shows_the_suggestions_and_keeps_its_facets(client: Test
     help_ = help_[: help_.index("</div>")]
     assert "without modality: MR</a> (1)" in help_ and "KiTS19" in help_.split("drop-words")[1]
     assert 'id="filters"' in html  # the facets stay on the page
+
+
+WORDS = [
+    "glioma",
+    "kidney",
+    "fundus",
+    "knee",
+    "polyp",
+    "covid",
+    "lng",
+    "brian",
+    "zzzq",
+    "mammography",
+    "spleen",
+]
+FACETS = [
+    ("modality", "US"),
+    ("modality", "MR"),
+    ("anatomy", "brain"),
+    ("task", "registration"),
+    ("dim", "2D"),
+]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=3, unique=True),
+    facets=st.lists(st.sampled_from(FACETS), max_size=2, unique_by=lambda f: f[0]),
+)
+def test_every_suggestion_finds_what_it_says(
+    client: TestClient, words: list[str], facets: list[tuple[str, str]]
+) -> None:
+    params = [("q", " ".join(words)), *facets]
+    body = client.get("/api/v1/datasets", params=params).json()
+    if body["count"]:
+        assert body["zero_results"] is None
+        return
+    help_ = body["zero_results"]
+    for suggestion in [*help_["did_you_mean"], *help_["drop_words"], *help_["relax"]]:
+        assert suggestion["count"] > 0
+        assert client.get(suggestion["url"]).json()["count"] == suggestion["count"], suggestion
+    # a filter is offered for relaxing exactly when the search without it finds something
+    for facet, value in facets:
+        without = [p for p in params if p != (facet, value)]
+        count = client.get("/api/v1/datasets", params=without).json()["count"]
+        offered = [s for s in help_["relax"] if s["label"].startswith(f"without {facet}:")]
+        assert (count > 0) == bool(offered) and (not offered or offered[0]["count"] == count)

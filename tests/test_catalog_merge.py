@@ -238,3 +238,17 @@ def test_records_are_the_same_on_every_run() -> None:
         return [(r.slug, json.dumps(r.values, sort_keys=True, default=str)) for r in records]
 
     assert key(again.records) == key(seed_plan().records)
+
+
+def test_every_hand_checked_entry_names_rows_of_the_seed() -> None:
+    """A curated merge, keep-apart or task decision that names no row of the seed is dead data (a typo)."""
+    from app.catalog.evidence import decisions
+    from app.catalog.merge import curated
+
+    names = {compact_name(r["name"]) for r in load_rows(SEED_FILE)}
+    for kind in ("merge", "keep_apart"):
+        for entry in curated()[kind]:
+            assert {compact_name(n) for n in entry["names"]} <= names, entry
+    for name, decision in decisions()["task"].items():
+        assert name in names, name
+        assert decision["reason"], name

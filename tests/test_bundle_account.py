@@ -304,3 +304,26 @@ def test_the_datacard_says_how_each_source_was_read(built: Path) -> None:
         f"- mr-brain-demo: subjects from file name pattern ({two_d}); label names kept as written: blob"
         in card
     )
+
+
+def test_a_bids_description_states_licence_authors_and_doi(tmp_path: Path) -> None:
+    from imaging_fixtures import build_bids_source
+
+    from workers.packaging.source_terms import stated_citation, stated_licences
+
+    root = build_bids_source(tmp_path / "bids")
+    description = {
+        "Name": "Demo",
+        "BIDSVersion": "1.8.0",
+        "License": "CC0",
+        "Authors": ["Jane Doe", "Richard  Roe"],
+        "DatasetDOI": "https://doi.org/10.18112/openneuro.ds000001.v1.0.0",
+    }
+    (root / "dataset_description.json").write_text(json.dumps(description))
+    assert {"licence": "CC0", "from": "dataset_description.json"} in stated_licences(root)
+    assert stated_citation(root) == {
+        "authors": "Jane Doe and Richard Roe",
+        "doi": "10.18112/openneuro.ds000001.v1.0.0",
+    }
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "Demo", "BIDSVersion": "1.8.0"}))
+    assert stated_citation(root) == {}

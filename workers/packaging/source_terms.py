@@ -1,5 +1,6 @@
-"""Licences a source states in its own files: MSD / nnU-Net `dataset.json` (`licence` or `license`) and LICENSE
-files (LICENSE, LICENCE, COPYING, with or without .txt/.md) near the source's root.
+"""Licences a source states in its own files: MSD / nnU-Net `dataset.json` (`licence` or `license`), BIDS
+`dataset_description.json` (`License`, and for citing `Authors` and `DatasetDOI`) and LICENSE files (LICENSE,
+LICENCE, COPYING, with or without .txt/.md) near the source's root.
 
 Read while fetching, carried with the source into LICENSES.md, the report and the datacard beside the catalog's
 licence. Kept as written (a dataset.json's "CC-BY-SA 4.0", a LICENSE file's first line), never mapped to an id:
@@ -50,19 +51,43 @@ def _first_line(path: Path) -> str:
     return ""
 
 
+def _json_object(path: Path) -> dict[str, object]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, ValueError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def stated_citation(root: Path) -> dict[str, str]:
+    """What a BIDS `dataset_description.json` near the root states for citing the data: `authors` (BibTeX's
+    `and`-separated list, names as written) and `doi` (without a resolver); empty when none says."""
+    for path in _near_files(root):
+        if path.name != "dataset_description.json":
+            continue
+        document = _json_object(path)
+        stated: dict[str, str] = {}
+        authors = document.get("Authors")
+        if isinstance(authors, list) and all(isinstance(a, str) for a in authors) and authors:
+            stated["authors"] = " and ".join(" ".join(str(a).split()) for a in authors)
+        doi = document.get("DatasetDOI")
+        if isinstance(doi, str) and doi.strip():
+            stated["doi"] = re.sub(
+                r"^(?:https?://(?:dx\.)?doi\.org/|doi:)", "", doi.strip(), flags=re.IGNORECASE
+            )
+        if stated:
+            return stated
+    return {}
+
+
 def stated_licences(root: Path) -> list[dict[str, str]]:
     """[{"licence": as written, "from": the file relative to `root`}], sorted by file; empty when none says."""
     stated = []
     for path in _near_files(root):
         relative = path.relative_to(root).as_posix()
-        if path.name == "dataset.json":
-            try:
-                document = json.loads(path.read_text(encoding="utf-8", errors="replace"))
-            except (OSError, ValueError):
-                continue
-            if not isinstance(document, dict):
-                continue
-            for key in ("licence", "license"):
+        if path.name in ("dataset.json", "dataset_description.json"):
+            document = _json_object(path)
+            for key in ("licence", "license", "License"):
                 value = document.get(key)
                 if isinstance(value, str) and value.strip():
                     stated.append({"licence": " ".join(value.split())[:MAX_TEXT], "from": relative})

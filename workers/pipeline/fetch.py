@@ -26,7 +26,7 @@ from workers.imaging.cases import Case
 from workers.imaging.errors import LayoutNotRecognisedError
 from workers.imaging.layout import DEFAULT_PAIRING, ExplicitLayout, detect_layout
 from workers.imaging.layout_files import IMAGE_SUFFIXES, is_dicom_file, is_image_file
-from workers.packaging.source_terms import stated_licences
+from workers.packaging.source_terms import stated_citation, stated_licences
 from workers.pipeline.common import (
     Messages,
     case_to_json,
@@ -121,7 +121,8 @@ class FetchedSource:
     warnings: list[str]
     unused: list[Path] = field(default_factory=list)  # image files no case of the layout uses
     licences: list[dict[str, str]] = field(default_factory=list)  # what the host and the source's files state
-    doi: str = ""  # the DOI the host states for the source
+    doi: str = ""  # the DOI the host (or the source's dataset_description.json) states for the source
+    authors: str = ""  # the authors the source's dataset_description.json names
 
 
 # files that are never images, so never sniffed for DICOM when looking for files no case uses
@@ -213,6 +214,7 @@ def _fetch(
         root = prepare_source_root(downloaded, downloads, target, job_dir, limits)
     explicit = None if source.layout == "auto" else explicit_layout(source.layout, root, source.labels)
     layout = detect_layout(root, explicit, source.labels or None)
+    citing = stated_citation(target)  # a BIDS dataset_description.json's authors and DOI
     table: dict[int, str] = {}
     warnings = [f"{slug}: {warning}" for warning in layout.warnings]  # e.g. files whose pairing was ambiguous
     for case in layout.cases:
@@ -230,7 +232,8 @@ def _fetch(
         sorted(set(warnings)),
         unused=unused_files(target, layout.cases),
         licences=host_licences(remotes) + stated_licences(target),
-        doi=next((r.stated_doi for r in remotes if r.stated_doi), ""),
+        doi=next((r.stated_doi for r in remotes if r.stated_doi), "") or citing.get("doi", ""),
+        authors=citing.get("authors", ""),
     )
 
 
@@ -404,6 +407,8 @@ def _fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
         stated: dict[str, Any] = {"licences": fetched.licences} if fetched.licences else {}
         if fetched.doi:
             stated["doi"] = fetched.doi
+        if fetched.authors:
+            stated["authors"] = fetched.authors
         source.stated = stated or None
         session.commit()
         return service.advance(session, job_id, settings)

@@ -192,7 +192,7 @@ def source_dataset(source: BundleSource, dataset: Dataset | None) -> Any:
         stated_licences=tuple(dict.fromkeys(stated)),
         doi=str(descriptor_doi or facts.get("doi") or ""),
         year=str(dataset.year) if dataset is not None and dataset.year else "",
-        authors=citation_fields(facts).get("author", ""),
+        authors=citation_fields(facts).get("author", "") or str((source.stated or {}).get("authors") or ""),
     )
 
 

@@ -367,7 +367,11 @@ def _finish(
     contradictions = _contradictions(parts, rows, facts) if len(parts) > 1 else []
     values["parts"] = [_part_summary(p, rows, facts) for p in parts] if len(parts) > 1 else []
     values["contradictions"] = contradictions
-    values["merge_reasons"] = [j.as_dict() for j in cluster.joins] if len(parts) > 1 else []
+    # the joins between parts (not between two rows of one part, which were one record already), each once
+    part_of = {i: p.slug for p in parts for i in p.rows}
+    between = [j for j in cluster.joins if part_of[j.rows[0]] != part_of[j.rows[1]]]
+    reasons = {json.dumps(j.as_dict(), sort_keys=True): j.as_dict() for j in between}
+    values["merge_reasons"] = list(reasons.values())
     sections = values.pop("_sections")
     values["quality_flags"] = quality_flags(
         FlagInput(
@@ -392,8 +396,7 @@ def _finish(
     values["search_document"] = search_document(values, sections)
     plan.flags.update(values["quality_flags"])
     if len(parts) > 1:
-        part_of = {i: p.slug for p in parts for i in p.rows}
-        rules = sorted({j.rule for j in cluster.joins if part_of[j.rows[0]] != part_of[j.rows[1]]})
+        rules = sorted({j.rule for j in between})
         for rule in rules:
             plan.merges_by_rule[rule] += 1
         plan.merge_lines.append(

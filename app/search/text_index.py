@@ -62,13 +62,17 @@ class TextIndex:
         # repeat across records, so each is tokenised once and its records are added as one array
         pieces: dict[str, list[tuple[np.ndarray, float]]] = {}
         surface: dict[str, str] = {}
-        self.exact_names: dict[str, list[int]] = {}
+        # exact names as (hash of the name without separators, position), sorted by hash: a dict of strings
+        # would cost about 100 bytes a name, these 12
+        name_hashes: list[int] = []
+        name_positions: list[int] = []
         self.name_length = np.ones(self.size, dtype=np.float32)
         shared: dict[tuple[str, float, bool], list[int]] = {}  # (text, weight, is a name) -> positions
         for i, row in enumerate(rows):
             names = [row.name, *(row.aliases or []), *curated.get(i, [])]
             for n, name in enumerate(names):
-                self.exact_names.setdefault(joined(name), []).append(i)
+                name_hashes.append(hash(joined(name)))
+                name_positions.append(i)
                 shared.setdefault((name, NAME if n == 0 else ALIAS, True), []).append(i)
             self.name_length[i] = max(1, len(split_runs(row.name)))
             for disease in row.diseases or []:
@@ -77,11 +81,15 @@ class TextIndex:
                 if rest:
                     shared.setdefault((rest, REST, False), []).append(i)
         for (text_, weight, is_name), positions in shared.items():
-            at = np.array(positions, dtype=np.int64)
+            at = np.array(positions, dtype=np.int32)
             for token, form in _tokens(text_, is_name):
                 pieces.setdefault(token, []).append((at, weight))
                 surface.setdefault(token, form)
         self.postings = {term: _merge(parts) for term, parts in pieces.items()}
+        hashes = np.array(name_hashes, dtype=np.int64)
+        order = np.argsort(hashes, kind="stable")
+        self._name_hashes = hashes[order]
+        self._name_positions = np.array(name_positions, dtype=np.int32)[order]
         self.facet_terms = self._facet_terms(surface)
         self.df: dict[str, int] = {term: len(entry[0]) for term, entry in self.postings.items()}
         for term, values in self.facet_terms.items():
@@ -140,6 +148,13 @@ class TextIndex:
             self._vectors[term] = vector
         return vector
 
+    def exact_name(self, text: str) -> np.ndarray:
+        """Positions of the datasets whose name or an alias is `text` up to case and separators."""
+        key = hash(joined(text))
+        start, end = np.searchsorted(self._name_hashes, [key, key + 1]) if key < 2**63 - 1 else (0, 0)
+        found: np.ndarray = self._name_positions[start:end]
+        return found
+
     def text_only(self, term: str) -> bool:
         """Whether `term` is found only in records' own text (not through a facet value's vocabulary)."""
         return term in self.postings and term not in self.facet_terms
@@ -163,7 +178,7 @@ class TextIndex:
     def text_positions(self, term: str) -> np.ndarray:
         """The datasets whose own text (name, aliases, diseases, the rest) has `term`, not its facet values."""
         entry = self.postings.get(term)
-        return entry[0] if entry is not None else np.zeros(0, dtype=np.int64)
+        return entry[0] if entry is not None else np.zeros(0, dtype=np.int32)
 
     def prefixed(self, prefix: str, limit: int) -> list[str]:
         """Vocabulary terms that begin with `prefix` (not itself), the most frequent first."""

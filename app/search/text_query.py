@@ -19,7 +19,7 @@ import numpy as np
 from app.search.concepts import CONCEPTS
 from app.search.schemas import TextInterpretation
 from app.search.text_index import ALIAS, TextIndex
-from app.search.tokens import SOFT_WORDS, joined, query_words, split_runs
+from app.search.tokens import SOFT_WORDS, query_words, split_runs
 
 EXACT, PREFIX, NARROWER, FUZZY = 1.0, 0.7, 0.5, 0.45
 # a concept (a disease or finding) named only by a facet value's synonym, not in the record's own text
@@ -201,7 +201,7 @@ def evaluate(index: TextIndex, q: str, slots: list[Slot] | None = None) -> TextM
         if slot.concept is not None:
             interpretation.concepts.append(CONCEPTS.by_id[slot.concept].label)
     total += np.float32(NAME_COVERAGE) * np.minimum(name_hits / index.name_length, 1)
-    exact = index.exact_names.get(joined(q), []) if split_runs(q) else []
+    exact = index.exact_name(q) if split_runs(q) else np.zeros(0, dtype=np.int32)
     total[exact] += np.float32(EXACT_NAME_BONUS)
     positions = np.flatnonzero(required)
     scores = total[positions]

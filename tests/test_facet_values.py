@@ -83,3 +83,24 @@ def test_the_note_is_in_the_json_and_on_the_page(client: Any) -> None:
     assert 'class="value-notes"' in page and "is ambiguous" in page
     host = client.get("/api/v1/datasets", params={"host": "https://zenodo.org/records/1"}).json()
     assert host["count"] == client.get("/api/v1/datasets", params={"host": "zenodo"}).json()["count"] > 0
+
+
+def test_every_task_modality_and_dim_spelling_of_the_survey_is_a_facet_value() -> None:
+    """What the survey writes ('Seg', 'Cls', 'Reg/lmk', 'PET/CT', '2D, 3D') is what its readers type."""
+    import json
+
+    from app.catalog.importer import SEED_FILE
+    from app.catalog.normalise import is_unknown, split_terms
+    from app.common.vocabularies import NON_IMAGE_DICOM
+
+    rows = json.loads(SEED_FILE.read_text())
+    for facet, column in (("task", "task"), ("modality", "modality"), ("dim", "dim")):
+        spellings = {
+            part
+            for row in rows
+            for part in split_terms(row[column])
+            if not is_unknown(part) and part.lower() not in NON_IMAGE_DICOM | {"multi", "text"}
+        }
+        assert len(spellings) >= 5
+        for spelling in spellings:
+            assert parse_filter([(facet, spelling)]).terms[facet], (facet, spelling)

@@ -42,6 +42,8 @@ def resolve_values(facet: str, value: str) -> tuple[list[str], str | None]:
         raise InvalidInput(["query", facet], f"year must be a number or 'unknown', not {value!r}")
     vocabulary = ALL[spec.vocabulary or facet]
     meanings = vocabulary.meanings(cleaned)
+    if not meanings and "(" in cleaned:  # the survey's 'Histopathology (WSI)': the term before the detail
+        meanings = vocabulary.meanings(cleaned.split("(", 1)[0])
     if not meanings and vocabulary.kind == "host" and (host := host_in(cleaned)) is not None:
         meanings = [host]
     if not meanings:

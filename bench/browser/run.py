@@ -22,7 +22,10 @@ Facet clicks are a seeded random walk over the visible values of modality, anato
 labeled (select a value; once two are selected or fewer than 5 datasets remain, remove one), so two runs click
 the same sequence. Queries are the words researchers type (QUERIES), one after another, each replacing the
 last, from /datasets. The first WARMUP actions of each kind are not counted. The report: p50, p95 and max in
-milliseconds per kind, and the bytes of the htmx replies (decoded body, as the page receives it).
+milliseconds per kind; the server's part of each (time to first byte of the htmx reply, from the page's
+resource timing), so the rest is the browser's; and the bytes of the htmx replies (decoded body, as the page
+receives it). --json also keeps every timing. The visitor has no cookie, as a first visit: the portal serves
+an answer it already rendered for the same URL from memory, as it would to any such visitor.
 """
 
 from __future__ import annotations
@@ -137,12 +140,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def timed(page: Any, act: Any, timeout_s: float = 15.0) -> float:
-    """Milliseconds from the user's action (`act()`) to the first paint after the results changed."""
+# The server's part of the last htmx request: from sending it to the first byte of the answer (TTFB).
+LAST_REQUEST = """() => {
+  const entries = performance.getEntriesByType('resource').filter(e => e.initiatorType === 'xmlhttprequest');
+  const last = entries[entries.length - 1];
+  performance.clearResourceTimings();
+  return last ? last.responseStart - last.requestStart : null;
+}"""
+
+
+def timed(page: Any, act: Any, server: list[float], timeout_s: float = 15.0) -> float:
+    """Milliseconds from the user's action (`act()`) to the first paint after the results changed; the
+    request's time to first byte is appended to `server`."""
     page.evaluate("window.__benchArm()")
     act()
     page.wait_for_function("() => window.__bench.end !== null", timeout=timeout_s * 1000, polling="raf")
     bench = page.evaluate("window.__bench")
+    ttfb = page.evaluate(LAST_REQUEST)
+    if ttfb is not None:
+        server.append(float(ttfb))
     return float(bench["end"] - bench["start"])
 
 
@@ -166,7 +182,7 @@ def region_count(page: Any) -> int:
     return int(digits or 0)
 
 
-def click_walk(page: Any, rng: random.Random, n: int) -> list[float]:
+def click_walk(page: Any, rng: random.Random, n: int, server: list[float]) -> list[float]:
     times: list[float] = []
     for _ in range(n):
         candidates = facet_candidates(page)
@@ -177,17 +193,17 @@ def click_walk(page: Any, rng: random.Random, n: int) -> list[float]:
             choice = rng.choice([c for c in candidates if not c["selected"] and c["count"] > 0])
         link = page.locator(f'#facet-{choice["facet"]} a.facet-value[data-value="{choice["value"]}"]')
         link.scroll_into_view_if_needed()
-        times.append(timed(page, link.click))
+        times.append(timed(page, link.click, server))
         page.wait_for_load_state("domcontentloaded")
     return times
 
 
-def query_run(page: Any, queries: list[str]) -> list[float]:
+def query_run(page: Any, queries: list[str], server: list[float]) -> list[float]:
     times: list[float] = []
     box = page.locator("#q")
     for text in queries:
         box.fill(text)
-        times.append(timed(page, lambda: box.press("Enter")))
+        times.append(timed(page, lambda: box.press("Enter"), server))
     return times
 
 
@@ -212,16 +228,19 @@ def run_browser(base: str, clicks: int, queries: int, seed: int) -> dict[str, An
         page.on("response", on_response)
         rng = random.Random(seed)
         page.goto("/datasets")
-        click_walk(page, rng, WARMUP)
+        ignored: list[float] = []
+        click_walk(page, rng, WARMUP, ignored)
         current[0] = "click"
-        click_times = click_walk(page, rng, clicks)
+        click_server: list[float] = []
+        click_times = click_walk(page, rng, clicks, click_server)
 
         current[0] = "warmup"
         page.goto("/datasets")
         words = [QUERIES[i % len(QUERIES)] for i in range(queries + WARMUP)]
-        query_run(page, words[:WARMUP])
+        query_run(page, words[:WARMUP], ignored)
         current[0] = "query"
-        query_times = query_run(page, words[WARMUP:])
+        query_server: list[float] = []
+        query_times = query_run(page, words[WARMUP:], query_server)
         page.wait_for_timeout(300)
         full_page = len(page.content().encode())
         context.close()
@@ -229,21 +248,25 @@ def run_browser(base: str, clicks: int, queries: int, seed: int) -> dict[str, An
     if errors:
         raise SystemExit(f"JavaScript errors in the page: {errors}")
 
-    def summary(times: list[float], kind: str) -> dict[str, Any]:
+    def summary(times: list[float], server: list[float], kind: str) -> dict[str, Any]:
         sizes = [r["bytes"] for r in replies if r["kind"] == kind]
         return {
             "n": len(times),
             "p50_ms": round(percentile(times, 0.5), 1),
             "p95_ms": round(percentile(times, 0.95), 1),
             "max_ms": round(max(times), 1) if times else None,
+            "server_p50_ms": round(percentile(server, 0.5), 1),
+            "server_p95_ms": round(percentile(server, 0.95), 1),
+            "times_ms": [round(t, 1) for t in times],
+            "server_ms": [round(t, 1) for t in server],
             "replies": len(sizes),
             "reply_bytes_median": int(percentile([float(s) for s in sizes], 0.5)) if sizes else None,
             "reply_bytes_max": max(sizes) if sizes else None,
         }
 
     return {
-        "facet_click": summary(click_times, "click"),
-        "query": summary(query_times, "query"),
+        "facet_click": summary(click_times, click_server, "click"),
+        "query": summary(query_times, query_server, "query"),
         "page_bytes_after_run": full_page,
     }
 
@@ -251,12 +274,14 @@ def run_browser(base: str, clicks: int, queries: int, seed: int) -> dict[str, An
 def print_report(report: dict[str, Any]) -> None:
     print(f"code: {report['code']}  ({report['base']})")
     print(
-        f"{'action':<12} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'replies':>8} {'bytes p50':>10} {'bytes max':>10}"
+        f"{'action':<12} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'server p50':>11}"
+        f" {'server p95':>11} {'replies':>8} {'bytes p50':>10} {'bytes max':>10}"
     )
     for kind in ("facet_click", "query"):
         row = report[kind]
         print(
             f"{kind:<12} {row['n']:>4} {row['p50_ms']:>8} {row['p95_ms']:>8} {row['max_ms']:>8} "
+            f"{row['server_p50_ms']:>11} {row['server_p95_ms']:>11} "
             f"{row['replies']:>8} {row['reply_bytes_median'] or 0:>10,} {row['reply_bytes_max'] or 0:>10,}"
         )
     print(f"load average before/after: {report['load_before']} / {report['load_after']}")

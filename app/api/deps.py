@@ -63,6 +63,13 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
         # None stands for "not annotated", which a model's field never is
         assert field.annotation is not None
         schema = TypeAdapter(field.annotation).json_schema()
+        # A query string has no null (a parameter left out takes its default), so `X | None` is documented as X:
+        # the anyOf with null made generators send values no query string can tell from valid ones.
+        branches = [branch for branch in schema.pop("anyOf", [schema]) if branch != {"type": "null"}]
+        if len(branches) == 1:
+            schema.update(branches[0])
+        else:
+            schema["anyOf"] = branches
         schema.update(description=field.description, title=name.replace("_", " ").title())
         if field.examples:
             schema["examples"] = field.examples

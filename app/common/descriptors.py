@@ -35,7 +35,8 @@ harmonising step recognises the folder conventions) or explicit: `images` and `l
 source's root), a `pairing` rule (`{"by": "stem"}`, `{"by": "suffix", "suffix": "_seg"}` or
 `{"by": "regex", "pattern": "...(?P<case>...)..."}`), the official test set (`"split": {"test": [globs]}`:
 those cases stay test; training and validation are split by patient, deterministically, for every source) and
-optionally `subject`, a regex whose group `(?P<subject>...)` names the patient in an image's path.
+optionally `subject`, a regex whose group `(?P<subject>...)` names the patient in an image's path. `subject` may
+also sit beside `labels` at the source's top level, where it applies whatever layout is detected (`auto` too).
 """
 
 from __future__ import annotations
@@ -159,20 +160,39 @@ class ExplicitLayout(_Strict):
     @field_validator("subject")
     @classmethod
     def _compiles_with_subject_group(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            compiled = re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from exc
-        if "subject" not in compiled.groupindex:
-            raise ValueError("the pattern needs a named group `(?P<subject>...)` giving the patient id")
-        return value
+        return _subject_regex(value)
+
+
+def _subject_regex(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        compiled = re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from exc
+    if "subject" not in compiled.groupindex:
+        raise ValueError("the pattern needs a named group `(?P<subject>...)` giving the patient id")
+    return value
 
 
 class _Source(_Strict):
     layout: Literal["auto"] | ExplicitLayout = "auto"
     labels: dict[int, str] = Field(default_factory=dict, description="source label id -> name")
+    # the patient rule for any layout, `auto` included (a 2D set whose file names carry the patient in a form
+    # no common pattern knows): a regex with a named group `subject`, searched in each case's image path
+    subject: str | None = None
+
+    @field_validator("subject")
+    @classmethod
+    def _subject_rule(cls, value: str | None) -> str | None:
+        return _subject_regex(value)
+
+    @model_validator(mode="after")
+    def _one_subject_rule(self) -> _Source:
+        # two rules could disagree; the operator says which one holds
+        if self.subject is not None and isinstance(self.layout, ExplicitLayout) and self.layout.subject:
+            raise ValueError("`subject` is given both for the source and in its layout: give it once")
+        return self
 
     @field_validator("labels")
     @classmethod

@@ -64,14 +64,19 @@ class ExplicitLayout:
 
 
 def detect_layout(
-    folder: Path | str, explicit: ExplicitLayout | None = None, label_table: dict[int, str] | None = None
+    folder: Path | str,
+    explicit: ExplicitLayout | None = None,
+    label_table: dict[int, str] | None = None,
+    subject_rule: str | None = None,
 ) -> Layout:
     """The cases in `folder`, by the explicit layout if given, else by the first known convention that fits.
 
     `label_table` is the source descriptor's `labels` (local id -> name). It replaces whatever the files say:
     layouts such as image/mask pairs carry no names at all, and where a dataset.json exists the operator who
     wrote a table did so to correct it. For array sets (MedMNIST) it names the classes instead. What
-    detection noticed but would not guess is in the layout's `warnings`.
+    detection noticed but would not guess is in the layout's `warnings`. `subject_rule` is the descriptor's
+    source-level subject regex (group `subject`, on each case's image path relative to `folder`): it names
+    the patients whatever layout is found.
     """
     found = _find_layout(Path(folder), explicit)
     # subjects: said for every layout, found in 2D pictures' file names where the layout gave none
@@ -82,6 +87,8 @@ def detect_layout(
             found.kind,
             with_canonical_classes(found.cases),
             descriptor_rule=explicit is not None and bool(explicit.subject),
+            rule=re.compile(subject_rule) if subject_rule else None,
+            root=Path(folder),
         ),
         found.warnings,
     )

@@ -20,6 +20,7 @@ from workers.imaging.layout_files import RASTER_SUFFIXES, split_suffix
 
 ONE_PER_IMAGE = "none: one subject per image"
 DESCRIPTOR_RULE = "descriptor rule"
+RULE_MISSED = "; the descriptor rule did not match this case"
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,27 @@ def subject_by_pattern(stems: Sequence[str]) -> tuple[SubjectPattern, list[str]]
     return None
 
 
-def with_subjects(kind: LayoutKind, cases: list[Case], *, descriptor_rule: bool = False) -> list[Case]:
+def with_subjects(
+    kind: LayoutKind,
+    cases: list[Case],
+    *,
+    descriptor_rule: bool = False,
+    rule: re.Pattern[str] | None = None,
+    root: Path | None = None,
+) -> list[Case]:
     """The cases with `subject_from` said and, for 2D pictures whose layout gave each image its own subject,
-    subject ids from their file names where a pattern names them."""
+    subject ids from their file names where a pattern names them.
+
+    `rule` is a descriptor's source-level subject rule (group `subject`), searched in each case's first image
+    path relative to `root`, whatever the layout: it wins over the layout's subjects and the file-name
+    patterns. A case it does not match keeps what the layout (or a pattern) found, and its `subject_from`
+    says the rule missed it, so a wrong rule shows in the report instead of silently splitting per image."""
     if not cases:
         return cases
     if descriptor_rule:
         return [replace(case, subject_from=DESCRIPTOR_RULE) for case in cases]
+    if rule is not None:
+        return _by_rule(kind, cases, rule, root)
     default = LAYOUT_SUBJECTS.get(kind, "")
     pictures = all(case.images and case.member is None and is_2d_raster(case.images[0]) for case in cases)
     if not pictures:
@@ -94,8 +109,31 @@ def with_subjects(kind: LayoutKind, cases: list[Case], *, descriptor_rule: bool 
     found = subject_by_pattern(stems)
     if found is None:
         return [replace(case, subject_from=ONE_PER_IMAGE) for case in cases]
-    rule, subjects = found
+    pattern, subjects = found
     return [
-        replace(case, subject_id=subject, subject_from=rule.name)
+        replace(case, subject_id=subject, subject_from=pattern.name)
         for case, subject in zip(cases, subjects, strict=True)
     ]
+
+
+def _by_rule(kind: LayoutKind, cases: list[Case], rule: re.Pattern[str], root: Path | None) -> list[Case]:
+    found: list[str | None] = []
+    for case in cases:
+        path = case.images[0] if case.images else Path(case.case_id)
+        try:
+            text = path.relative_to(root).as_posix() if root is not None else path.as_posix()
+        except ValueError:
+            text = path.as_posix()
+        match = rule.search(text)
+        found.append(match["subject"] if match and match["subject"] else None)
+    missed = [i for i, subject in enumerate(found) if subject is None]
+    # cases the rule missed get what the layout or a file-name pattern gives them (patterns look at them alone)
+    fallback = dict(zip(missed, with_subjects(kind, [cases[i] for i in missed]), strict=True))
+    out: list[Case] = []
+    for i, (case, subject) in enumerate(zip(cases, found, strict=True)):
+        if subject is not None:
+            out.append(replace(case, subject_id=subject, subject_from=DESCRIPTOR_RULE))
+            continue
+        kept = fallback[i]
+        out.append(replace(kept, subject_from=(kept.subject_from or "the case") + RULE_MISSED))
+    return out

@@ -213,7 +213,7 @@ def _fetch(
     else:
         root = prepare_source_root(downloaded, downloads, target, job_dir, limits)
     explicit = None if source.layout == "auto" else explicit_layout(source.layout, root, source.labels)
-    layout = detect_layout(root, explicit, source.labels or None)
+    layout = detect_layout(root, explicit, source.labels or None, source.subject)
     citing = stated_citation(target)  # a BIDS dataset_description.json's authors and DOI
     table: dict[int, str] = {}
     warnings = [f"{slug}: {warning}" for warning in layout.warnings]  # e.g. files whose pairing was ambiguous

@@ -2,10 +2,11 @@
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from app.common.jobs import BuildOptions, ItemStage, ItemState, JobState, SourceState
 from app.core.envelope import Ok
+from app.core.urls import urls
 
 MAX_DATASETS = 1000  # as many as a selection holds
 SKIPPED_SHOWN = 100  # skipped items a job's status lists (all of them: GET .../items?state=skipped)
@@ -122,9 +123,22 @@ class BundleJobOut(Ok):
     warnings: list[str]
     error: str | None
     result: BundleResult | None
-    status_url: str
-    page_url: str
-    download_url: str | None = Field(description="Set once the bundle is done")
+
+    # Links follow from the id (and the state): made here by the one URL builder, never by the service.
+    @computed_field(description="This job's status in JSON")  # type: ignore[prop-decorator]
+    @property
+    def status_url(self) -> str:
+        return urls.bundle(self.id)
+
+    @computed_field(description="This job's page")  # type: ignore[prop-decorator]
+    @property
+    def page_url(self) -> str:
+        return urls.page_bundle(self.id)
+
+    @computed_field(description="The bundle as one tar, once the job is done")  # type: ignore[prop-decorator]
+    @property
+    def download_url(self) -> str | None:
+        return urls.bundle_download(self.id) if self.state == JobState.done else None
 
 
 class BundleJobSummary(BaseModel):
@@ -134,8 +148,17 @@ class BundleJobSummary(BaseModel):
     created_at: datetime
     finished_at: datetime | None
     progress: Progress
-    status_url: str
-    page_url: str
+
+    # Links follow from the id (and the state): made here by the one URL builder, never by the service.
+    @computed_field(description="This job's status in JSON")  # type: ignore[prop-decorator]
+    @property
+    def status_url(self) -> str:
+        return urls.bundle(self.id)
+
+    @computed_field(description="This job's page")  # type: ignore[prop-decorator]
+    @property
+    def page_url(self) -> str:
+        return urls.page_bundle(self.id)
 
 
 class BundleItemOut(BaseModel):

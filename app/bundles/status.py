@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, TypedDict
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -52,17 +52,6 @@ def _progress(
         items_finished=items_finished,
         fraction=round(min(fraction, 1.0), 4),
     )
-
-
-class _JobUrls(TypedDict):
-    """Where a job is followed: the status endpoint and its page (fields of BundleJobOut and its summary)."""
-
-    status_url: str
-    page_url: str
-
-
-def _urls(job_id: str) -> _JobUrls:
-    return {"status_url": urls.bundle(job_id), "page_url": urls.page_bundle(job_id)}
 
 
 def job_status(session: Session, job: BundleJob) -> BundleJobOut:
@@ -119,8 +108,6 @@ def job_status(session: Session, job: BundleJob) -> BundleJobOut:
         warnings=list(job.warnings or []),
         error=job.error,
         result=result,
-        download_url=urls.bundle_download(job.id) if job.state == JobState.done else None,
-        **_urls(job.id),
     )
 
 
@@ -159,7 +146,6 @@ def list_jobs(session: Session, owner: str | None, limit: int = 100) -> list[Bun
             created_at=job.created_at,
             finished_at=job.finished_at,
             progress=_progress(job, sources_by_job.get(job.id, []), counts),
-            **_urls(job.id),
         )
         for job in jobs
     ]

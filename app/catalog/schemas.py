@@ -2,9 +2,10 @@
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from app.core.envelope import Ok
+from app.core.urls import urls
 from app.sources.schemas import DatasetSource
 
 
@@ -26,8 +27,17 @@ class DatasetSummary(BaseModel):
     images: int | None
     quality_flags: list[str]
     completeness: float
-    api_url: str
-    html_url: str
+
+    # Links follow from the slug: made here by the one URL builder, never by the service.
+    @computed_field(description="This dataset in JSON")  # type: ignore[prop-decorator]
+    @property
+    def api_url(self) -> str:
+        return urls.dataset(self.slug)
+
+    @computed_field(description="This dataset's page")  # type: ignore[prop-decorator]
+    @property
+    def html_url(self) -> str:
+        return urls.page_dataset(self.slug)
 
 
 class QualityFlag(BaseModel):

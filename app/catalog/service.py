@@ -288,7 +288,7 @@ def dataset_detail(session: Session, slug: str) -> DatasetDetail:
         merge_reasons=[MergeReason.model_validate(m) for m in dataset.merge_reasons],
         same_url=[RelatedDataset(slug=s, name=n) for s, n in related["same_url"]],
         raw_records=dataset.raw_records,
-        json_ld=dataset_json_ld(dataset, f"/datasets/{dataset.slug}"),
+        json_ld=dataset_json_ld(dataset, urls.page_dataset(dataset.slug)),
         catalog_version=version,
     )
 
@@ -320,8 +320,6 @@ def summarise(row: Dataset) -> DatasetSummary:
         images=row.images,
         quality_flags=row.quality_flags,
         completeness=row.completeness,
-        api_url=urls.dataset(row.slug),
-        html_url=urls.page_dataset(row.slug),
     )
 
 

@@ -327,3 +327,42 @@ def test_a_bids_description_states_licence_authors_and_doi(tmp_path: Path) -> No
     }
     (root / "dataset_description.json").write_text(json.dumps({"Name": "Demo", "BIDSVersion": "1.8.0"}))
     assert stated_citation(root) == {}
+
+
+def test_slices_left_out_as_empty_are_counted_per_case(tmp_path: Path) -> None:
+    """With `skip_empty_slices` (the default), each sliced case's account has one note with the number of
+    slices it lost, and that number is what a count over its label finds; the report and the datacard give
+    the total, and written + left out is every slice of the volume."""
+    cases = [
+        c
+        for c in make_cases()
+        if c.dims == 3 and c.label is not None and c.case_id not in ("ct_dup", "ct_badlabel")
+    ]
+    # the fixtures' labels touch every slice: clear some slices of two cases (a different count each)
+    for case, cleared in zip(cases[:2], ([0, 1, 2, 9], [5]), strict=True):
+        assert case.label is not None
+        label = case.label.copy()
+        label[cleared] = 0
+        case.label = label
+    dest = tmp_path / "b"
+    build_bundle(iter(cases), sources=SOURCES, labels=LABELS, dest=dest, spec=replace(SPEC, slice_axis=0))
+    notes = {r["item_id"]: r for r in _account(dest) if r["kind"] == "empty_slices"}
+    written = Counter(r["parent_case"] for r in _manifest(dest) if r["dims"] == "2")
+    expected_total = 0
+    for case in cases:
+        assert case.label is not None and case.image is not None
+        empty = sum(1 for index in range(case.label.shape[0]) if not case.label[index].any())
+        expected_total += empty
+        assert written[case.case_id] == case.image.shape[0] - empty
+        if not empty:
+            assert case.case_id not in notes
+            continue
+        row = notes[case.case_id]
+        assert (row["outcome"], row["stage"]) == ("noted", "package")
+        assert row["reason"].startswith(f"{empty} of {case.image.shape[0]} axial slices left out")
+    assert expected_total > 0  # the fixtures have empty slices, or this test shows nothing
+    report = json.loads((dest / "report.json").read_text())
+    assert report["counts"]["empty_slices_left_out"] == expected_total
+    assert report["counts"]["noted"] == len(notes)
+    card = (dest / "README.md").read_text()
+    assert f"- {expected_total} 2D slice(s) without a labelled voxel left out of {len(notes)} case(s)" in card

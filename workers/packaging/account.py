@@ -13,12 +13,13 @@ the same losses give the same bytes.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.common.jobs import ItemStage
+from app.common.jobs import SLICE_AXES, ItemStage
 from workers.packaging.cases import AlteredItem, SkippedItem
 from workers.packaging.manifest import write_csv
 
@@ -27,8 +28,21 @@ ACCOUNT_COLUMNS = ["source", "item_id", "file", "stage", "outcome", "kind", "rea
 WHOLE_SOURCE = "(whole source)"  # the file named for a source that could not be fetched or unpacked
 STAGE_ORDER = {stage.value: position for position, stage in enumerate(ItemStage)}
 SKIPPED, ALTERED, NOTED = "skipped", "altered", "noted"
+# slices of a case that `skip_empty_slices` left out of its 2D slices: one note per case with the count
+EMPTY_SLICES = "empty_slices"
 # AlteredItem kinds that are notes rather than changes to the voxels or labels
-NOTE_KINDS = frozenset({"modality"})
+NOTE_KINDS = frozenset({"modality", EMPTY_SLICES})
+_EMPTY_SLICES_NOTE = re.compile(r"^(?P<left_out>\d+) of (?P<total>\d+) ")
+AXIS_PLANES = {axis: plane for plane, axis in SLICE_AXES.items()}
+
+
+def empty_slices_note(left_out: int, total: int, axis: int) -> str:
+    """The account's reason for a case's left-out empty slices; it starts with the count, which
+    `account_counts` adds up (so the total is read from the rows every other place shows)."""
+    return (
+        f"{left_out} of {total} {AXIS_PLANES.get(axis, f'axis-{axis}')} slices left out: no labelled voxel "
+        "(option skip_empty_slices)"
+    )
 
 
 def _row(
@@ -75,7 +89,8 @@ def is_whole_source(row: dict[str, str]) -> bool:
 
 def account_counts(rows: Sequence[dict[str, str]]) -> dict[str, Any]:
     """The numbers every other place repeats: items skipped (a source that never arrived is counted apart, as
-    `sources_not_fetched`), skipped per stage, items altered and the alterations per kind, notes."""
+    `sources_not_fetched`), skipped per stage, items altered and the alterations per kind, notes, and the
+    slices `skip_empty_slices` left out (summed over the cases' notes)."""
     skipped = [r for r in rows if r["outcome"] == SKIPPED and not is_whole_source(r)]
     altered = [r for r in rows if r["outcome"] == ALTERED]
     by_stage = Counter(r["stage"] for r in skipped)
@@ -88,6 +103,11 @@ def account_counts(rows: Sequence[dict[str, str]]) -> dict[str, Any]:
         "altered": len({(r["source"], r["item_id"] or r["file"]) for r in altered}),
         "alterations_by_kind": dict(sorted(Counter(r["kind"] for r in altered).items())),
         "noted": sum(1 for r in rows if r["outcome"] == NOTED),
+        "empty_slices_left_out": sum(
+            int(match["left_out"])
+            for r in rows
+            if r["kind"] == EMPTY_SLICES and (match := _EMPTY_SLICES_NOTE.match(r["reason"]))
+        ),
     }
 
 

@@ -21,7 +21,13 @@ import numpy as np
 from app.common.checksums import bundle_files, sha256_file, write_sha256sums
 from app.common.jobs import ItemStage
 from workers.packaging import images2d, nnunet
-from workers.packaging.account import account_rows, per_source_skipped, write_account
+from workers.packaging.account import (
+    EMPTY_SLICES,
+    account_rows,
+    empty_slices_note,
+    per_source_skipped,
+    write_account,
+)
 from workers.packaging.cases import AlteredItem, HarmonisedCase, LabelTable, SkippedItem, SourceDataset
 from workers.packaging.croissant import croissant_document, write_croissant
 from workers.packaging.datacard import datacard_markdown, write_datacard
@@ -304,9 +310,11 @@ class _Packager:
 
     def write_slices(self, case: HarmonisedCase, axis: int) -> None:
         volume, labels = case.arrays()
+        empty = 0
         for index in range(volume.shape[axis]):
             label = None if labels is None else np.take(labels, index, axis=axis)
             if self.spec.skip_empty_slices and label is not None and not label.any():
+                empty += 1
                 continue
             image = np.take(volume, index, axis=axis)
             spacing = tuple(s for i, s in enumerate(reversed(case.spacing)) if i != axis)[::-1]
@@ -320,6 +328,18 @@ class _Packager:
                 spacing=tuple(float(s) for s in spacing),
                 parent_case=case.case_id,
                 class_label="",
+            )
+        if empty:
+            # one note per case, not a row per slice: a volume can leave out hundreds
+            self.altered.append(
+                AlteredItem(
+                    case.source,
+                    case.source_file or case.case_id,
+                    case.case_id,
+                    EMPTY_SLICES,
+                    empty_slices_note(empty, int(volume.shape[axis]), axis),
+                    stage=ItemStage.package,
+                )
             )
 
     def write_imagefolder_metadata(self) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from workers.packaging.account import ACCOUNT_CSV, is_whole_source
+from workers.packaging.account import ACCOUNT_CSV, EMPTY_SLICES, is_whole_source
 from workers.packaging.cases import LabelTable, SourceDataset
 from workers.packaging.labels import labels_document
 from workers.packaging.licences import SURVEY_KEY, combined_terms
@@ -245,8 +245,14 @@ def _left_out(account: Sequence[dict[str, str]], counts: Mapping[str, Any]) -> l
         f"- {counts['skipped']} item(s) skipped (by stage: {by_stage})",
         f"- {counts['sources_not_fetched']} source(s) not fetched",
         f"- {counts['altered']} item(s) altered beyond the reorientation to RAS ({kinds})",
-        "",
     ]
+    if counts.get("empty_slices_left_out"):
+        cases = sum(1 for r in account if r["kind"] == EMPTY_SLICES)
+        lines.append(
+            f"- {counts['empty_slices_left_out']} 2D slice(s) without a labelled voxel left out of "
+            f"{cases} case(s) (option `skip_empty_slices`; a note per case below and in `{ACCOUNT_CSV}`)"
+        )
+    lines.append("")
     shown = list(account[:ACCOUNT_ROWS_SHOWN])
     if shown:
         rows = [

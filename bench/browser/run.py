@@ -24,7 +24,8 @@ the same sequence. Queries are the words researchers type (QUERIES), one after a
 last, from /datasets. The first WARMUP actions of each kind are not counted. The report: p50, p95 and max in
 milliseconds per kind; the server's part of each (time to first byte of the htmx reply, from the page's
 resource timing), so the rest is the browser's; and the bytes of the htmx replies (decoded body, as the page
-receives it). --json also keeps every timing. The visitor has no cookie, as a first visit: the portal serves
+receives it); then the bytes of the page and of a facet click's reply for a few fixed URLs (SIZE_URLS),
+comparable between checkouts. --json also keeps every timing. The visitor has no cookie, as a first visit: the portal serves
 an answer it already rendered for the same URL from memory, as it would to any such visitor.
 """
 
@@ -75,6 +76,14 @@ QUERIES = (
     "fundus",
 )
 WARMUP = 3
+# Fixed URLs whose reply sizes are compared between checkouts (the walk's own URLs differ between them).
+SIZE_URLS = (
+    "/datasets",
+    "/datasets?modality=CT",
+    "/datasets?modality=MR&anatomy=brain",
+    "/datasets?q=liver&task=seg",
+    "/datasets?dim=3D&access=open&labeled=true",
+)
 
 # Installed in every page: times the next user action to the first paint after the results changed.
 PROBE = """
@@ -271,6 +280,19 @@ def run_browser(base: str, clicks: int, queries: int, seed: int) -> dict[str, An
     }
 
 
+def reply_sizes(base: str) -> list[dict[str, Any]]:
+    """Bytes of the whole page and of the htmx reply to a facet click (HX-Target: results), per SIZE_URLS."""
+    import httpx
+
+    sizes = []
+    with httpx.Client(base_url=base, timeout=60, headers={"Accept": "text/html"}) as client:
+        for url in SIZE_URLS:
+            page = len(client.get(url).content)
+            reply = len(client.get(url, headers={"HX-Request": "true", "HX-Target": "results"}).content)
+            sizes.append({"url": url, "page_bytes": page, "reply_bytes": reply})
+    return sizes
+
+
 def print_report(report: dict[str, Any]) -> None:
     print(f"code: {report['code']}  ({report['base']})")
     print(
@@ -284,6 +306,9 @@ def print_report(report: dict[str, Any]) -> None:
             f"{row['server_p50_ms']:>11} {row['server_p95_ms']:>11} "
             f"{row['replies']:>8} {row['reply_bytes_median'] or 0:>10,} {row['reply_bytes_max'] or 0:>10,}"
         )
+    print(f"{'bytes of':<45} {'page':>9} {'htmx reply':>11}")
+    for row in report["sizes"]:
+        print(f"{row['url']:<45} {row['page_bytes']:>9,} {row['reply_bytes']:>11,}")
     print(f"load average before/after: {report['load_before']} / {report['load_after']}")
 
 
@@ -312,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         load_before = os.getloadavg()
         report = run_browser(base, args.clicks, args.queries, args.seed)
         report.update(
+            sizes=reply_sizes(base),
             code=str(code),
             base=base,
             load_before=[round(x, 2) for x in load_before],

@@ -423,3 +423,35 @@ def test_a_plans_datasets_can_be_added_to_the_selection(client: TestClient) -> N
     assert re.findall(r'<li class="selection-item" data-slug="([^"]+)"', html) == [extra, *final]
     missing = client.post("/selection/add-plan", data={"plan_id": "no-such-plan"}, headers=HTML)
     assert missing.status_code == 404
+
+
+# -- slugs of datasets merged since they were stored ------------------------------------------------------------
+def test_a_selection_holding_old_slugs_reads_and_changes_as_the_merged_datasets(
+    client: TestClient, session: Session
+) -> None:
+    old, merged_into = session.execute(text("SELECT old_slug, slug FROM dataset_redirect LIMIT 1")).one()
+    other = some_slugs(client, 1, modality="CT")[0]
+    created = client.post("/api/v1/selections", json={"dataset_slugs": [other]}).json()
+    # a selection saved before the merge holds the old slug
+    session.execute(
+        text("UPDATE selection SET dataset_slugs = :slugs WHERE id = :id"),
+        {"slugs": [old, other], "id": created["id"]},
+    )
+    session.commit()
+
+    detail = client.get(f"/api/v1/selections/{created['id']}").json()
+    assert detail["dataset_slugs"] == [merged_into, other] and detail["missing_slugs"] == []
+    assert [d["slug"] for d in detail["datasets"]] == [merged_into, other]
+
+    # adding the dataset by either slug changes nothing; removing it by its current slug works
+    again = client.post(f"/api/v1/selections/{created['id']}/datasets", json={"slug": old})
+    assert again.status_code in (200, 201), again.text
+    assert again.json()["dataset_slugs"] == [merged_into, other]
+    removed = client.delete(f"/api/v1/selections/{created['id']}/datasets/{merged_into}")
+    assert removed.status_code == 200, removed.text
+    assert removed.json()["dataset_slugs"] == [other]
+
+    # a list given with an old slug stores the current one, once
+    replaced = client.put(f"/api/v1/selections/{created['id']}", json={"dataset_slugs": [old, merged_into]})
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["dataset_slugs"] == [merged_into]

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
 from app.catalog.models import Dataset
-from app.catalog.service import access_next_step, summarise
+from app.catalog.service import access_next_step, canonical_slug, canonical_slugs, summarise
 from app.common.errors import InvalidInput, NotAllowed, NotFound, NotOffered, UnknownItems
 from app.common.vocabularies import ALL
 from app.selections.models import Selection
@@ -51,13 +51,22 @@ def clean_slugs(slugs: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(s.strip() for s in slugs if s and s.strip()))
 
 
+def current_slugs(session: Session, slugs: Sequence[str]) -> list[str]:
+    """`slugs` as the catalog names those datasets now: a slug merged into another dataset becomes that
+    dataset's slug (once, where it first appears); a slug the catalog never had stays as it is."""
+    now = canonical_slugs(session, slugs)
+    return list(dict.fromkeys(now.get(s, s) for s in slugs))
+
+
 def datasets_by_slug(session: Session, slugs: Sequence[str]) -> list[Dataset]:
-    """The datasets of `slugs` in that order (one query); slugs the catalog does not have are left out."""
+    """The datasets of `slugs` in that order, read through `current_slugs` (so old links keep working);
+    slugs the catalog does not have are left out."""
     if not slugs:
         return []
-    rows = session.execute(select(Dataset).options(*LIGHT_COLUMNS).where(Dataset.slug.in_(list(slugs))))
+    wanted = current_slugs(session, slugs)
+    rows = session.execute(select(Dataset).options(*LIGHT_COLUMNS).where(Dataset.slug.in_(wanted)))
     by_slug = {row.slug: row for row in rows.scalars()}
-    return [by_slug[s] for s in slugs if s in by_slug]
+    return [by_slug[s] for s in wanted if s in by_slug]
 
 
 def unknown_slugs_error(unknown: list[str], given: Sequence[str], loc: list[str | int]) -> UnknownItems:
@@ -80,11 +89,11 @@ def checked_slugs(session: Session, slugs: Sequence[str], loc: list[str | int]) 
         raise InvalidInput(
             loc, f"a selection holds at most {MAX_DATASETS:,} datasets; this one would hold {len(cleaned):,}"
         )
-    known = set(session.scalars(select(Dataset.slug).where(Dataset.slug.in_(cleaned)))) if cleaned else set()
-    unknown = [s for s in cleaned if s not in known]
+    now = canonical_slugs(session, cleaned)
+    unknown = [s for s in cleaned if s not in now]
     if unknown:
         raise unknown_slugs_error(unknown, slugs, loc)
-    return cleaned
+    return list(dict.fromkeys(now[s] for s in cleaned))  # a merged dataset's old slug stores its current one
 
 
 def _clean_name(name: str | None) -> str | None:
@@ -113,6 +122,11 @@ def get_selection(session: Session, selection_id: str, *, for_update: bool = Fal
                 "this is the selection's read-only link: changing it needs its owner key (the id it was created with)"
             )
         raise NotFound(f"selection {selection_id!r}")
+    if for_update:
+        # a write starts from the datasets as the catalog names them now (old slugs of merged datasets)
+        now = current_slugs(session, selection.dataset_slugs)
+        if now != selection.dataset_slugs:
+            selection.dataset_slugs = now
     return selection
 
 
@@ -186,13 +200,15 @@ def add_dataset(
 ) -> Selection:
     """Add one dataset at the end; adding one that is already there changes nothing."""
     selection = get_selection(session, selection_id, for_update=True)
-    slug = slug.strip()
+    given = slug.strip()
+    current = canonical_slug(session, given)  # a merged dataset's old slug adds the dataset it became
+    if current is None:
+        raise InvalidInput(loc or ["body", "slug"], f"unknown dataset slug {given!r}")
+    slug = current
     if slug in selection.dataset_slugs:
         session.rollback()  # release the row lock
         return selection
     loc = loc or ["body", "slug"]
-    if session.scalar(select(Dataset.id).where(Dataset.slug == slug)) is None:
-        raise InvalidInput(loc, f"unknown dataset slug {slug!r}")
     if len(selection.dataset_slugs) >= MAX_DATASETS:
         raise InvalidInput(loc, f"the selection is full: it holds at most {MAX_DATASETS:,} datasets")
     selection.dataset_slugs = [*selection.dataset_slugs, slug]  # a new list: SQLAlchemy sees the change
@@ -204,7 +220,15 @@ def add_datasets(
 ) -> Selection:
     """Append several datasets (those not there yet), within the size cap."""
     selection = get_selection(session, selection_id, for_update=True)
-    selection.dataset_slugs = checked_slugs(session, [*selection.dataset_slugs, *slugs], loc)
+    added = checked_slugs(
+        session, slugs, loc
+    )  # a slug kept from before that the catalog lost is no error here
+    combined = list(dict.fromkeys([*selection.dataset_slugs, *added]))
+    if len(combined) > MAX_DATASETS:
+        raise InvalidInput(
+            loc, f"a selection holds at most {MAX_DATASETS:,} datasets; this one would hold {len(combined):,}"
+        )
+    selection.dataset_slugs = combined
     return _saved(session, selection)
 
 
@@ -240,15 +264,16 @@ def _saved(session: Session, selection: Selection) -> Selection:
 def selection_detail(session: Session, selection: Selection, *, owner: bool = True) -> SelectionDetail:
     """The selection with its datasets, totals, the step each dataset needs before download, and links. Read
     through its share link (`owner` false) it shows only the share id: the owner key is never handed out."""
-    rows = datasets_by_slug(session, selection.dataset_slugs)
+    slugs = current_slugs(session, selection.dataset_slugs)
+    rows = datasets_by_slug(session, slugs)
     found = {row.slug for row in rows}
     return SelectionDetail(
         id=selection.id if owner else selection.read_id,
         read_id=selection.read_id,
         owner=owner,
         name=selection.name,
-        dataset_slugs=list(selection.dataset_slugs),
-        missing_slugs=[s for s in selection.dataset_slugs if s not in found],
+        dataset_slugs=slugs,
+        missing_slugs=[s for s in slugs if s not in found],
         totals=selection_totals(rows),
         fetch=fetch_overview_of(session, [row.slug for row in rows]),
         datasets=[

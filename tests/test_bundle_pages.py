@@ -36,7 +36,7 @@ def no_worker_runs_our_jobs() -> Iterator[None]:
 def web(client: TestClient) -> Iterator[TestClient]:
     """A browser's worth of cookies; every job it started is cancelled afterwards."""
     yield client
-    for job in client.get("/api/v1/bundles").json():
+    for job in client.get("/api/v1/bundles").json()["results"]:
         if job["state"] not in ("done", "failed", "cancelled"):
             client.post(f"/api/v1/bundles/{job['id']}/cancel")
 
@@ -152,7 +152,7 @@ def test_invalid_forms_come_back_with_the_message_and_what_was_typed(
     for name, value in fields.items():
         if name in ("name", "test_fraction", "val_fraction", "nnunet_dataset_id"):
             assert f'value="{value}"' in response.text.replace("&#x2F;", "/"), name
-    assert web.get("/api/v1/bundles").json() == [], "no job was started"
+    assert web.get("/api/v1/bundles").json()["results"] == [], "no job was started"
 
 
 def test_an_empty_selection_is_explained(web: TestClient) -> None:
@@ -200,7 +200,7 @@ def test_cross_site_posts_are_refused(web: TestClient) -> None:
         follow_redirects=False,
     )
     assert response.status_code == 403 and "set-cookie" not in response.headers
-    assert web.get("/api/v1/bundles").json() == []
+    assert web.get("/api/v1/bundles").json()["results"] == []
     job_id = job_id_of(build(web, dataset="lits"))
     cancel = web.post(f"/bundles/{job_id}/cancel", headers={**HTML, "Sec-Fetch-Site": "cross-site"})
     assert cancel.status_code == 403

@@ -191,7 +191,8 @@ def test_only_the_owner_cancels_a_bundle_and_the_id_still_reads_it(
     assert stranger.get(f"/api/v1/bundles/{job_id}").json()["state"] == "queued"
 
     listed = stranger.get("/api/v1/bundles", headers={OWNER_HEADER: key}).json()
-    assert [job["id"] for job in listed] == [job_id], "the key lists its bundles"
+    assert listed["ok"] is True and listed["count"] == 1
+    assert [job["id"] for job in listed["results"]] == [job_id], "the key lists its bundles"
     cancelled = stranger.post(f"/api/v1/bundles/{job_id}/cancel", headers={OWNER_HEADER: key})
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
 

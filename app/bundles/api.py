@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from app.api.deps import SessionDep
 from app.bundles import service
 from app.bundles import status as bundle_status
-from app.bundles.schemas import BundleItemsPage, BundleJobOut, BundleJobSummary, BundleRequest
+from app.bundles.schemas import BundleItemsPage, BundleJobList, BundleJobOut, BundleRequest
 from app.common import tasks
 from app.common.jobs import ItemState
 from app.core.forms import set_visitor_cookie
@@ -79,12 +79,12 @@ def create_bundle(
     return bundle_status.job_status(session, job)
 
 
-@router.get("/bundles", operation_id="list_bundles", response_model=list[BundleJobSummary])
-def list_bundles(session: SessionDep, request: Request) -> list[BundleJobSummary]:
+@router.get("/bundles", operation_id="list_bundles", response_model=BundleJobList)
+def list_bundles(session: SessionDep, request: Request) -> BundleJobList:
     """Bundles requested with this client's owner key (X-Owner-Key header, or the `imagingx_bundles` cookie
     the web pages and `POST /bundles` set), newest first. Without a key the list is empty: a bundle is private
     to whoever holds its id."""
-    return bundle_status.list_jobs(session, request_owner(request))
+    return bundle_status.job_list(session, request_owner(request))
 
 
 @router.get("/bundles/{job_id}", operation_id="get_bundle", response_model=BundleJobOut)

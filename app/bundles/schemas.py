@@ -161,6 +161,11 @@ class BundleJobSummary(BaseModel):
         return urls.page_bundle(self.id)
 
 
+class BundleJobList(Ok):
+    count: int
+    results: list[BundleJobSummary] = Field(description="Newest first")
+
+
 class BundleItemOut(BaseModel):
     item_id: str
     source: str

@@ -16,6 +16,7 @@ from app.bundles.schemas import (
     SKIPPED_SHOWN,
     BundleItemOut,
     BundleItemsPage,
+    BundleJobList,
     BundleJobOut,
     BundleJobSummary,
     BundleRequest,
@@ -118,6 +119,12 @@ def case_source_file(slug: str, case: dict[str, Any] | None) -> str:
         return ""
     relative = str(images[0]).removeprefix(f"sources/{slug}/")
     return f"{relative}#{case['member']}" if case and case.get("member") else relative
+
+
+def job_list(session: Session, owner: str | None) -> BundleJobList:
+    """`list_jobs` as the API answers it."""
+    jobs = list_jobs(session, owner)
+    return BundleJobList(count=len(jobs), results=jobs)
 
 
 def list_jobs(session: Session, owner: str | None, limit: int = 100) -> list[BundleJobSummary]:

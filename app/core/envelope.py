@@ -1,8 +1,8 @@
 """The one success envelope: every JSON object a route answers with on success carries `"ok": true`, as every
 error carries `"ok": false` (app/core/errors.py). A client can tell the two apart without reading the status.
 
-Lists (`GET /api/v1/facets`, `GET /api/v1/bundles`) are answered as bare JSON arrays, as they always were:
-wrapping them would break their clients.
+Lists are objects too (`{ok, count, results}` for bundles, `{ok, facets}` for a search's facets), never bare
+arrays, so that every success answer can say so and gain fields later without breaking its clients.
 """
 
 from typing import Literal

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from app.api.deps import SEARCH_FILTER_OPENAPI, FacetSizeDep, QueryStringFilterDep, SessionDep
 from app.core.urls import urls
 from app.search import service
-from app.search.schemas import CatalogStatistics, Facet, SearchFilter, SearchResponse
+from app.search.schemas import CatalogStatistics, FacetList, SearchFilter, SearchResponse
 
 router = APIRouter()
 
@@ -73,7 +73,7 @@ def search_datasets_by_body(
 
 
 @router.get(
-    "/facets", operation_id="facet_counts", response_model=list[Facet], openapi_extra=SEARCH_FILTER_OPENAPI
+    "/facets", operation_id="facet_counts", response_model=FacetList, openapi_extra=SEARCH_FILTER_OPENAPI
 )
 def facets(session: SessionDep, search: QueryStringFilterDep, facet_size: FacetSizeDep) -> Response:
     """Only the facets of a search (same parameters as /datasets)."""

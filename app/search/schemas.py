@@ -101,6 +101,10 @@ class Facet(BaseModel):
     truncated: bool
 
 
+class FacetList(Ok):
+    facets: list[Facet]
+
+
 class NearMatch(BaseModel):
     dataset: DatasetSummary
     missed: list[str] = Field(description="Why it is not a strict match, one reason per missed constraint")

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import TypeAdapter
 from sqlalchemy import BigInteger, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
@@ -38,7 +37,7 @@ from app.search.filters import (
 from app.search.index import CatalogIndex, current_index
 from app.search.matching import Constraint, filter_constraints, text_matches
 from app.search.near import closest, missed_reasons
-from app.search.schemas import FACETS, Facet, NearMatch, Order, SearchFilter, SearchResponse, Sort
+from app.search.schemas import FACETS, FacetList, NearMatch, Order, SearchFilter, SearchResponse, Sort
 from app.search.statistics import catalog_statistics
 from app.search.text_query import TextMatch
 from app.search.zero_results import zero_result_help
@@ -172,16 +171,19 @@ def search_json(
     return kept[:-1] + b',"timing_ms":%.2f}' % ((time.perf_counter() - started) * 1000)
 
 
-_FACET_LIST = TypeAdapter(list[Facet])
-
-
 def facets_json(session: Session, search: SearchFilter, *, facet_size: int | None, base_path: str) -> bytes:
     """Only the facets of a search, as JSON, kept like `search_json`."""
     key = ("facets", catalog_key(session), search.model_dump_json(), facet_size, base_path)
     return _json_answers.get_or_compute(
         key,
-        lambda: _FACET_LIST.dump_json(
-            search_datasets(session, search, page_size=1, facet_size=facet_size, base_path=base_path).facets
+        lambda: (
+            FacetList(
+                facets=search_datasets(
+                    session, search, page_size=1, facet_size=facet_size, base_path=base_path
+                ).facets
+            )
+            .model_dump_json()
+            .encode()
         ),
     )
 

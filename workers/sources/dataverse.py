@@ -15,10 +15,16 @@ What this relies on (the Dataverse API guide: Native API and Data Access API):
   original's name and size.
 - Restricted files, and embargoed ones, need access granted on the dataset's page; this server downloads public
   files only, so a source that includes any is refused, naming them (`include` can leave them out).
+- The version states its terms: `license` (Dataverse 5.10 and later: `{"name": "CC0 1.0", "uri"}`; older
+  versions a string such as "CC0") or, for custom terms, `termsOfUse` (free text, possibly HTML). Kept as
+  written (tags dropped, whitespace folded, cut at 200 characters) and carried with every file with the DOI.
 """
 
 from __future__ import annotations
 
+import html
+import re
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
@@ -88,7 +94,30 @@ def resolve(
             f"dataset's page, which this server does not have: {', '.join(sorted(refused))}; leave them out with "
             "`include` globs to fetch the public files"
         )
+    licence = stated_licence(version)
+    remote_files = [
+        replace(r, stated_licence=licence, stated_doi=source.doi, stated_by=what) for r in remote_files
+    ]
     return chosen(remote_files, source.include, what)
+
+
+MAX_TERMS = 200
+_TAG = re.compile(r"<[^>]*>")
+
+
+def stated_licence(version: dict[str, Any]) -> str:
+    """The licence a dataset version states: `license`'s name (or the string itself), else its custom
+    `termsOfUse` as text; "" when it states neither."""
+    stated = version.get("license")
+    if isinstance(stated, dict):
+        text = str(stated.get("name") or stated.get("uri") or "")
+    elif isinstance(stated, str) and stated.upper() != "NONE":
+        text = stated
+    else:
+        text = ""
+    if not text.strip():
+        text = html.unescape(_TAG.sub(" ", str(version.get("termsOfUse") or "")))
+    return " ".join(text.split())[:MAX_TERMS]
 
 
 def _message(answer: Any) -> str:

@@ -2,10 +2,16 @@
 
 figshare gives each uploaded file a `computed_md5`; files that are only links to another host carry none and
 cannot be verified, so they are refused with the reason (describe that host's files as an `http` source).
+
+The article itself (`GET {api}/articles/{id}[/versions/{v}]`) states its licence (`license.name`, e.g. "CC BY
+4.0") and DOI; both travel with every file (RemoteFile.stated_*). An article whose metadata cannot be read
+(the host answers an error for it while listing its files) is fetched without them: the licence then comes
+from the catalog, as for hosts that state none.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -13,7 +19,7 @@ import httpx
 from app.common.descriptors import FigshareSource
 from app.core.config import Settings
 from workers.sources.base import NO_OPTIONS, FetchOptions, RemoteFile, SourceError, chosen, included
-from workers.sources.net import fetch_json
+from workers.sources.net import HttpStatusError, fetch_json
 
 PAGE_SIZE = 1000  # figshare's largest page: one request for all but the largest articles
 MAX_PAGES = 100  # 100,000 files: beyond that a listing that never ends is an error, not a loop
@@ -43,7 +49,34 @@ def resolve(
                 "as an `http` source with their sha256"
             )
         remote_files.append(RemoteFile(name=name, url=url, size=entry.get("size"), md5=md5))
+    licence, doi = _article_terms(client, base, settings, what)
+    if licence or doi:
+        remote_files = [
+            replace(r, stated_licence=licence, stated_doi=doi, stated_by=what) for r in remote_files
+        ]
     return chosen(remote_files, source.include, what)
+
+
+def stated_terms(article: Any) -> tuple[str, str]:
+    """(licence, DOI) as a figshare article states them, "" where it states none: `license` is
+    {"value", "name", "url"} (the name as written, else the URL), `doi` a bare DOI."""
+    if not isinstance(article, dict):
+        return "", ""
+    stated = article.get("license")
+    licence = ""
+    if isinstance(stated, dict):
+        licence = str(stated.get("name") or stated.get("url") or "").strip()
+    elif isinstance(stated, str):
+        licence = stated.strip()
+    return " ".join(licence.split()), str(article.get("doi") or "").strip()
+
+
+def _article_terms(client: httpx.Client, base: str, settings: Settings, what: str) -> tuple[str, str]:
+    try:
+        article, _ = fetch_json(client, base, settings, what)
+    except HttpStatusError:
+        return "", ""  # the files are what was asked for; the licence falls back to the catalog's
+    return stated_terms(article)
 
 
 def _all_files(client: httpx.Client, url: str, settings: Settings, what: str) -> list[dict[str, Any]]:

@@ -83,9 +83,18 @@ def resolve(
     remote_files = []
     for entry in entries:
         name = entry["filename"]
-        if included(name, source.include):
+        # the BIDS description states the licence, authors and DOI: fetched even when `include` leaves it out
+        # (a few hundred bytes), since the bundle carries them with the source
+        if included(name, source.include) or (name == BIDS_DESCRIPTION and _any_included(entries, source)):
             remote_files.append(_remote_file(entry, name, opaque_ids, what))
     return chosen(remote_files, source.include, what)
+
+
+BIDS_DESCRIPTION = "dataset_description.json"
+
+
+def _any_included(entries: list[dict[str, Any]], source: OpenNeuroSource) -> bool:
+    return any(e["filename"] != BIDS_DESCRIPTION and included(e["filename"], source.include) for e in entries)
 
 
 def _latest_tag(client: httpx.Client, endpoint: str, settings: Settings, dataset: str, what: str) -> str:

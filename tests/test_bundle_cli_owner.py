@@ -4,6 +4,7 @@ gives the user's bundles distinct nnU-Net ids (and lets `cancel` through), and `
 from __future__ import annotations
 
 import stat
+import time
 
 import httpx
 import pytest
@@ -37,6 +38,22 @@ def test_the_clis_bundles_share_one_owner_and_get_distinct_nnunet_ids(live_serve
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     key = key_file.read_text().strip()
     listed = httpx.get(f"{live_server}/api/v1/bundles", headers={"X-Owner-Key": key}).json()
-    assert {first["id"], second["id"]} <= {job["id"] for job in listed}
+    assert {first["id"], second["id"]} <= {job["id"] for job in listed["results"]}
     chosen = _requested(live_server, "--nnunet-id", "742")
     assert chosen["request"]["options"]["nnunet_dataset_id"] == 742  # type: ignore[index]
+
+
+def test_watching_a_job_stops_at_the_timeout_and_says_how_to_follow_it(live_server: str) -> None:
+    from bundle_fixtures import queue_for_this_process
+
+    with queue_for_this_process("imagingx-test-nobody-listens"):  # the job stays queued
+        job_id = str(_requested(live_server)["id"])
+        started = time.monotonic()
+        result = runner.invoke(
+            main, ["bundle", "get", job_id, "--wait", "--timeout", "1", "--url", live_server, "-o", "."]
+        )
+    assert result.exit_code == 3, result.output
+    assert time.monotonic() - started < 15
+    assert f"bundle {job_id} is still queued" in result.output
+    assert f"imagingx bundle status {job_id}" in result.output
+    assert httpx.get(f"{live_server}/api/v1/bundles/{job_id}").json()["state"] == "queued", "the job goes on"

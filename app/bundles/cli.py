@@ -100,8 +100,30 @@ def _api(client: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[st
     raise _fail(f"HTTP {response.status_code}: {detail}" + ("".join(f"\n  {p}" for p in problems[:10])))
 
 
-def _watch(client: httpx.Client, job_id: str, interval: float) -> dict[str, Any]:
-    """Poll the job with a progress bar until it finishes; prints each source once it has an outcome."""
+TimeoutOption = typer.Option(
+    None,
+    "--timeout",
+    min=1,
+    help="Stop watching after this many seconds (exit code 3); the job itself goes on. Default: no limit.",
+)
+WATCH_TIMED_OUT = 3  # the exit code when --timeout ends the watch: the job is still running, not failed
+
+
+def _watch(
+    client: httpx.Client, job_id: str, interval: float, timeout: float | None = None
+) -> dict[str, Any]:
+    """Poll the job with a progress bar until it finishes, printing each source once it has an outcome. Past
+    `timeout` seconds, or on Ctrl-C, stop watching with a message that says how to follow the job (which goes
+    on in the portal either way)."""
+    try:
+        return _poll(client, job_id, interval, None if timeout is None else time.monotonic() + timeout)
+    except KeyboardInterrupt:
+        raise _fail(
+            f"stopped watching; bundle {job_id} goes on: `imagingx bundle status {job_id}`", 130
+        ) from None
+
+
+def _poll(client: httpx.Client, job_id: str, interval: float, deadline: float | None) -> dict[str, Any]:
     reported: set[str] = set()
     with Progress(
         TextColumn("[bold]{task.fields[state]:<11}"),
@@ -134,7 +156,13 @@ def _watch(client: httpx.Client, job_id: str, interval: float) -> dict[str, Any]
                     )
             if status["state"] in FINISHED:
                 return status
-            time.sleep(interval)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _fail(
+                    f"bundle {job_id} is still {status['state']}; it goes on: `imagingx bundle status {job_id}`, "
+                    f"or `imagingx bundle get {job_id} --wait`",
+                    WATCH_TIMED_OUT,
+                )
+            time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic())))
 
 
 def _summary(status: dict[str, Any]) -> None:
@@ -195,6 +223,7 @@ def build(
         None, "--download", help="When done, download the archive into this folder."
     ),
     interval: float = typer.Option(1.0, "--interval", min=0.1, help="Seconds between status polls."),
+    timeout: float | None = TimeoutOption,
     url: str | None = UrlOption,
 ) -> None:
     """Request a fused bundle, watch its progress, and optionally download it."""
@@ -218,7 +247,7 @@ def build(
         )
         if not wait:
             return
-        status = _watch(client, job["id"], interval)
+        status = _watch(client, job["id"], interval, timeout)
         _summary(status)
         if status["state"] != "done":
             raise typer.Exit(1)
@@ -251,13 +280,14 @@ def get(
     wait: bool = typer.Option(
         False, "--wait", help="If the job is still running, watch it and download when done."
     ),
+    timeout: float | None = TimeoutOption,
     url: str | None = UrlOption,
 ) -> None:
     """Download a finished bundle's archive (resumes an interrupted download; verifies its sha256)."""
     with httpx.Client(base_url=_base_url(url), timeout=60) as client:
         status = _api(client, "GET", urls.bundle(job_id))
         if status["state"] not in FINISHED and wait:
-            status = _watch(client, job_id, 1.0)
+            status = _watch(client, job_id, 1.0, timeout)
         if status["state"] != "done":
             raise _fail(
                 f"bundle {job_id} is {status['state']}" + (f": {status['error']}" if status["error"] else "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,8 @@ SLUGS = ("msd03-liver", "isic16", "lits")
 # the working source answers slowly, so the job is visibly running when its page opens
 DOWNLOAD_DELAY = 3.0
 JOB_TIMEOUT_MS = 240_000
-SCREENSHOT = Path("/tmp/imagingx-bundle-job-done.png")
+# left in the temporary folder after a run, for a person to look at
+SCREENSHOT = Path(tempfile.gettempdir()) / "imagingx-bundle-job-done.png"
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ import os
 import resource
 import shutil
 import sys
+import tempfile
 import time
 import zlib
 from collections.abc import Iterator
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--shape", type=int, nargs=3, default=(200, 512, 512), metavar=("Z", "Y", "X"))
     parser.add_argument("--small", action="store_true", help="4 cases of 64x256x256")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/imagingx-fusion-bench"))
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "imagingx-fusion-bench")
     parser.add_argument("--skip-naive", action="store_true", help="the naive run is the slow one")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--only", nargs="+", metavar="TEXT", help="only the contenders whose name holds TEXT")

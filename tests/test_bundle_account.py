@@ -366,3 +366,26 @@ def test_slices_left_out_as_empty_are_counted_per_case(tmp_path: Path) -> None:
     assert report["counts"]["noted"] == len(notes)
     card = (dest / "README.md").read_text()
     assert f"- {expected_total} 2D slice(s) without a labelled voxel left out of {len(notes)} case(s)" in card
+
+
+def test_the_datacard_states_the_catalog_version_at_submission_and_packaging_when_they_differ() -> None:
+    from workers.packaging.datacard import catalog_lines
+
+    assert catalog_lines({"catalog_version": 7}) == [
+        "- Catalog version: 7 at packaging (the version at submission was not recorded)"
+    ]
+    assert catalog_lines({"catalog_version": 7, "catalog_version_submitted": 7}) == [
+        "- Catalog version: 7 (at submission and at packaging)"
+    ]
+    differ = catalog_lines({"catalog_version": 9, "catalog_version_submitted": 7})
+    assert differ == [
+        "- Catalog version: 7 when the job was submitted (its sources were fixed then), 9 when it was packaged"
+    ]
+    planned = catalog_lines({"catalog_version": 9, "plan_id": "P1", "plan_catalog_version": 4})
+    assert planned[1] == (
+        "- Plan: P1, made at catalog version 4 (its dataset list is the one the plan saved; the catalog has "
+        "changed since)"
+    )
+    assert catalog_lines({"catalog_version": 4, "plan_id": "P1", "plan_catalog_version": 4})[1] == (
+        "- Plan: P1, made at catalog version 4"
+    )

@@ -81,12 +81,39 @@ def _holds(
     return lines
 
 
+def catalog_lines(provenance: Mapping[str, Any]) -> list[str]:
+    """Which catalog the bundle follows: the version at packaging, the version the job was submitted with
+    (`catalog_version_submitted`, when the job recorded it) and the plan's (`plan_catalog_version`), each said
+    apart when it differs, since a job's sources are fixed at submission while packaging reads the catalog
+    later (a re-import between the two changes nothing in the bundle but the datacard's figures)."""
+    now = provenance.get("catalog_version")
+    submitted = provenance.get("catalog_version_submitted")
+    lines: list[str] = []
+    if submitted not in (None, "") and now not in (None, "") and submitted != now:
+        lines.append(
+            f"- Catalog version: {submitted} when the job was submitted (its sources were fixed then), {now} "
+            "when it was packaged"
+        )
+    elif submitted not in (None, ""):
+        lines.append(f"- Catalog version: {submitted} (at submission and at packaging)")
+    elif now not in (None, ""):
+        lines.append(f"- Catalog version: {now} at packaging (the version at submission was not recorded)")
+    plan = provenance.get("plan_id")
+    if plan:
+        made = provenance.get("plan_catalog_version")
+        text = f"- Plan: {plan}"
+        if made not in (None, ""):
+            text += f", made at catalog version {made}"
+            if now not in (None, "") and made != now:
+                text += " (its dataset list is the one the plan saved; the catalog has changed since)"
+        lines.append(text)
+    return lines
+
+
 def _made(provenance: Mapping[str, Any], version: str, url: str) -> list[str]:
     lines = ["## How it was made", ""]
     lines += [f"- Bundle version {version}; its page: {url or '-'}"]
-    for key in ("catalog_version", "plan_id"):
-        if provenance.get(key) not in (None, ""):
-            lines.append(f"- {key.replace('_', ' ').capitalize()}: {provenance[key]}")
+    lines += catalog_lines(provenance)
     options = provenance.get("options")
     if options:
         lines += ["- Options:", "", "```json", json.dumps(options, indent=2, sort_keys=True), "```", ""]

@@ -25,6 +25,7 @@ from app.common.jobs import FINISHED, SLICE_AXES, BuildOptions, ItemStage, ItemS
 from app.core.config import Settings
 from app.core.db import new_session
 from app.core.urls import urls
+from app.mdfp.models import Plan
 from app.sources.citations import bibtex_entry, citation_fields
 from workers.imaging.cases import Split
 from workers.packaging.account import WHOLE_SOURCE
@@ -290,6 +291,10 @@ def _package(job_id: str, settings: Settings) -> Messages:
         provenance = {
             "catalog_version": catalog_version(session),
             "plan_id": plan_id or "",
+            # the catalog the plan's dataset list was made from (the job keeps no version of its own)
+            "plan_catalog_version": session.scalar(select(Plan.catalog_version).where(Plan.id == plan_id))
+            if plan_id
+            else None,
             "options": job.request.get("options", {}),
             "software": software_versions(),
         }

@@ -100,3 +100,17 @@ def test_prefer_open_puts_open_datasets_first_within_a_text_search(client: TestC
     assert opened == sorted(opened, reverse=True)  # every open dataset before the first that is not
     plain = search(client, "lung", page_size=200)
     assert {r["slug"] for r in plain["results"]} == {r["slug"] for r in body["results"]}
+
+
+def test_a_dataset_name_is_not_read_as_a_misspelling_of_another(client: TestClient) -> None:
+    # 'ACDC' and 'LIDC' are names: a dataset one letter away ('ICDC', 'LIHC') is another dataset, not a guess
+    for q, other in (("ACDC", "icdc"), ("LIDC", "tcga-lihc"), ("ADNI", None)):
+        body = search(client, q, page_size=50)
+        assert body["interpretation"]["spelling"] == {}, (q, body["interpretation"])
+        if other is not None:
+            assert not any(s.startswith(other) for s in slugs(body)), (q, slugs(body))
+    # other editions of a named dataset (same letters, another number) are still offered
+    editions = slugs(search(client, "brats2021", page_size=50))
+    assert editions[0] == "brats-2021" and len([s for s in editions if s.startswith("brats-20")]) >= 10, (
+        editions
+    )

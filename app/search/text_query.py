@@ -4,7 +4,9 @@ A query becomes slots, every one of which a dataset must match (soft words such 
 score). A slot is either a concept the query names ('brain tumor'), matched by any of the concept's phrases
 or, a little lower, by any phrase of a narrower concept ('glioma', 'meningioma'), or a single word, matched by
 the catalog word itself, else by the words it begins, and, only when those find fewer than FUZZY_BELOW
-datasets, by words within its edit budget (none up to 3 letters, 1 up to 7, 2 beyond).
+datasets, by words within its edit budget (none up to 3 letters, 1 up to 7, 2 beyond); a word that is itself
+a word of a dataset's name or alias is no misspelling, so only other editions of it (the same letters, another
+number: 'brats2020' for 'brats2021') are added, never look-alike names ('ICDC' for 'ACDC').
 
 A dataset's score is the sum over slots of the best (field weight x match quality) of the slot's
 alternatives, each slot weighted by its rarity (log(1 + datasets / datasets matching it)), plus a bonus for a query that covers a short name and a large one for a query that is a
@@ -161,13 +163,18 @@ def slot_scores(index: TextIndex, slot: Slot, interpretation: TextInterpretation
     """Each dataset's best score for one slot; misspellings are tried only when the rest finds little."""
     best = np.zeros(index.size, dtype=np.float32)
     matched_concepts: list[str] = []
+    names_a_dataset = False  # the word as typed is a word of some dataset's name or alias
     for alternative in slot.alternatives:
         positions, scores = _alternative_scores(index, alternative, slot.concept is not None)
         if alternative.concept is not None and alternative.concept not in matched_concepts and positions.size:
             matched_concepts.append(alternative.concept)
+        if alternative.terms == (slot.fuzzy_of,) and scores.size and scores.max() >= ALIAS * EXACT:
+            names_a_dataset = True
         best[positions] = np.maximum(best[positions], scores)
     if slot.fuzzy_of is not None and int(np.count_nonzero(best)) < FUZZY_BELOW:
         close = [term for _, term in index.close(slot.fuzzy_of)]
+        if names_a_dataset:  # no misspelling: only other editions ('brats2020'), not 'ACDC' -> 'ICDC'
+            close = [term for term in close if _letters(term) == _letters(slot.fuzzy_of)]
         for term in close:
             positions, scores = _alternative_scores(index, Alternative((term,), FUZZY), False)
             best[positions] = np.maximum(best[positions], scores)
@@ -176,6 +183,10 @@ def slot_scores(index: TextIndex, slot: Slot, interpretation: TextInterpretation
     if interpretation is not None and matched_concepts:
         interpretation.also_matching.extend(CONCEPTS.by_id[c].label for c in matched_concepts)
     return best
+
+
+def _letters(word: str) -> str:
+    return "".join(c for c in word if not c.isdigit())
 
 
 def evaluate(index: TextIndex, q: str, slots: list[Slot] | None = None) -> TextMatch:

@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app.catalog.models import CatalogState, Dataset
-from app.catalog.service import catalog_version, refresh_search_words
+from app.catalog.service import catalog_version
 from app.core.cache import forget_derived_state
 from app.core.db import get_engine, new_session, sessions_inside
 from app.search.filters import SearchFilter
@@ -46,7 +46,6 @@ def _rename_and_commit(slug: str) -> None:
         state = session.get(CatalogState, 1)
         assert state is not None
         state.version += 1
-        refresh_search_words(session)  # as the importer does after every change
         session.commit()
 
 

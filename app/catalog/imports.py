@@ -132,7 +132,6 @@ def import_catalog(session: Session, path: Path | None = None) -> ImportSummary:
     state = locked_state(session)
     if created or updated or stale or redirects_changed:
         state.version += 1
-        refresh_search_words(session)
     state.source_sha256 = sha256
     summary = ImportSummary(
         rows=plan.rows,
@@ -236,11 +235,3 @@ def locked_state(session: Session) -> CatalogState:
         session.add(state)
         session.flush()
     return state
-
-
-def refresh_search_words(session: Session) -> None:
-    """Rebuild the table of distinct catalog words that typo-tolerant search expands queries against."""
-    session.execute(text("DELETE FROM search_word"))
-    session.execute(
-        text("INSERT INTO search_word SELECT word, ndoc FROM ts_stat('SELECT search_vector FROM dataset')")
-    )

@@ -21,9 +21,6 @@ from app.catalog.imports import (
     locked_state,
 )
 from app.catalog.imports import (
-    refresh_search_words as refresh_search_words,
-)
-from app.catalog.imports import (
     sync_vocabularies as sync_vocabularies,
 )
 from app.catalog.models import CatalogState, Dataset, DatasetRedirect, Vocabulary

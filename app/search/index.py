@@ -15,7 +15,7 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.orm import Session
 
 from app.core.cache import on_forget
@@ -174,6 +174,15 @@ _current: CatalogIndex | None = None
 _current_key: tuple[str, int] | None = None
 
 
+def read_whole_catalog(session: Session, query: TextClause) -> Sequence[Any]:
+    """Every row `query` reads, without the search time limit: reading the whole catalog is an index rebuild,
+    not a search (at 100,000 records it can take longer than a search may), and the limit is set back after."""
+    session.execute(text("SET LOCAL statement_timeout = 0"))
+    rows = session.execute(query).all()
+    session.execute(text(f"SET LOCAL statement_timeout = {int(get_settings().query_timeout_ms)}"))
+    return rows
+
+
 def current_index(session: Session, version: int) -> CatalogIndex:
     """The index of this database's catalog `version`, built on first use after a change (one build at a time).
 
@@ -186,12 +195,7 @@ def current_index(session: Session, version: int) -> CatalogIndex:
         return index
     with _lock:
         if _current is None or _current_key != key:
-            # reading the whole catalog is a rebuild, not a search: the search time limit does not apply to it
-            session.execute(text("SET LOCAL statement_timeout = 0"))
-            rows = session.execute(_LOAD_SQL).all()
-            timeout = int(get_settings().query_timeout_ms)
-            session.execute(text(f"SET LOCAL statement_timeout = {timeout}"))
-            _current, _current_key = CatalogIndex(version, rows), key
+            _current, _current_key = CatalogIndex(version, read_whole_catalog(session, _LOAD_SQL)), key
         return _current
 
 

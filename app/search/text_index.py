@@ -24,9 +24,8 @@ from sqlalchemy.orm import Session
 
 from app.common.vocabularies import ALL
 from app.core.cache import on_forget
-from app.core.config import get_settings
 from app.search.concepts import ALIASES
-from app.search.index import CatalogIndex, current_index
+from app.search.index import CatalogIndex, current_index, read_whole_catalog
 from app.search.schemas import FACETS
 from app.search.tokens import deletions, document_tokens, edit_budget, edit_distance, joined, split_runs
 
@@ -274,28 +273,17 @@ def current_text_index(session: Session, version: int) -> TextIndex:
     catalog = current_index(session, version)
     with _lock:
         if _current is None or _current_key != key:
-            # reading the whole catalog is a rebuild, not a search: the search time limit does not apply to it
-            session.execute(text("SET LOCAL statement_timeout = 0"))
-            rows = session.execute(_LOAD_SQL).all()
-            timeout = int(get_settings().query_timeout_ms)
-            session.execute(text(f"SET LOCAL statement_timeout = {timeout}"))
-            _current, _current_key = TextIndex(catalog, rows, _canonical_slugs(session)), key
+            rows = read_whole_catalog(session, _LOAD_SQL)
+            _current, _current_key = TextIndex(catalog, rows, _alias_slugs(session)), key
         return _current
 
 
-def _canonical_slugs(session: Session) -> Callable[[str], str]:
-    """The merged record's slug for an old one, once the catalog service offers it; else the slug itself."""
-    from app.catalog import service as catalog_service
+def _alias_slugs(session: Session) -> Callable[[str], str]:
+    """The slug each curated alias entry names now (a slug merged into another record reads as that record's)."""
+    from app.catalog.service import canonical_slugs
 
-    canonical = getattr(catalog_service, "canonical_slug", None)
-    if canonical is None:
-        return lambda slug: slug
-
-    def resolve(slug: str) -> str:
-        target = canonical(session, slug)  # None: a slug that never named a record
-        return slug if target is None else str(target)
-
-    return resolve
+    now = canonical_slugs(session, [slug for entry in ALIASES for slug in entry.slugs])
+    return lambda slug: now.get(slug, slug)
 
 
 @on_forget

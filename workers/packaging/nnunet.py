@@ -82,22 +82,37 @@ def dataset_json(
 def splits_final(case_splits: dict[str, tuple[str, str]]) -> list[dict[str, list[str]]]:
     """Folds for the training cases. `case_splits`: case id -> (split, subject id).
 
-    With validation cases: one fold, exactly the bundle's split. Without: five folds grouped by a hash of the
-    subject id, so one patient's scans never sit on both sides (nnU-Net's own random folds would split them).
+    With validation cases: one fold, exactly the bundle's split. Without: up to five folds by subject, the
+    subjects dealt in the order of a hash of their id, so one patient's scans never sit on both sides (nnU-Net's
+    own random folds would split them) and every fold has cases to train on and to validate. With a single
+    subject (or a split that left nothing to train on) no fold can keep the two apart: the one fold trains and
+    validates on the same cases, as nnU-Net's fold `all` does.
     """
     training = {case: info for case, info in case_splits.items() if info[0] in ("train", "val")}
     if any(split == "val" for split, _subject in training.values()):
         train = sorted(c for c, (s, _) in training.items() if s == "train")
         val = sorted(c for c, (s, _) in training.items() if s == "val")
-        return [{"train": train, "val": val}]
-    fold_of: dict[str, int] = {}
-    for case, (_split, subject) in training.items():
-        fold_of[case] = int(hashlib.sha256(subject.encode()).hexdigest(), 16) % _FALLBACK_FOLDS
+        if train:
+            return [{"train": train, "val": val}]
+        return [
+            {"train": val, "val": val}
+        ]  # every training case went to validation: nothing apart to train on
+    # subjects dealt round-robin in the order of their hash: every fold validates at least one subject and
+    # trains on the others (a plain hash modulo 5 could leave a fold with nothing to train on)
+    subjects = sorted(
+        {subject for _split, subject in training.values()},
+        key=lambda subject: (hashlib.sha256(subject.encode()).hexdigest(), subject),
+    )
+    count = min(_FALLBACK_FOLDS, len(subjects))
+    fold_of_subject = {subject: rank % count for rank, subject in enumerate(subjects)}
     folds = []
-    for fold in range(_FALLBACK_FOLDS):
-        val = sorted(c for c, f in fold_of.items() if f == fold)
-        if val:
-            folds.append({"train": sorted(c for c, f in fold_of.items() if f != fold), "val": val})
+    for fold in range(count):
+        val = sorted(c for c, (_s, subject) in training.items() if fold_of_subject[subject] == fold)
+        train = sorted(c for c, (_s, subject) in training.items() if fold_of_subject[subject] != fold)
+        folds.append({"train": train, "val": val})
+    if count == 1:
+        every = sorted(training)
+        folds = [{"train": every, "val": every}]
     return folds
 
 

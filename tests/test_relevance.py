@@ -83,6 +83,13 @@ def test_non_english_words(client: TestClient) -> None:
     assert lunge["count"] == search(client, "lung")["count"] > 0
     assert search(client, "Hirntumor")["count"] > 0
     assert search(client, "cancer du poumon")["count"] > 0
+    # 'sein' is French for breast, not a misspelling of 'skin' or 'vein'
+    sein = search(client, "cancer du sein", page_size=50)
+    assert sein["count"] > 0 and sein["interpretation"]["spelling"] == {}, sein["interpretation"]
+    assert all(
+        "breast" in r["anatomies"] or "Breast" in " ".join(r["diseases"]) for r in sein["results"][:10]
+    )
+    assert search(client, "Magen")["count"] == search(client, "stomach")["count"] > 0
 
 
 def test_every_curated_alias_names_a_catalog_record(session: Session) -> None:

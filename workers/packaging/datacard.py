@@ -18,6 +18,7 @@ from typing import Any
 
 from workers.packaging.account import ACCOUNT_CSV, EMPTY_SLICES, is_whole_source
 from workers.packaging.cases import LabelTable, SourceDataset
+from workers.packaging.images2d import IMAGES_DIR, MASKS_DIR
 from workers.packaging.labels import labels_document
 from workers.packaging.licences import SURVEY_KEY, combined_terms
 from workers.packaging.manifest import COLUMN_DESCRIPTIONS, ItemRecord
@@ -47,9 +48,15 @@ def _holds(
 ) -> list[str]:
     lines = ["## What it holds", ""]
     three = sum(1 for r in records if r.dims == 3)
+    giving = len({r.source_dataset for r in records})
+    requested = (
+        f" (of {len(sources)} requested: the table says what the others lost)"
+        if giving < len(sources)
+        else ""
+    )
     lines += [
         f"{len(records)} items: {three} 3D cases and {len(records) - three} 2D images or slices, from "
-        f"{len({r.source_dataset for r in records})} source dataset(s) and "
+        f"{giving} source dataset(s){requested} and "
         f"{len({r.subject_id for r in records})} subjects. Splits are by subject.",
         "",
         "Per source:",
@@ -132,7 +139,7 @@ def _found(source_rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """How harmonising read each source: where modalities and 2D subjects came from, names no vocabulary knew."""
     lines = []
     for row in source_rows:
-        parts = []
+        parts: list[str] = []
         for key, what in (("modality_from", "modality from"), ("subject_from", "subjects from")):
             if row.get(key):
                 parts.append(what + " " + ", ".join(f"{k} ({n})" for k, n in sorted(row[key].items())))
@@ -140,7 +147,7 @@ def _found(source_rows: Sequence[Mapping[str, Any]]) -> list[str]:
             parts.append("label names kept as written: " + ", ".join(row["unknown_labels"]))
         if parts:
             lines.append(f"- {row['slug']}: " + "; ".join(parts))
-    return [*lines, ""] if lines else []
+    return ["How each source was read:", "", *lines, ""] if lines else []
 
 
 def _files(nnunet_folders: Mapping[str, str], nnunet_ids: Mapping[str, int]) -> list[str]:
@@ -148,9 +155,10 @@ def _files(nnunet_folders: Mapping[str, str], nnunet_ids: Mapping[str, int]) -> 
     for channel, folder in sorted(nnunet_folders.items()):
         lines.append(f"- `{folder}/`: nnU-Net v2 raw dataset {nnunet_ids[channel]} (channels {channel})")
     lines += [
-        "- `images2d/`, `masks2d/`: 2D pictures as PNG (float slices with fractions as 32-bit float TIFF) in "
-        "`train/`, `validation/`, `test/` with a `metadata.parquet` each: a Hugging Face imagefolder whose "
-        "`class_label` is a ClassLabel (present only when the bundle has 2D items)",
+        f"- `{IMAGES_DIR}/`, `{MASKS_DIR}/`: 2D pictures as PNG (float slices with fractions as 32-bit float "
+        "TIFF) in `train/`, `validation/`, `test/` with a `metadata.parquet` each: a Hugging Face imagefolder "
+        "whose `class_label` is a ClassLabel (present only when the bundle has 2D items); a 2D item's mask is `<split>/<item_id>.png` "
+        "under the second folder (the manifest's `label_path`)",
         "- `manifest.parquet`, `manifest.csv`: one row per item (columns below)",
         f"- `{ACCOUNT_CSV}`: the complete account: every item skipped or altered, with the stage, the file "
         "relative to its source and the reason",
@@ -232,6 +240,9 @@ def _loading(nnunet_folders: Mapping[str, str], nnunet_ids: Mapping[str, int], h
             "```python",
             "from datasets import load_dataset",
             'ds = load_dataset("imagefolder", data_dir="images2d")',
+            'classes = ds["train"].features["class_label"]  # a ClassLabel: classes.int2str(i) names class i',
+            "# -1 marks an item without a class (a slice of a volume): keep the classified pictures with",
+            'pictures = ds.filter(lambda row: row["class_label"] >= 0)',
             "```",
             "",
         ]

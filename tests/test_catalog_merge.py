@@ -226,8 +226,9 @@ def test_false_disease_anatomy_contradictions_are_gone_true_ones_stay() -> None:
         "PDMR-BL0293-F563",
     ):  # fmt: skip
         assert flag not in record(name)["quality_flags"], name
-    # a skin dataset whose disease says 'Brain'; a foot ulcer set whose disease says 'Breast cancer'
-    for name in ("MED-NODE", "DFUC 2020", "NODE21"):
+    # a skin dataset whose disease says 'Brain'; a foot ulcer set whose disease says 'Breast cancer'; a chest
+    # X-ray set whose disease says 'Diabetic retinopathy'; breast slides whose disease says 'Pneumothorax'
+    for name in ("MED-NODE", "DFUC 2020", "NODE21", "CheXpert", "TIGER-wsibulk"):
         assert flag in record(name)["quality_flags"], name
 
 

@@ -38,6 +38,12 @@ _SAMPLED = {"cell", "lymphatic", "non_anatomical", "blood"}
 _CANCER = re.compile(r"cancer|carcinoma|adenocarcinoma|cytology|neoplasm|metasta|lymph node", re.I)
 # Organ words that are not the organ in these phrases
 _NOT_ORGANS = re.compile(r"\b(sperm|femoral|humeral|nerve|optic nerve|muscle) head\b", re.I)
+# Diseases of one organ that name no organ word ('Diabetic retinopathy' on a chest X-ray set is a survey error).
+# Only diseases that stay in their organ: not cancers, which travel (melanoma in a lymph node or the brain)
+_ORGAN_OF_DISEASE = (
+    (re.compile(r"retinopath|maculopath|macular degeneration|glaucoma", re.I), "retina"),
+    (re.compile(r"pneumothorax|pneumonia|emphysema", re.I), "lung"),
+)
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ def related(a: str, b: str) -> bool:
 def disease_contradicts_anatomy(anatomies: list[str], diseases: list[str]) -> bool:
     """The disease text names an organ the anatomy cannot be related to (MED-NODE: skin, disease 'Brain')."""
     text = _NOT_ORGANS.sub(" ", " ; ".join(diseases))
-    named = anatomy_terms_in(text)
+    named = anatomy_terms_in(text) + [organ for pattern, organ in _ORGAN_OF_DISEASE if pattern.search(text)]
     if not anatomies or not named or any(related(a, b) for a in anatomies for b in named):
         return False
     if "metasta" in text.lower():  # metastases are found far from the organ they are named after

@@ -122,7 +122,7 @@ def test_bundle_jobs_over_the_limit_get_429_and_none_is_created(limits: Any) -> 
         assert_limited(api.post("/api/v1/bundles", json={"datasets": ["lits"]}, headers=owner), 60)
         form = api.post("/bundles", data={"dataset": "lits"}, headers=HTML, follow_redirects=False)
         assert_limited(form, 60)
-        jobs = api.get("/api/v1/bundles", headers=owner).json()
+        jobs = api.get("/api/v1/bundles", headers=owner).json()["results"]
         assert len(jobs) == 2
         for job in jobs:
             assert api.post(f"/api/v1/bundles/{job['id']}/cancel", headers=owner).status_code == 200

@@ -227,7 +227,8 @@ def test_serve_on_a_fresh_machine_runs_everything_and_stops_on_sigterm(
 
         response = httpx.get(f"{url}/api/v1/datasets", params={"page_size": 1}, timeout=30)
         assert response.status_code == 200, response.text
-        assert response.json()["count"] > 1000
+        # the whole seed catalog was loaded (its exact size is the catalog import tests' business)
+        assert response.json()["count"] > 900
 
         redis_url = read_service_url(home, "redis")
         assert redis_url, "serve records the embedded Redis in <home>/run/redis.pid"

@@ -162,6 +162,13 @@ def test_duplicates_under_two_names_are_one_record() -> None:
     assert len(bcnb["parts"]) == 6 and bcnb["images"] == 1100
     # hand-checked: one challenge listed under two names
     assert record("EndoVis15")["slug"] == record("EndoVis 2015 - APDCV")["slug"] == "endovis-2015"
+    # hand-checked: sub-tasks and parts the rules miss (another count, an empty anatomy, another page)
+    for names, slug in (
+        (("EndoVis 2020-CATARACTS Workflow", "EndoVis20-CATARACTS"), "endovis-2020-cataracts"),
+        (("P2ILF", "EndoVis22-P2ILF", "EndoVis 2022 - P2ILF 3D-CT"), "p2ilf"),
+        (("MRL Eye Gender", "MRL Eye Glasses cls"), "mrl-eye"),
+    ):
+        assert {record(name)["slug"] for name in names} == {slug}, names
 
 
 def test_sub_datasets_of_one_challenge_stay_apart_when_they_are_different_data() -> None:

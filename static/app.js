@@ -122,10 +122,9 @@
   });
 
   // Before htmx replaces the results and the facet panels it walks every old element, firing two events for
-  // each (about 1,300 elements, 2,600 events: a third of a click's time in the browser). By the time the new
-  // address is pushed, the old page has been kept for Back (the snapshot is taken just before) and the swap
-  // comes next, so the old contents can go at once: their listeners live on the elements themselves (forms,
-  // boosted links) and leave with them.
+  // each (about 1,300 elements, 2,600 events: a third of a click's time in the browser). The new address is
+  // pushed just before the swap (after any copy of the page kept for Back), so the old contents can go then:
+  // their listeners live on the elements themselves (forms, boosted links) and leave with them.
   // Only what this reply replaces: #results brings the panels out of band; "show all" replaces the panels.
   var replaced = [];
   document.addEventListener("htmx:beforeSwap", function (event) {

@@ -85,6 +85,8 @@ def test_a_click_replaces_only_the_results_and_panels(page: Any) -> None:
     assert page.locator('#search-fields input[type=hidden][name="modality"]').get_attribute("value") == "MR"
     expect(page.locator("#show-results")).to_contain_text(f"{count(page):,}")
     assert page.title().startswith(f"{count(page):,} datasets")
+    # no copy of the page is kept for Back (Back asks the server, as the history tests check)
+    assert json.loads(page.evaluate("sessionStorage.getItem('htmx-history-cache') || '[]'")) == []
 
 
 def test_show_all_unfolds_one_facet_and_it_stays_unfolded(page: Any) -> None:

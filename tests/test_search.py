@@ -192,3 +192,12 @@ def test_dataset_vocabularies_and_statistics(client: TestClient) -> None:
     total = stats["datasets"]
     assert sum(v["count"] for v in stats["distributions"]["access"]["results"]) == total
     assert stats["taxonomy"]["children"]
+
+
+def test_the_survey_multi_mark_is_refused_with_what_to_do_instead(client: TestClient) -> None:
+    response = client.get("/api/v1/datasets", params={"modality": "Multi"})
+    assert response.status_code == 422
+    text = response.text
+    assert (
+        "several modality tables" in text and "modality=CT&modality=MR" in text and "allowed values" in text
+    )

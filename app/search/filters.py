@@ -17,6 +17,15 @@ from app.search.schemas import FACETS, RANGE_FIELDS, Order, Range, SearchFilter,
 CONTROL_PARAMS = {"q", "sort", "order", "prefer_open", "page_size", "_next", "_facet_size"}
 
 
+# Words of the survey's columns that are no value of the facet, with what to do instead
+_SURVEY_MARKS = {
+    ("modality", "multi"): (
+        " (the survey's mark for a dataset listed in several modality tables, read per dataset from its rows:"
+        " give the modalities you want, e.g. modality=CT&modality=MR, which matches any of them)"
+    ),
+}
+
+
 # -- reading a filter from a query string or a JSON body -------------------------------------------------------
 def resolve_value(facet: str, value: str) -> str:
     """The canonical facet value for any accepted spelling, or a 422 that lists the allowed values. An
@@ -48,7 +57,8 @@ def resolve_values(facet: str, value: str) -> tuple[list[str], str | None]:
         meanings = [host]
     if not meanings:
         allowed = ", ".join(vocabulary.ids)
-        raise InvalidInput(["query", facet], f"unknown {facet} {value!r}; allowed values: {allowed}")
+        why = _SURVEY_MARKS.get((facet, cleaned.lower()), "")
+        raise InvalidInput(["query", facet], f"unknown {facet} {value!r}{why}; allowed values: {allowed}")
     if len(meanings) == 1:
         return meanings, None
     labels = " or ".join(f"{vocabulary.term(m).label} ({m})" for m in meanings)

@@ -113,7 +113,7 @@ def test_bad_bodies_and_unknown_ids(client: TestClient) -> None:
 
 def test_a_selection_is_capped(client: TestClient, session: Session) -> None:
     slugs = list(session.scalars(select(Dataset.slug).order_by(Dataset.id).limit(MAX_DATASETS + 1)))
-    # the seed catalog (942 datasets once merged) is smaller than the cap: datasets made up for this test (the
+    # the seed catalog (under a thousand datasets once merged) is smaller than the cap: datasets made up for this test (the
     # transaction is undone afterwards) fill it to one over
     extra = [f"cap-filler-{n}" for n in range(MAX_DATASETS + 1 - len(slugs))]
     session.add_all(Dataset(slug=s, name=s, host="none", access="open", size_bucket="unknown") for s in extra)

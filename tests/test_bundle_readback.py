@@ -321,3 +321,11 @@ def test_the_seg_labels_reach_the_idc_case_voxel_for_voxel(bundle: Readback, rea
     }
     assert found == real.label_voxels[IDC_SLUG]
     assert row.modality == "CT"  # from the DICOM header
+
+
+def test_a_source_that_gave_no_item_says_where_its_items_went(bundle: Readback) -> None:
+    sources = {row["slug"]: row for row in _report(bundle)["sources"]}
+    chaos = sources["chaos-ct"]
+    assert chaos["items"] == 0 and chaos["skipped"] == 2
+    # its gap series was unreadable and its other series the IDC scan again: both stages named
+    assert chaos["detail"] == "no item packaged (read 1, deduplicate 1): see the account"

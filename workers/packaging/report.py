@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,12 @@ def source_rows(
         if skipped[source.slug]:
             status, detail = "partial", f"{skipped[source.slug]} item(s) skipped: see the account"
         if not per_source_items[source.slug]:
-            status, detail = "failed", "no item could be packaged: see the account"
+            # say where its items went: "failed" alone reads as a broken source when they were duplicates
+            stages = Counter(
+                r["stage"] for r in account if r["source"] == source.slug and r["outcome"] == SKIPPED
+            )
+            where = ", ".join(f"{stage} {n}" for stage, n in stages.items())
+            status, detail = "failed", f"no item packaged ({where or 'none found'}): see the account"
         note = notes.get(source.slug, {})
         rows.append(
             {
@@ -197,7 +202,9 @@ def report_html(document: dict[str, Any]) -> str:
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{title}</title><style>body{{font-family:sans-serif;margin:2em}}"
-        "table{border-collapse:collapse}td,th{border:1px solid #999;padding:.2em .5em;text-align:left}</style>"
+        "table{border-collapse:collapse}td,th{border:1px solid #999;padding:.2em .5em;text-align:left;"
+        # long file paths and DICOM UIDs wrap inside their cell instead of pushing the table off the page
+        "overflow-wrap:anywhere;max-width:40em}</style>"
         f"</head><body><h1>{title}</h1><p>{counts['items']} items; {counts['skipped']} skipped (by stage: "
         f"{html.escape(by_stage)}); {counts['sources_not_fetched']} source(s) not fetched; {counts['altered']} "
         f"altered. Every row is also in account.csv.</p>"

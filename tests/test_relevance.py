@@ -1,5 +1,7 @@
 """Search relevance through the JSON API: the examples of issue 11 as a researcher would type them."""
 
+import html
+import re
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -121,3 +123,13 @@ def test_a_dataset_name_is_not_read_as_a_misspelling_of_another(client: TestClie
     assert editions[0] == "brats-2021" and len([s for s in editions if s.startswith("brats-20")]) >= 10, (
         editions
     )
+
+
+def test_the_page_says_what_a_concept_query_also_matched(client: TestClient) -> None:
+    body = client.get("/api/v1/datasets", params={"q": "brain tumor segmentation"}).json()
+    also = body["interpretation"]["also_matching"]
+    assert also, "the query is widened to narrower concepts"
+    page = client.get("/datasets", params={"q": "brain tumor segmentation"}, headers={"Accept": "text/html"})
+    reading = re.search(r'<p class="text-reading"[^>]*>(.*?)</p>', page.text, re.S)
+    assert reading, "the results say how the query was read"
+    assert all(concept in html.unescape(reading.group(1)) for concept in also)

@@ -204,7 +204,7 @@ def report_html(document: dict[str, Any]) -> str:
         f"<title>{title}</title><style>body{{font-family:sans-serif;margin:2em}}"
         "table{border-collapse:collapse}td,th{border:1px solid #999;padding:.2em .5em;text-align:left;"
         # long file paths and DICOM UIDs wrap inside their cell instead of pushing the table off the page
-        "overflow-wrap:anywhere;max-width:40em}</style>"
+        "overflow-wrap:anywhere;max-width:40em}th{white-space:nowrap}td{min-width:4.5em}</style>"
         f"</head><body><h1>{title}</h1><p>{counts['items']} items; {counts['skipped']} skipped (by stage: "
         f"{html.escape(by_stage)}); {counts['sources_not_fetched']} source(s) not fetched; {counts['altered']} "
         f"altered. Every row is also in account.csv.</p>"

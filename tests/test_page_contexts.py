@@ -20,6 +20,8 @@ from app.selections.pages import ComparePage, SelectionPage, ToggledFragment
 PAGES: list[tuple[str, type[PageContext]]] = [
     ("search/index.html", SearchPage),
     ("search/_region.html", SearchPage),
+    ("search/_results_partial.html", SearchPage),
+    ("search/_facet_partial.html", SearchPage),
     ("search/statistics.html", StatisticsPage),
     ("catalog/dataset.html", DatasetPage),
     ("selections/index.html", SelectionPage),

@@ -260,3 +260,14 @@ def test_labels_json_entries_carry_every_code_the_laterality_and_whether_the_nam
     )
     (entry,) = [e for e in tumour["labels"] if e["name"] == "liver_tumour"]
     assert (entry["code"]["meaning"], entry["region"]["meaning"]) == ("Neoplasm", "Liver")
+
+
+def test_a_concept_has_codes_only_when_the_vocabulary_knows_it() -> None:
+    """labels.json and the datacard show a label's codes beside 'in the vocabulary': a coded concept must be
+    a known one (the catalog's region terms, such as soft tissue, are neither)."""
+    coded = [term for term in ANATOMY.ids if concept_codes(term)[0]]
+    assert coded  # the anatomy vocabulary does give codes
+    for term in coded:
+        assert resolve_concept(term)[1], term
+    assert concept_codes("soft_tissue") == ([], None)
+    assert resolve_concept("Soft tissue") == ("soft_tissue", False)

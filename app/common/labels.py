@@ -79,7 +79,9 @@ def concept_codes(concept: str) -> tuple[list[Code], Code | None]:
     codes, modifier = structures().codes(concept)
     if codes or modifier is not None:
         return codes, modifier
-    if concept in ANATOMY:
+    # the anatomy terms `resolve_concept` will not take as one structure (regions) get no code either: a code
+    # beside "not in the vocabulary" would contradict itself in labels.json and the datacard
+    if concept in ANATOMY and concept not in _REGION_TERMS:
         term = ANATOMY.term(concept)
         if term.code and term.code_system == "UBERON":
             return [Code("UBERON", term.code, term.label)], None

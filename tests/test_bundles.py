@@ -366,6 +366,16 @@ def test_counts_agree_across_the_api_the_report_and_the_datacard(built: Built) -
         assert re.search(rf"^\| {re.escape(slug)} \| [^|]+ \| {items} \|", card, re.MULTILINE), slug
 
 
+def test_datacard_states_the_catalog_version_the_job_was_submitted_with(built: Built, session: Any) -> None:
+    from app.bundles.models import BundleJob
+
+    job = session.get(BundleJob, built.status["id"])
+    assert job is not None and job.catalog_version is not None, "the job records its catalog at submission"
+    card = (built.root / "README.md").read_text()
+    assert re.search(rf"^- Catalog version: {job.catalog_version}\b", card, re.MULTILINE), card[:2000]
+    assert "was not recorded" not in card
+
+
 def test_datacard_is_covered_by_the_checksums_and_documents_axis_orders(built: Built) -> None:
     card = (built.root / "README.md").read_text()
     sums = (built.root / "SHA256SUMS").read_text()

@@ -32,6 +32,8 @@ class BundleJob(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # items, sizes, checksums of the bundle
     # the portal's address the request came to: the bundle names its own page with it (migration 0010)
     base_url: Mapped[str | None] = mapped_column(Text)
+    # the catalog version the job was submitted with (NULL for jobs older than migration 0012)
+    catalog_version: Mapped[int | None] = mapped_column(Integer)
     # the nnU-Net dataset ids packaging gave the bundle, one per set of channels, fixed once chosen
     nnunet_ids: Mapped[list[int] | None] = mapped_column(JSONB)
     # the moment of the insert, not of its transaction's start (now()): jobs are listed and started in the

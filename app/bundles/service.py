@@ -32,7 +32,7 @@ from app.bundles.schemas import (
     MAX_DATASETS,
     BundleRequest,
 )
-from app.catalog.service import access_next_step
+from app.catalog.service import access_next_step, catalog_version
 from app.common import tasks
 from app.common.archive import BundleArchive
 from app.common.errors import Conflict, Gone, InvalidInput, NotAllowed, NotFound, NotOffered
@@ -148,6 +148,7 @@ def create_job(
         plan_id=request.plan_id,
         owner=owner,
         base_url=base_url,
+        catalog_version=catalog_version(session),
         warnings=[],
     )
     session.add(job)

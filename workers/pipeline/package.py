@@ -290,8 +290,9 @@ def _package(job_id: str, settings: Settings) -> Messages:
         created = job.created_at.astimezone(UTC).date().isoformat()
         provenance = {
             "catalog_version": catalog_version(session),
+            "catalog_version_submitted": job.catalog_version,
             "plan_id": plan_id or "",
-            # the catalog the plan's dataset list was made from (the job keeps no version of its own)
+            # the catalog the plan's dataset list was made from
             "plan_catalog_version": session.scalar(select(Plan.catalog_version).where(Plan.id == plan_id))
             if plan_id
             else None,

@@ -233,18 +233,10 @@ def undone_transaction(request: pytest.FixtureRequest, configured_services: None
     if request.node.get_closest_marker("commits") or _SEES_ONLY_COMMITTED & set(request.fixturenames):
         yield
         return
-    from app.core.cache import forget_derived_state
-    from app.core.db import get_engine, sessions_inside
+    from app.core.db import undone_transaction as undone
 
-    forget_derived_state()
-    with get_engine().connect() as connection:
-        transaction = connection.begin()
-        try:
-            with sessions_inside(connection):
-                yield
-        finally:
-            transaction.rollback()
-            forget_derived_state()
+    with undone():
+        yield
 
 
 @pytest.fixture

@@ -1,12 +1,10 @@
 """Database tests run inside a transaction that is always undone, even when the code under test commits
-(tests/conftest.py `undone_transaction`, app.core.db.sessions_inside), and what the process derived from the
+(app.core.db.undone_transaction, which tests/conftest.py's fixture of that name runs each test inside), and what the process derived from the
 catalog meanwhile is forgotten with it: after a rollback the catalog's version numbers repeat."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -15,27 +13,14 @@ from sqlalchemy.orm import Session
 
 from app.catalog.models import CatalogState, Dataset
 from app.catalog.service import catalog_version
-from app.core.cache import forget_derived_state
 from app.core.db import get_engine, new_session, sessions_inside
+from app.core.db import undone_transaction as undone  # what the fixture runs each test inside
 from app.search.filters import SearchFilter
 from app.search.service import search_json
 
 pytestmark = pytest.mark.usefixtures("configured_services")
 
 WORD = "zqxjvunlikelyword"
-
-
-@contextmanager
-def undone() -> Iterator[None]:
-    """What the `undone_transaction` fixture does around a test, here around a block of one test."""
-    with get_engine().connect() as connection:
-        transaction = connection.begin()
-        try:
-            with sessions_inside(connection):
-                yield
-        finally:
-            transaction.rollback()
-            forget_derived_state()
 
 
 def _rename_and_commit(slug: str) -> None:

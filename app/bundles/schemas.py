@@ -108,8 +108,24 @@ class BundleResult(BaseModel):
     )
 
 
-class BundleJobOut(Ok):
+class JobLinks(BaseModel):
+    """A job's id and where it is followed; the links follow from the id, made by the one URL builder (never by
+    the service)."""
+
     id: str
+
+    @computed_field(description="This job's status in JSON")  # type: ignore[prop-decorator]
+    @property
+    def status_url(self) -> str:
+        return urls.bundle(self.id)
+
+    @computed_field(description="This job's page")  # type: ignore[prop-decorator]
+    @property
+    def page_url(self) -> str:
+        return urls.page_bundle(self.id)
+
+
+class BundleJobOut(Ok, JobLinks):
     name: str
     state: JobState
     created_at: datetime
@@ -124,41 +140,18 @@ class BundleJobOut(Ok):
     error: str | None
     result: BundleResult | None
 
-    # Links follow from the id (and the state): made here by the one URL builder, never by the service.
-    @computed_field(description="This job's status in JSON")  # type: ignore[prop-decorator]
-    @property
-    def status_url(self) -> str:
-        return urls.bundle(self.id)
-
-    @computed_field(description="This job's page")  # type: ignore[prop-decorator]
-    @property
-    def page_url(self) -> str:
-        return urls.page_bundle(self.id)
-
     @computed_field(description="The bundle as one tar, once the job is done")  # type: ignore[prop-decorator]
     @property
     def download_url(self) -> str | None:
         return urls.bundle_download(self.id) if self.state == JobState.done else None
 
 
-class BundleJobSummary(BaseModel):
-    id: str
+class BundleJobSummary(JobLinks):
     name: str
     state: JobState
     created_at: datetime
     finished_at: datetime | None
     progress: Progress
-
-    # Links follow from the id (and the state): made here by the one URL builder, never by the service.
-    @computed_field(description="This job's status in JSON")  # type: ignore[prop-decorator]
-    @property
-    def status_url(self) -> str:
-        return urls.bundle(self.id)
-
-    @computed_field(description="This job's page")  # type: ignore[prop-decorator]
-    @property
-    def page_url(self) -> str:
-        return urls.page_bundle(self.id)
 
 
 class BundleJobList(Ok):

@@ -84,6 +84,24 @@ def sessions_inside(connection: Connection) -> Iterator[None]:
         _outer_connection = None
 
 
+@contextmanager
+def undone_transaction() -> Iterator[None]:
+    """Everything done meanwhile through `new_session()` (commits included) inside one transaction that is
+    rolled back at the end, whatever happens; then every answer this process derived from the catalog is
+    forgotten, since the catalog's version numbers repeat after a rollback (what tests run inside)."""
+    from app.core.cache import forget_derived_state
+
+    forget_derived_state()
+    with get_engine().connect() as connection:
+        transaction = connection.begin()
+        try:
+            with sessions_inside(connection):
+                yield
+        finally:
+            transaction.rollback()
+            forget_derived_state()
+
+
 def get_session() -> Iterator[Session]:
     """FastAPI dependency: one session per request."""
     with new_session() as session:

@@ -235,6 +235,9 @@ def test_the_datacards_monai_recipe_loads_every_labelled_training_volume(bundle:
         exec(selection, scope)
         files = scope["files"]
         assert files
+        assert scope["rows"].modality.nunique() == 1, (
+            "one modality at a time: CT and MR intensities do not mix"
+        )
         for entry in files:
             image, label = nib.load(entry["image"]), nib.load(entry["label"])
             assert image.shape == label.shape

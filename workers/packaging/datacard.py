@@ -205,7 +205,14 @@ def _labels(labels: LabelTable) -> list[str]:
     return lines + _table(["value", "name", "codes", "laterality", "region", "in the vocabulary"], rows)
 
 
-def _loading(nnunet_folders: Mapping[str, str], nnunet_ids: Mapping[str, int], has_2d: bool) -> list[str]:
+def _loading(
+    nnunet_folders: Mapping[str, str],
+    nnunet_ids: Mapping[str, int],
+    has_2d: bool,
+    volume_modalities: Sequence[str],
+) -> list[str]:
+    """How to load the bundle; `volume_modalities`: the modalities of the labelled 3D items, most items first
+    (the MONAI recipe takes one of them: CT and MR intensities are not on one scale)."""
     lines = ["## Loading it", ""]
     if nnunet_folders:
         ids = " ".join(str(nnunet_ids[c]) for c in sorted(nnunet_folders))
@@ -226,7 +233,13 @@ def _loading(nnunet_folders: Mapping[str, str], nnunet_ids: Mapping[str, int], h
             "from monai.data import Dataset",
             "from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged",
             'm = pd.read_parquet("manifest.parquet")',
-            'rows = m[(m.dims == 3) & (m.split == "train") & (m.label_path != "")]',
+            *(
+                [f"# one modality at a time (this bundle also holds {', '.join(volume_modalities[1:])})"]
+                if len(volume_modalities) > 1
+                else []
+            ),
+            'rows = m[(m.dims == 3) & (m.split == "train") & (m.label_path != "")'
+            + (f' & (m.modality == "{volume_modalities[0]}")]' if volume_modalities else "]"),
             'files = [{"image": i, "label": l} for i, l in zip(rows.image_path, rows.label_path)]',
             'keys = ["image", "label"]',
             "data = Dataset(files, Compose([LoadImaged(keys), EnsureChannelFirstd(keys)]))",
@@ -335,7 +348,13 @@ def datacard_markdown(
     lines += _files(nnunet_folders, nnunet_ids)
     lines += _columns()
     lines += _labels(labels)
-    lines += _loading(nnunet_folders, nnunet_ids, any(r.dims == 2 for r in records))
+    labelled_volumes = Counter(r.modality for r in records if r.dims == 3 and r.label_path)
+    lines += _loading(
+        nnunet_folders,
+        nnunet_ids,
+        any(r.dims == 2 for r in records),
+        [modality for modality, _ in labelled_volumes.most_common()],
+    )
     lines += _licences(sources)
     lines += _cite(sources)
     lines += _left_out(account, counts)

@@ -59,14 +59,25 @@ def current_slugs(session: Session, slugs: Sequence[str]) -> list[str]:
 
 
 def datasets_by_slug(session: Session, slugs: Sequence[str]) -> list[Dataset]:
-    """The datasets of `slugs` in that order, read through `current_slugs` (so old links keep working);
-    slugs the catalog does not have are left out."""
+    """The datasets of `slugs` in that order, read as `current_slugs` reads them (so old links keep working),
+    each once; slugs the catalog does not have are left out. One query when every slug names a dataset now
+    (the usual case, on every selection page); the redirects are looked up only for the others."""
     if not slugs:
         return []
-    wanted = current_slugs(session, slugs)
-    rows = session.execute(select(Dataset).options(*LIGHT_COLUMNS).where(Dataset.slug.in_(wanted)))
-    by_slug = {row.slug: row for row in rows.scalars()}
-    return [by_slug[s] for s in wanted if s in by_slug]
+    by_slug = _light_rows(session, slugs)
+    missing = [s for s in slugs if s not in by_slug]
+    if missing:
+        moved = canonical_slugs(session, missing)
+        by_slug |= _light_rows(session, [s for s in moved.values() if s not in by_slug])
+        slugs = [moved.get(s, s) for s in slugs]
+    return [by_slug[s] for s in dict.fromkeys(slugs) if s in by_slug]
+
+
+def _light_rows(session: Session, slugs: Sequence[str]) -> dict[str, Dataset]:
+    if not slugs:
+        return {}
+    rows = session.execute(select(Dataset).options(*LIGHT_COLUMNS).where(Dataset.slug.in_(list(slugs))))
+    return {row.slug: row for row in rows.scalars()}
 
 
 def unknown_slugs_error(unknown: list[str], given: Sequence[str], loc: list[str | int]) -> UnknownItems:

@@ -363,12 +363,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, live_server: str) -> Iterator[Any]:
-    """A fresh browser profile (no cookies) on the live server; fails the test on any JavaScript error."""
-    context = browser.new_context(base_url=live_server, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20_000)
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-    yield tab
-    context.close()
-    assert not errors, f"JavaScript errors: {errors}"
+    """A desktop tab (1280x900) in a fresh profile (tests/browser_tabs.py)."""
+    from browser_tabs import fresh_tab
+
+    yield from fresh_tab(browser, live_server, viewport={"width": 1280, "height": 900})

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from browser_tabs import fresh_tab
 from playwright.sync_api import expect
 
 PHONE = {"width": 390, "height": 844}
@@ -15,14 +16,7 @@ PHONE = {"width": 390, "height": 844}
 
 @pytest.fixture
 def phone(browser: Any, live_server: str) -> Iterator[Any]:
-    context = browser.new_context(base_url=live_server, viewport=PHONE, is_mobile=True, has_touch=True)
-    context.set_default_timeout(20_000)
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-    yield tab
-    context.close()
-    assert not errors, f"JavaScript errors: {errors}"
+    yield from fresh_tab(browser, live_server, viewport=PHONE, is_mobile=True, has_touch=True)
 
 
 def count(page: Any) -> int:

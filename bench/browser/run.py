@@ -35,12 +35,12 @@ import argparse
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.load.run import prepare_database, start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -114,32 +114,6 @@ PROBE = """
 
 
 # -- the server under test ----------------------------------------------------------------------------------------
-def prepare_database(code: Path, admin_url: str, name: str) -> str:
-    """Create `name` beside admin_url's database once; migrate it with `code` and seed it if empty."""
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            admin.execute(f'CREATE DATABASE "{name}"')
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-    env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(code)}
-    subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], cwd=code, env=env, check=True)
-    subprocess.run(
-        [sys.executable, "-m", "app.cli", "catalog", "seed"],
-        cwd=code,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return url
-
-
-def start_server(code: Path, database_url: str, redis_url: str) -> tuple[Any, str]:
-    from bench.load.run import start_server as start_web
-
-    return start_web(code, database_url, redis_url, {})
-
-
 # -- the browser ----------------------------------------------------------------------------------------------------
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -331,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     base = args.url
     code = args.code.resolve()
     if base is None:
-        database_url = prepare_database(code, args.admin_url, args.database)
-        process, base = start_server(code, database_url, args.redis_url)
+        database_url = prepare_database(args.admin_url, args.database, code)
+        process, base = start_server(code, database_url, args.redis_url, {})
     try:
         load_before = os.getloadavg()
         report = run_browser(base, args.clicks, args.queries, args.seed)
@@ -350,11 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(report, indent=2))
     finally:
         if process is not None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+            stop_server(process)
     return 0
 
 

@@ -65,7 +65,9 @@ class Catalog:
 
 def read_catalog(base: str) -> Catalog:
     with httpx.Client(base_url=base, timeout=60) as client:
-        facets = client.get("/api/v1/facets", params={"_facet_size": "max"}).json()
+        body = client.get("/api/v1/facets", params={"_facet_size": "max"}).json()
+        # {ok, facets} since the envelope had no exceptions; a bare list from a baseline checkout before that
+        facets = body["facets"] if isinstance(body, dict) else body
         facet_values = {
             f["name"]: [row["value"] for row in f["results"] if row["count"]]
             for f in facets
@@ -309,8 +311,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def prepare_database(admin_url: str, name: str) -> str:
-    """Create `name` beside admin_url's database once, migrate it and load the seed catalog if empty."""
+def prepare_database(admin_url: str, name: str, code: Path = REPO) -> str:
+    """Create `name` beside admin_url's database once; migrate it with `code` (the checkout whose web process
+    will read it) and load the seed catalog if empty."""
     import psycopg
 
     with psycopg.connect(admin_url, autocommit=True) as admin:
@@ -318,14 +321,12 @@ def prepare_database(admin_url: str, name: str) -> str:
         if not exists:
             admin.execute(f'CREATE DATABASE "{name}"')
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-    subprocess.run(
-        [sys.executable, "-m", "app.cli", "db", "upgrade"],
-        env={**os.environ, "DATABASE_URL": url},
-        check=True,
-    )
+    env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(code)}
+    subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], cwd=code, env=env, check=True)
     subprocess.run(
         [sys.executable, "-m", "app.cli", "catalog", "seed"],
-        env={**os.environ, "DATABASE_URL": url},
+        cwd=code,
+        env=env,
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -368,6 +369,15 @@ def start_server(code: Path, database_url: str, redis_url: str, env_extra: dict[
     raise SystemExit("the web process did not answer within 60 s")
 
 
+def stop_server(process: Any) -> None:
+    """Stop a web process `start_server` started, with its workers (its own process group)."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -402,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     process = None
     base = args.url
     if base is None:
-        database_url = prepare_database(args.admin_url, args.database)
+        database_url = prepare_database(args.admin_url, args.database, args.code.resolve())
         extra = dict(item.split("=", 1) for item in args.env)
         process, base = start_server(args.code.resolve(), database_url, args.redis_url, extra)
     try:
@@ -427,11 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(report, indent=2))
     finally:
         if process is not None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+            stop_server(process)
     return 0
 
 

@@ -51,17 +51,16 @@ def load_queries(path: Path = QUERIES) -> list[Query]:
 
 
 def canonical_judgments(session: Session, queries: list[Query]) -> list[Query]:
-    """The judgments with every slug read through `app.catalog.service.canonical_slug` when it exists."""
-    from app.catalog import service as catalog_service
+    """The judgments with every slug read as the catalog names that dataset now (`canonical_slugs`: a slug merged
+    into another dataset counts for it, at its best grade), in one lookup."""
+    from app.catalog.service import canonical_slugs
 
-    canonical = getattr(catalog_service, "canonical_slug", None)
-    if canonical is None:
-        return queries
+    now = canonical_slugs(session, [slug for query in queries for slug in query.judgments])
     out = []
     for query in queries:
         merged: dict[str, int] = {}
         for slug, grade in query.judgments.items():
-            target = canonical(session, slug)
+            target = now.get(slug)
             if target is None:  # a judged record that no longer exists counts as unjudged
                 continue
             merged[target] = max(grade, merged.get(target, 0))

@@ -226,11 +226,9 @@ def database_stamp(url: str) -> dict[str, Any] | None:
 
 def load_postgres(records: list[dict[str, Any]], n: int, stamp: dict[str, Any]) -> dict[str, float]:
     """A fresh `bench_<n>` with `records`; returns the seconds each step took."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.orm import Session
 
     from app.catalog.service import sync_vocabularies
-    from app.core.db import new_session, normalise_url, run_migrations
+    from app.core.db import new_session, run_migrations
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -272,20 +270,6 @@ def load_postgres(records: list[dict[str, Any]], n: int, stamp: dict[str, Any]) 
             {"s": Jsonb({"datasets": len(records)})},
         )
         conn.commit()
-    # what the importer does after a write (the words typo-tolerant text search expands queries with), done
-    # by the app's own function so the benchmark follows it when it changes
-    from app.catalog import service as catalog_service
-
-    refresh = getattr(catalog_service, "refresh_search_words", None)
-    if refresh is not None:
-        started = time.perf_counter()
-        # not the app's engine: its statement_timeout (IMAGINGX_QUERY_TIMEOUT_MS, 2 s) cancels this at 1M rows
-        engine = create_engine(normalise_url(url))
-        with Session(engine) as session:
-            refresh(session)
-            session.commit()
-        engine.dispose()
-        timings["search_words_s"] = time.perf_counter() - started
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
@@ -309,7 +293,7 @@ SELECT tablename, 'index', indexname, indexdef, true, '' FROM pg_indexes
 WHERE schemaname = 'public' AND tablename = ANY(%(tables)s)
 ORDER BY 1, 2, 3
 """
-SEARCH_TABLES = ["dataset", "catalog_state", "search_word", "vocabulary"]
+SEARCH_TABLES = ["dataset", "catalog_state", "vocabulary"]
 
 
 def schema_digest(url: str) -> str | None:

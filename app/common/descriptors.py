@@ -129,13 +129,7 @@ class PairByRegex(_Strict):
     @field_validator("pattern")
     @classmethod
     def _compiles_with_case_group(cls, value: str) -> str:
-        try:
-            compiled = re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from exc
-        if "case" not in compiled.groupindex:
-            raise ValueError("the pattern needs a named group `(?P<case>...)` giving the case id")
-        return value
+        return regex_with_group(value, "case", "the case id")
 
 
 Pairing = Annotated[PairByStem | PairBySuffix | PairByRegex, Field(discriminator="by")]
@@ -163,16 +157,20 @@ class ExplicitLayout(_Strict):
         return _subject_regex(value)
 
 
-def _subject_regex(value: str | None) -> str | None:
-    if value is None:
-        return None
+def regex_with_group(value: str, group: str, meaning: str) -> str:
+    """`value` if it is a regular expression with the named group `group` (which gives `meaning`); else a
+    ValueError saying which, as pydantic reports it."""
     try:
         compiled = re.compile(value)
     except re.error as exc:
         raise ValueError(f"not a regular expression: {exc}") from exc
-    if "subject" not in compiled.groupindex:
-        raise ValueError("the pattern needs a named group `(?P<subject>...)` giving the patient id")
+    if group not in compiled.groupindex:
+        raise ValueError(f"the pattern needs a named group `(?P<{group}>...)` giving {meaning}")
     return value
+
+
+def _subject_regex(value: str | None) -> str | None:
+    return None if value is None else regex_with_group(value, "subject", "the patient id")
 
 
 class _Source(_Strict):

@@ -119,6 +119,17 @@ def source_rows(
     return sorted(rows, key=lambda r: r["slug"])
 
 
+def _rows_of(account: Sequence[dict[str, str]], outcome: str, **columns: str) -> list[dict[str, str]]:
+    """The account's rows of one outcome as the report lists them: source, the file (`item`) and the item id,
+    then `columns` (report key = account column)."""
+    return [
+        {"source": r["source"], "item": r["file"], "item_id": r["item_id"]}
+        | {key: r[column] for key, column in columns.items()}
+        for r in account
+        if r["outcome"] == outcome
+    ]
+
+
 def report_document(
     *,
     bundle_name: str,
@@ -136,40 +147,9 @@ def report_document(
         "counts": {"items": len(records), **account_counts(account)},
         "summary": summary_rows(records),
         "sources": source_rows(sources, records, account, notes),
-        "skipped": [
-            {
-                "source": r["source"],
-                "item": r["file"],
-                "item_id": r["item_id"],
-                "stage": r["stage"],
-                "reason": r["reason"],
-            }
-            for r in account
-            if r["outcome"] == SKIPPED
-        ],
-        "altered": [
-            {
-                "source": r["source"],
-                "item": r["file"],
-                "item_id": r["item_id"],
-                "stage": r["stage"],
-                "kind": r["kind"],
-                "detail": r["reason"],
-            }
-            for r in account
-            if r["outcome"] == ALTERED
-        ],
-        "noted": [
-            {
-                "source": r["source"],
-                "item": r["file"],
-                "item_id": r["item_id"],
-                "kind": r["kind"],
-                "detail": r["reason"],
-            }
-            for r in account
-            if r["outcome"] == NOTED
-        ],
+        "skipped": _rows_of(account, SKIPPED, stage="stage", reason="reason"),
+        "altered": _rows_of(account, ALTERED, stage="stage", kind="kind", detail="reason"),
+        "noted": _rows_of(account, NOTED, kind="kind", detail="reason"),
         "licence_terms": combined_terms(list(sources)).statements(),
         **extra,
     }

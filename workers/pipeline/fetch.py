@@ -337,8 +337,25 @@ def _fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
         # replace, not add: a rerun after a crash between the insert and this commit finds no half list
         session.execute(delete(BundleItem).where(BundleItem.job_id == job_id, BundleItem.slug == slug))
         seen: set[str] = set()
-        rows = 0
         root = source_dir(settings, job_id, slug)
+
+        def add_item(item_id: str, state: str, reason: str | None, case: Case) -> None:
+            """One item row per id (a repeated id adds nothing); skipped rows are left out at unpacking."""
+            if item_id in seen:
+                return
+            seen.add(item_id)
+            session.add(
+                BundleItem(
+                    job_id=job_id,
+                    item_id=item_id,
+                    slug=slug,
+                    state=state,
+                    reason=reason,
+                    stage=ItemStage.unpack if reason else None,
+                    case=case_to_json(case, job_dir),
+                )
+            )
+
         for case in fetched.cases:
             item_id = item_id_for(slug, case.case_id)
             state, reason = ItemState.pending, None
@@ -354,39 +371,15 @@ def _fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
                     *job.warnings,
                     f"{slug}: case id {case.case_id} appears twice; kept the first",
                 ]
-            if item_id in seen:
-                continue
-            seen.add(item_id)
-            rows += 1
-            session.add(
-                BundleItem(
-                    job_id=job_id,
-                    item_id=item_id,
-                    slug=slug,
-                    state=state,
-                    reason=reason,
-                    stage=ItemStage.unpack if reason else None,
-                    case=case_to_json(case, job_dir),
-                )
-            )
+            add_item(item_id, state, reason, case)
         for path in fetched.unused:
             relative = path.relative_to(root).as_posix()
-            item_id = account_id(slug, "unused", relative)
-            if item_id in seen:
-                continue
-            seen.add(item_id)
-            rows += 1
-            session.add(
-                BundleItem(
-                    job_id=job_id,
-                    item_id=item_id,
-                    slug=slug,
-                    state=ItemState.skipped,
-                    stage=ItemStage.unpack,
-                    reason=f"no case of the {fetched.layout} layout uses this file (no image or label to pair it "
-                    "with, or outside the folders the layout reads)",
-                    case=case_to_json(Case(case_id=relative, subject_id="", images=(path,)), job_dir),
-                )
+            add_item(
+                account_id(slug, "unused", relative),
+                ItemState.skipped,
+                f"no case of the {fetched.layout} layout uses this file (no image or label to pair it with, or "
+                "outside the folders the layout reads)",
+                Case(case_id=relative, subject_id="", images=(path,)),
             )
         modalities = session.scalar(select(Dataset.modalities).where(Dataset.slug == slug)) or []
         if len(modalities) > 1 and any(case.modality is None for case in fetched.cases):
@@ -403,7 +396,7 @@ def _fetch_source(job_id: str, slug: str, settings: Settings) -> Messages:
         source.detail = None
         source.files, source.bytes, source.layout = fetched.files, fetched.bytes, fetched.layout
         source.label_table = {str(k): v for k, v in sorted(fetched.label_table.items())}
-        source.items_total = rows
+        source.items_total = len(seen)  # every row added, one per id
         stated: dict[str, Any] = {"licences": fetched.licences} if fetched.licences else {}
         if fetched.doi:
             stated["doi"] = fetched.doi
